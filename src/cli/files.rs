@@ -1,0 +1,88 @@
+//! Local inputs and outputs of the file commands: a path or `-` for stdio.
+//! Outputs are written to a temporary name and renamed when complete, so a failed
+//! run never leaves a file that looks whole.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub type Input = Box<dyn AsyncRead + Unpin + Send>;
+pub type OutputStream = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Opens IN; returns the reader, a label for messages and the size if known.
+pub async fn open_input(spec: &str) -> anyhow::Result<(Input, String, Option<u64>)> {
+    if spec == "-" {
+        return Ok((Box::new(tokio::io::stdin()), "stdin".into(), None));
+    }
+    let f = tokio::fs::File::open(spec)
+        .await
+        .with_context(|| format!("cannot open {spec}"))?;
+    let size = f.metadata().await.ok().map(|m| m.len());
+    Ok((Box::new(f), spec.to_string(), size))
+}
+
+/// An output that becomes visible under its name only on `commit`.
+pub struct PendingOutput {
+    pub stream: Option<OutputStream>,
+    target: Option<(PathBuf, PathBuf)>,
+}
+
+impl PendingOutput {
+    pub async fn create(spec: &str) -> anyhow::Result<Self> {
+        if spec == "-" {
+            return Ok(PendingOutput {
+                stream: Some(Box::new(tokio::io::stdout())),
+                target: None,
+            });
+        }
+        let path = PathBuf::from(spec);
+        if path.is_dir() {
+            anyhow::bail!("{spec} is a directory; give a file name");
+        }
+        let tmp = temp_name(&path);
+        let f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(PendingOutput {
+            stream: Some(Box::new(f)),
+            target: Some((tmp, path)),
+        })
+    }
+
+    pub fn is_stdout(&self) -> bool {
+        self.target.is_none()
+    }
+
+    pub fn take_stream(&mut self) -> OutputStream {
+        self.stream.take().expect("stream taken once")
+    }
+
+    /// Moves the finished file into place.
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        if let Some((tmp, path)) = self.target.take() {
+            std::fs::rename(&tmp, &path).with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), path.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingOutput {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = &self.target {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.redvault-tmp-{}", std::process::id()))
+}

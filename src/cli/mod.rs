@@ -1,0 +1,81 @@
+//! The command line: one subcommand per job. Settings come from flags, REDVAULT_*
+//! environment variables and a TOML config file, in that order of precedence.
+
+mod config;
+mod files;
+mod keys;
+mod output;
+mod progress;
+mod seal;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redvault",
+    version,
+    about = "Encrypted, point-in-time backups of Redis in object storage"
+)]
+pub struct Cli {
+    /// TOML config file (see config/redvault.toml).
+    #[arg(long, global = true, env = "REDVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the summary as one JSON object, and no progress.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage key-encryption keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Seal a file: compress and encrypt it under a fresh data key wrapped by the KEK.
+    Seal(seal::SealArgs),
+    /// Open a sealed file (or a backup object, with the keyring.json beside it).
+    Unseal(seal::UnsealArgs),
+}
+
+/// Runs the command line; returns the process exit code. Failures print one line
+/// naming the cause.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    let out = output::Output { json: cli.json };
+    let result = (|| -> anyhow::Result<()> {
+        let config = config::Config::load(cli.config.as_deref())?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            match cli.command {
+                Command::Keys(k) => keys::run(k, &out),
+                Command::Seal(a) => seal::seal(a, &config, &out).await,
+                Command::Unseal(a) => seal::unseal(a, &config, &out).await,
+            }
+        })
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            if cli.json {
+                println!("{}", serde_json::json!({ "error": line }));
+            }
+            eprintln!("redvault: error: {line}");
+            1
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REDVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,234 @@
+//! `redvault seal` and `redvault unseal`: standalone sealed files.
+
+use super::config::Config;
+use super::files::{open_input, PendingOutput};
+use super::output::Output;
+use super::progress::{bytes_bar, human_bytes};
+use crate::format::ObjectKind;
+use crate::kek::{open_kek, Kek};
+use crate::keyring::{DataKey, Keyring};
+use crate::opener::{Opener, RawHeader};
+use crate::sealer::{default_parallelism, ObjectSpec, SealOptions, Sealer};
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Args)]
+pub struct KekArg {
+    /// Key-encryption key: path to an RSA key in PEM (public to seal, private to unseal).
+    #[arg(long, env = "REDVAULT_KEK")]
+    pub kek: Option<String>,
+}
+
+impl KekArg {
+    /// The KEK from the flag, the environment or the config; none is an error
+    /// (fail closed: nothing is written without a key).
+    pub fn open(&self, config: &Config) -> anyhow::Result<Arc<dyn Kek>> {
+        let spec = self
+            .kek
+            .as_deref()
+            .or(config.kek.as_deref())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no KEK given: pass --kek, set REDVAULT_KEK, or set kek in the config file"
+                )
+            })?;
+        Ok(open_kek(spec)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub kek: KekArg,
+    /// Plaintext bytes per chunk.
+    #[arg(long, env = "REDVAULT_CHUNK_SIZE")]
+    pub chunk_size: Option<u32>,
+    /// zstd level (1 is fast and is the default; 3 packs tighter).
+    #[arg(long, env = "REDVAULT_ZSTD_LEVEL", allow_hyphen_values = true)]
+    pub zstd_level: Option<i32>,
+    /// Store chunks uncompressed.
+    #[arg(long)]
+    pub no_compress: bool,
+    /// File to seal, or `-` for stdin.
+    pub input: String,
+    /// Sealed file to write, or `-` for stdout.
+    pub output: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    #[command(flatten)]
+    pub kek: KekArg,
+    /// The keyring of a backup object; defaults to keyring.json beside IN.
+    #[arg(long)]
+    pub keyring: Option<String>,
+    /// Sealed file, or `-` for stdin.
+    pub input: String,
+    /// Where to write the plaintext, or `-` for stdout.
+    pub output: String,
+}
+
+pub fn seal_options(args: &SealArgs, config: &Config) -> anyhow::Result<SealOptions> {
+    let mut o = SealOptions::default();
+    if let Some(cs) = args.chunk_size.or(config.seal.chunk_size) {
+        if !(1024..=crate::format::MAX_CHUNK_SIZE).contains(&cs) {
+            bail!("chunk size {cs} out of range (1 KiB to 64 MiB)");
+        }
+        o.chunk_size = cs;
+    }
+    if let Some(l) = args.zstd_level.or(config.seal.zstd_level) {
+        if !zstd::compression_level_range().contains(&l) {
+            bail!("zstd level {l} out of range");
+        }
+        o.zstd_level = Some(l);
+    }
+    if args.no_compress || config.seal.compress == Some(false) {
+        o.zstd_level = None;
+    }
+    Ok(o)
+}
+
+pub async fn seal(args: SealArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
+    let opts = seal_options(&args, config)?;
+    let kek = args.kek.open(config)?;
+    let dek = DataKey::generate();
+    let keyring = Keyring::wrap(&dek, kek.as_ref()).await?;
+    let (mut input, label, size) = open_input(&args.input).await?;
+    let mut pending = PendingOutput::create(&args.output).await?;
+    let name = Path::new(&args.output)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stdout".into());
+    let spec = ObjectSpec {
+        kind: ObjectKind::File,
+        generation: String::new(),
+        name,
+        embedded_keyring: keyring.to_json(),
+    };
+    let started = Instant::now();
+    let mut sealer = Sealer::new(pending.take_stream(), spec, &dek, &opts).await?;
+    let bar = bytes_bar(size, out.progress());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("reading {label}"))?;
+        if n == 0 {
+            break;
+        }
+        sealer.write(&buf[..n]).await?;
+        bar.inc(n as u64);
+    }
+    let (summary, _) = sealer.finish().await?;
+    bar.finish_and_clear();
+    let stdout_busy = pending.is_stdout();
+    pending.commit()?;
+    let secs = started.elapsed().as_secs_f64();
+    out.summary_to(
+        &format!(
+            "sealed {label} -> {}: {} in, {} stored, {} chunk(s), {secs:.2}s ({}/s), key {}",
+            args.output,
+            human_bytes(summary.plaintext_bytes),
+            human_bytes(summary.stored_bytes),
+            summary.chunks,
+            human_bytes((summary.plaintext_bytes as f64 / secs.max(1e-9)) as u64),
+            kek.id(),
+        ),
+        serde_json::json!({
+            "command": "seal",
+            "input": label,
+            "output": args.output,
+            "plaintext_bytes": summary.plaintext_bytes,
+            "stored_bytes": summary.stored_bytes,
+            "chunks": summary.chunks,
+            "plaintext_sha256": hex::encode(summary.plaintext_sha256),
+            "kek": kek.id(),
+            "seconds": secs,
+        }),
+        stdout_busy,
+    );
+    Ok(())
+}
+
+pub async fn unseal(args: UnsealArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
+    let kek = args.kek.open(config)?;
+    if !kek.can_unwrap() {
+        // Say so before reading anything.
+        kek.unwrap(&crate::kek::WrappedKey {
+            kek_id: kek.id().into(),
+            alg: crate::kek::ALG_RSA_OAEP_256.into(),
+            bytes: vec![],
+        })
+        .await?;
+    }
+    let (mut input, label, size) = open_input(&args.input).await?;
+    let raw = RawHeader::read(&mut input, &label).await?;
+    let dek = if raw.header.keyring.is_empty() {
+        let path = match &args.keyring {
+            Some(p) => p.clone(),
+            None if args.input == "-" => {
+                bail!("{label}: the object carries no keyring; pass --keyring PATH")
+            }
+            None => Path::new(&args.input)
+                .with_file_name("keyring.json")
+                .display()
+                .to_string(),
+        };
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("{label}: cannot read its keyring {path}"))?;
+        Keyring::from_json(&bytes, &path)?
+            .unwrap(kek.as_ref(), &path)
+            .await?
+    } else {
+        Keyring::from_json(&raw.header.keyring, &label)?
+            .unwrap(kek.as_ref(), &label)
+            .await?
+    };
+    let mut pending = PendingOutput::create(&args.output).await?;
+    let mut stream = pending.take_stream();
+    let started = Instant::now();
+    let mut opener = Opener::new(input, &raw, &dek, &label, default_parallelism())?;
+    drop(dek);
+    let bar = bytes_bar(size, out.progress());
+    let mut stored = raw.bytes.len() as u64;
+    while let Some(chunk) = opener.next_chunk().await? {
+        stream
+            .write_all(&chunk)
+            .await
+            .with_context(|| format!("writing {}", args.output))?;
+        stored += chunk.len() as u64;
+        bar.set_position(stored.min(size.unwrap_or(u64::MAX)));
+    }
+    stream
+        .shutdown()
+        .await
+        .with_context(|| format!("writing {}", args.output))?;
+    drop(stream);
+    bar.finish_and_clear();
+    let stdout_busy = pending.is_stdout();
+    pending.commit()?;
+    let secs = started.elapsed().as_secs_f64();
+    let n = opener.plaintext_bytes();
+    out.summary_to(
+        &format!(
+            "unsealed {label} -> {}: {} in {secs:.2}s ({}/s)",
+            args.output,
+            human_bytes(n),
+            human_bytes((n as f64 / secs.max(1e-9)) as u64)
+        ),
+        serde_json::json!({
+            "command": "unseal",
+            "input": label,
+            "output": args.output,
+            "plaintext_bytes": n,
+            "seconds": secs,
+        }),
+        stdout_busy,
+    );
+    Ok(())
+}
