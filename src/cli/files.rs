@@ -24,6 +24,7 @@ pub async fn open_input(spec: &str) -> anyhow::Result<(Input, String, Option<u64
 /// An output that becomes visible under its name only on `commit`.
 pub struct PendingOutput {
     pub stream: Option<OutputStream>,
+    stdout: bool,
     target: Option<(PathBuf, PathBuf)>,
 }
 
@@ -32,12 +33,28 @@ impl PendingOutput {
         if spec == "-" {
             return Ok(PendingOutput {
                 stream: Some(Box::new(tokio::io::stdout())),
+                stdout: true,
                 target: None,
             });
         }
         let path = PathBuf::from(spec);
         if path.is_dir() {
             anyhow::bail!("{spec} is a directory; give a file name");
+        }
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if !meta.is_file() {
+                // A device or a pipe (/dev/null, a FIFO): written in place.
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .await
+                    .with_context(|| format!("cannot open {spec}"))?;
+                return Ok(PendingOutput {
+                    stream: Some(Box::new(f)),
+                    stdout: false,
+                    target: None,
+                });
+            }
         }
         let tmp = temp_name(&path);
         let f = tokio::fs::OpenOptions::new()
@@ -48,12 +65,14 @@ impl PendingOutput {
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         Ok(PendingOutput {
             stream: Some(Box::new(f)),
+            stdout: false,
             target: Some((tmp, path)),
         })
     }
 
+    /// True when the data goes to stdout (where JSON summaries must not go).
     pub fn is_stdout(&self) -> bool {
-        self.target.is_none()
+        self.stdout
     }
 
     pub fn take_stream(&mut self) -> OutputStream {

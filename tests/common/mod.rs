@@ -1,0 +1,136 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use redvault::format::ObjectKind;
+use redvault::kek::LocalRsaKek;
+use redvault::keyring::DataKey;
+use redvault::opener::{Opener, RawHeader};
+use redvault::sealer::{ObjectSpec, SealOptions, Sealer};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One 2048-bit test key per test binary (generation is the slow part).
+pub fn test_key_pems() -> &'static (String, String) {
+    static KEY: OnceLock<(String, String)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        (
+            k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+    })
+}
+
+pub fn test_kek() -> LocalRsaKek {
+    LocalRsaKek::from_pem(&test_key_pems().0, "test-key").unwrap()
+}
+
+/// Writes the test key pair into `dir` as kek.pem (0600) and kek.pub.pem.
+pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let (private, public) = test_key_pems();
+    let p = dir.join("kek.pem");
+    let q = dir.join("kek.pub.pem");
+    std::fs::write(&p, private).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&q, public).unwrap();
+    (p, q)
+}
+
+pub fn opts(chunk_size: u32, level: Option<i32>) -> SealOptions {
+    SealOptions {
+        chunk_size,
+        zstd_level: level,
+        parallelism: 2,
+    }
+}
+
+pub fn spec(name: &str) -> ObjectSpec {
+    ObjectSpec {
+        kind: ObjectKind::Rdb,
+        generation: "20261123T000000Z-test".into(),
+        name: name.into(),
+        embedded_keyring: vec![],
+    }
+}
+
+/// Seals `data` in memory.
+pub async fn seal_bytes(data: &[u8], dek: &DataKey, name: &str, o: &SealOptions) -> Vec<u8> {
+    let mut s = Sealer::new(Vec::new(), spec(name), dek, o).await.unwrap();
+    // Uneven writes, to cross chunk boundaries at odd places.
+    for piece in data.chunks(7777) {
+        s.write(piece).await.unwrap();
+    }
+    s.finish().await.unwrap().1
+}
+
+/// Opens sealed bytes in memory; the error is returned as its one-line message.
+pub async fn open_bytes(sealed: &[u8], dek: &DataKey, label: &str) -> Result<Vec<u8>, String> {
+    let mut input = sealed;
+    let raw = RawHeader::read(&mut input, label)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut o = Opener::new(input, &raw, dek, label, 2).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(c) = o.next_chunk().await.map_err(|e| e.to_string())? {
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Byte ranges (start, end) of each chunk frame, length prefix included.
+pub fn frames(sealed: &[u8]) -> Vec<(usize, usize)> {
+    let hlen = u32::from_be_bytes(sealed[10..14].try_into().unwrap()) as usize;
+    let mut pos = hlen;
+    let mut out = vec![];
+    loop {
+        let field = u32::from_be_bytes(sealed[pos..pos + 4].try_into().unwrap());
+        let len = (field & 0x7fff_ffff) as usize;
+        out.push((pos, pos + 4 + len));
+        pos += 4 + len;
+        if field & 0x8000_0000 != 0 {
+            return out;
+        }
+    }
+}
+
+/// RDB-like test data: compressible, with some structure and some noise.
+pub fn compressible(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    let mut i: u64 = 0;
+    while v.len() < n {
+        let line = format!(
+            "user:{i}\x00{{\"name\":\"n{}\",\"score\":{}}}",
+            i % 977,
+            i.wrapping_mul(2654435761) % 100_000
+        );
+        v.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn random(n: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut v);
+    v
+}
+
+/// The built `redvault` binary.
+pub fn redvault() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redvault"))
+}
+
+/// Runs the binary; returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run redvault");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
