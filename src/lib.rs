@@ -4,9 +4,12 @@
 //! and encrypts them under a data key from the `keyring`, wrapped by a `kek`; the
 //! `opener` reverses it. `format` holds the byte format (docs/FORMAT.md).
 
+pub mod backup;
 pub mod cli;
 pub mod format;
 pub mod kek;
 pub mod keyring;
 pub mod opener;
+pub mod replication;
 pub mod sealer;
+pub mod store;

@@ -10,6 +10,16 @@ use std::path::Path;
 pub struct Config {
     /// KEK: a path to a PEM key file.
     pub kek: Option<String>,
+    /// The Redis to back up: redis://[user[:password]@]host:port.
+    pub redis: Option<String>,
+    /// Storage URL (file://, az://, s3://, gs://).
+    pub store: Option<String>,
+    /// Path prefix inside the store.
+    pub prefix: Option<String>,
+    /// Source name (defaults to host-port).
+    pub source: Option<String>,
+    /// Seconds without a byte from Redis before giving up.
+    pub redis_timeout: Option<u64>,
     #[serde(default)]
     pub seal: SealConfig,
 }

@@ -2,6 +2,7 @@
 //! environment variables and a TOML config file, in that order of precedence.
 
 mod config;
+mod export;
 mod files;
 mod keys;
 mod output;
@@ -37,6 +38,10 @@ pub enum Command {
     Seal(seal::SealArgs),
     /// Open a sealed file (or a backup object, with the keyring.json beside it).
     Unseal(seal::UnsealArgs),
+    /// Stream a consistent snapshot of a live Redis into storage, sealed.
+    Export(export::ExportArgs),
+    /// List the backup generations in storage.
+    List(export::ListArgs),
 }
 
 /// Runs the command line; returns the process exit code. Failures print one line
@@ -55,6 +60,8 @@ pub fn run() -> i32 {
                 Command::Keys(k) => keys::run(k, &out),
                 Command::Seal(a) => seal::seal(a, &config, &out).await,
                 Command::Unseal(a) => seal::unseal(a, &config, &out).await,
+                Command::Export(a) => export::run_export(a, &config, &out).await,
+                Command::List(a) => export::run_list(a, &config, &out).await,
             }
         })
     })();

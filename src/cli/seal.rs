@@ -40,8 +40,9 @@ impl KekArg {
     }
 }
 
+/// How to seal: the KEK, chunk size and compression.
 #[derive(Debug, Args)]
-pub struct SealArgs {
+pub struct SealTuning {
     #[command(flatten)]
     pub kek: KekArg,
     /// Plaintext bytes per chunk.
@@ -53,6 +54,12 @@ pub struct SealArgs {
     /// Store chunks uncompressed.
     #[arg(long)]
     pub no_compress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub tuning: SealTuning,
     /// File to seal, or `-` for stdin.
     pub input: String,
     /// Sealed file to write, or `-` for stdout.
@@ -72,7 +79,7 @@ pub struct UnsealArgs {
     pub output: String,
 }
 
-pub fn seal_options(args: &SealArgs, config: &Config) -> anyhow::Result<SealOptions> {
+pub fn seal_options(args: &SealTuning, config: &Config) -> anyhow::Result<SealOptions> {
     let mut o = SealOptions::default();
     if let Some(cs) = args.chunk_size.or(config.seal.chunk_size) {
         if !(1024..=crate::format::MAX_CHUNK_SIZE).contains(&cs) {
@@ -93,8 +100,8 @@ pub fn seal_options(args: &SealArgs, config: &Config) -> anyhow::Result<SealOpti
 }
 
 pub async fn seal(args: SealArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
-    let opts = seal_options(&args, config)?;
-    let kek = args.kek.open(config)?;
+    let opts = seal_options(&args.tuning, config)?;
+    let kek = args.tuning.kek.open(config)?;
     let dek = DataKey::generate();
     let keyring = Keyring::wrap(&dek, kek.as_ref()).await?;
     let (mut input, label, size) = open_input(&args.input).await?;

@@ -44,12 +44,28 @@ pub fn seal_chunk(
     plaintext: &[u8],
     level: Option<i32>,
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    seal_chunk_into(cipher, aad, index, last, plaintext, level, &mut out);
+    out
+}
+
+/// As `seal_chunk`, into `out` (cleared first), so callers can reuse buffers.
+pub fn seal_chunk_into(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    index: u32,
+    last: bool,
+    plaintext: &[u8],
+    level: Option<i32>,
+    out: &mut Vec<u8>,
+) {
     const BODY: usize = FRAME_LEN_BYTES + 1;
     let bound = match level {
         Some(_) => zstd::zstd_safe::compress_bound(plaintext.len()),
         None => plaintext.len(),
     };
-    let mut out = Vec::with_capacity(BODY + bound.max(plaintext.len()) + TAG_LEN);
+    out.clear();
+    out.reserve(BODY + bound.max(plaintext.len()) + TAG_LEN);
     out.resize(BODY, 0);
     let mut encoding = Encoding::Raw;
     if let (Some(level), false) = (level, plaintext.is_empty()) {
@@ -85,7 +101,6 @@ pub fn seal_chunk(
     let sealed_len = (out.len() - FRAME_LEN_BYTES) as u32;
     let field = sealed_len | if last { LAST_FLAG } else { 0 };
     out[..FRAME_LEN_BYTES].copy_from_slice(&field.to_be_bytes());
-    out
 }
 
 /// Why a chunk did not open; the caller adds the object and chunk index.

@@ -4,7 +4,7 @@
 pub(crate) mod chunk_frame;
 mod header;
 
-pub use chunk_frame::{nonce, open_chunk, seal_chunk, Encoding, TAG_LEN};
+pub use chunk_frame::{nonce, open_chunk, seal_chunk, seal_chunk_into, Encoding, TAG_LEN};
 pub use header::{Compression, Header, ObjectKind, HEADER_MAC_LEN, PREFIX_LEN};
 
 pub const MAGIC: [u8; 8] = *b"REDVAULT";

@@ -3,8 +3,8 @@
 //! `parallelism + 1` chunks, whatever the object's size.
 
 use crate::format::{
-    seal_chunk, Compression, FormatError, Header, ObjectKind, CHUNK_OVERHEAD, DEFAULT_CHUNK_SIZE,
-    FOOTER_MAGIC, HEADER_MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN,
+    seal_chunk_into, Compression, FormatError, Header, ObjectKind, CHUNK_OVERHEAD,
+    DEFAULT_CHUNK_SIZE, FOOTER_MAGIC, HEADER_MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN,
 };
 use crate::keyring::DataKey;
 use aes_gcm::{Aes256Gcm, KeyInit};
@@ -71,7 +71,10 @@ pub struct Sealer<W> {
     parallelism: usize,
     buf: Vec<u8>,
     next_index: u64,
-    inflight: VecDeque<JoinHandle<Vec<u8>>>,
+    inflight: VecDeque<JoinHandle<(Vec<u8>, Vec<u8>)>>,
+    /// Spent buffers (plaintext chunks, sealed frames) for reuse: the allocator
+    /// sees no churn, and memory stays at a few chunks however long the stream.
+    spare: Vec<Vec<u8>>,
     frame_lens: Vec<u32>,
     sha: Sha256,
     plaintext_bytes: u64,
@@ -142,6 +145,7 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
             buf: Vec::with_capacity(opts.chunk_size as usize),
             next_index: 0,
             inflight: VecDeque::new(),
+            spare: Vec::new(),
             frame_lens: Vec::new(),
             sha: Sha256::new(),
             plaintext_bytes: 0,
@@ -154,7 +158,8 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
         while !data.is_empty() {
             if self.buf.len() == self.chunk_size {
                 // More data follows, so this full chunk is not the last one.
-                let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
+                let fresh = self.spare_buf();
+                let chunk = std::mem::replace(&mut self.buf, fresh);
                 self.dispatch(chunk, false).await?;
             }
             let take = (self.chunk_size - self.buf.len()).min(data.len());
@@ -187,8 +192,8 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
         let last = std::mem::take(&mut self.buf);
         self.dispatch(last, true).await?;
         while let Some(h) = self.inflight.pop_front() {
-            let frame = h.await.expect("sealing task panicked");
-            self.emit(frame).await?;
+            let done = h.await.expect("sealing task panicked");
+            self.emit(done).await?;
         }
         let mut footer = Vec::with_capacity(self.frame_lens.len() * 4 + 16);
         for l in &self.frame_lens {
@@ -212,13 +217,9 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
 
     async fn dispatch(&mut self, chunk: Vec<u8>, last: bool) -> Result<(), FormatError> {
         if self.inflight.len() >= self.parallelism {
-            let frame = self
-                .inflight
-                .pop_front()
-                .unwrap()
-                .await
-                .expect("sealing task panicked");
-            self.emit(frame).await?;
+            let done = self.inflight.pop_front().unwrap();
+            self.emit(done.await.expect("sealing task panicked"))
+                .await?;
         }
         let index = u32::try_from(self.next_index)
             .map_err(|_| FormatError::TooManyChunks(self.label.clone()))?;
@@ -226,24 +227,45 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
         let cipher = self.cipher.clone();
         let aad = self.aad;
         let level = self.level;
+        let mut frame = self.spare_buf();
         self.inflight
             .push_back(tokio::task::spawn_blocking(move || {
-                seal_chunk(&cipher, &aad, index, last, &chunk, level)
+                seal_chunk_into(&cipher, &aad, index, last, &chunk, level, &mut frame);
+                (frame, chunk)
             }));
         Ok(())
     }
 
-    async fn emit(&mut self, frame: Vec<u8>) -> Result<(), FormatError> {
+    fn spare_buf(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.chunk_size))
+    }
+
+    /// Writes a sealed frame and keeps both buffers for reuse.
+    async fn emit(&mut self, (frame, mut chunk): (Vec<u8>, Vec<u8>)) -> Result<(), FormatError> {
+        chunk.clear();
+        self.spare.push(chunk);
         debug_assert!(frame.len() as u32 >= 4 + CHUNK_OVERHEAD);
         let field = u32::from_be_bytes(frame[..4].try_into().unwrap());
         self.frame_lens.push(field);
         self.stored_bytes += frame.len() as u64;
-        self.out
+        let r = self
+            .out
             .write_all(&frame)
             .await
             .map_err(|source| FormatError::Io {
                 label: self.label.clone(),
                 source,
-            })
+            });
+        self.spare.push(frame);
+        r
+    }
+}
+
+impl<W> Sealer<W> {
+    /// The output, unfinished (to abort an upload after a failure).
+    pub fn into_inner(self) -> W {
+        self.out
     }
 }

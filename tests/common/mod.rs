@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use redvault::format::ObjectKind;
 use redvault::kek::LocalRsaKek;
 use redvault::keyring::DataKey;

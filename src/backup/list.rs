@@ -1,0 +1,86 @@
+//! Listing the generations under a prefix: complete (manifest present and
+//! readable) or incomplete, with sizes and key counts. Needs no key.
+
+use super::layout::MANIFEST;
+use super::manifest::Manifest;
+use crate::store::{one_line, Store};
+use futures::TryStreamExt;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenerationInfo {
+    pub source: String,
+    pub generation: String,
+    pub complete: bool,
+    pub stored_bytes: u64,
+    pub objects: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
+    /// Why a manifest that exists could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, String> {
+    let root = match source {
+        Some(s) => store.path(&[s]),
+        None => store.prefix.clone(),
+    };
+    let depth = store.prefix.parts().count();
+    let objects: Vec<_> = store
+        .inner
+        .list(Some(&root))
+        .try_collect()
+        .await
+        .map_err(|e| format!("storage {}: cannot list: {}", store.url, one_line(&e)))?;
+    let mut gens: BTreeMap<(String, String), GenerationInfo> = BTreeMap::new();
+    for o in objects {
+        let parts: Vec<String> = o
+            .location
+            .parts()
+            .skip(depth)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        if parts.len() < 3 {
+            continue;
+        }
+        let g = gens
+            .entry((parts[0].clone(), parts[1].clone()))
+            .or_insert_with(|| GenerationInfo {
+                source: parts[0].clone(),
+                generation: parts[1].clone(),
+                complete: false,
+                stored_bytes: 0,
+                objects: 0,
+                manifest: None,
+                problem: None,
+            });
+        g.stored_bytes += o.size;
+        g.objects += 1;
+        if parts.len() == 3 && parts[2] == MANIFEST {
+            g.complete = true;
+        }
+    }
+    for g in gens.values_mut().filter(|g| g.complete) {
+        let path = store.path(&[&g.source, &g.generation, MANIFEST]);
+        let read = async {
+            let bytes = store.inner.get(&path).await?.bytes().await?;
+            Ok::<_, object_store::Error>(bytes)
+        }
+        .await;
+        match read {
+            Ok(bytes) => match Manifest::parse(&bytes, path.as_ref()) {
+                Ok(m) => g.manifest = Some(m),
+                Err(e) => {
+                    g.complete = false;
+                    g.problem = Some(e.to_string());
+                }
+            },
+            Err(e) => {
+                g.complete = false;
+                g.problem = Some(one_line(&e));
+            }
+        }
+    }
+    Ok(gens.into_values().collect())
+}

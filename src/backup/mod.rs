@@ -1,0 +1,6 @@
+//! Backups in storage: the layout of a generation, its manifest, export, listing.
+
+pub mod export;
+pub mod layout;
+pub mod list;
+pub mod manifest;

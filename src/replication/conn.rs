@@ -1,0 +1,141 @@
+//! A buffered connection to Redis with timeouts, speaking just enough RESP for the
+//! replica handshake. The transport is any byte stream (TCP now, TLS later).
+
+use super::ReplError;
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Bulk(Option<Vec<u8>>),
+    Integer(i64),
+}
+
+pub struct Conn {
+    io: Box<dyn Transport>,
+    pub buf: BytesMut,
+    pub addr: String,
+    pub read_timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(io: Box<dyn Transport>, addr: String, read_timeout: Duration) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(256 << 10),
+            addr,
+            read_timeout,
+        }
+    }
+
+    /// Reads more bytes into the buffer; Ok(0) at end of stream.
+    pub async fn fill(&mut self, waiting_for: &str) -> Result<usize, ReplError> {
+        if self.buf.capacity() - self.buf.len() < 64 << 10 {
+            self.buf.reserve(256 << 10);
+        }
+        match tokio::time::timeout(self.read_timeout, self.io.read_buf(&mut self.buf)).await {
+            Err(_) => Err(ReplError::Timeout {
+                addr: self.addr.clone(),
+                secs: self.read_timeout.as_secs(),
+                waiting_for: waiting_for.into(),
+            }),
+            Ok(Err(source)) => Err(ReplError::Io {
+                addr: self.addr.clone(),
+                source,
+            }),
+            Ok(Ok(n)) => Ok(n),
+        }
+    }
+
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.io
+            .write_all(&out)
+            .await
+            .map_err(|source| ReplError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
+    /// One line without its CRLF. Bare `\n` keepalives (sent while the primary
+    /// forks) before the line are skipped.
+    pub async fn read_line(&mut self, waiting_for: &str) -> Result<String, ReplError> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                self.buf.advance(1);
+            }
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(i + 1);
+                let line = &line[..line.len() - 1];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return Ok(String::from_utf8_lossy(line).into_owned());
+            }
+            if self.buf.len() > 1 << 20 {
+                return Err(ReplError::Protocol(format!(
+                    "{}: reply line longer than 1 MiB while waiting for {waiting_for}",
+                    self.addr
+                )));
+            }
+            if self.fill(waiting_for).await? == 0 {
+                return Err(ReplError::Closed {
+                    addr: self.addr.clone(),
+                    during: waiting_for.into(),
+                });
+            }
+        }
+    }
+
+    pub async fn read_reply(&mut self, waiting_for: &str) -> Result<Reply, ReplError> {
+        let line = self.read_line(waiting_for).await?;
+        let (kind, rest) = line.split_at(line.len().min(1));
+        match kind {
+            "+" => Ok(Reply::Status(rest.into())),
+            "-" => Ok(Reply::Error(rest.into())),
+            ":" => Ok(Reply::Integer(rest.parse().unwrap_or(0))),
+            "$" => {
+                let n: i64 = rest.parse().map_err(|_| {
+                    ReplError::Protocol(format!("{}: bad bulk length {rest}", self.addr))
+                })?;
+                if n < 0 {
+                    return Ok(Reply::Bulk(None));
+                }
+                let need = n as usize + 2;
+                while self.buf.len() < need {
+                    if self.fill(waiting_for).await? == 0 {
+                        return Err(ReplError::Closed {
+                            addr: self.addr.clone(),
+                            during: waiting_for.into(),
+                        });
+                    }
+                }
+                let v = self.buf.split_to(need);
+                Ok(Reply::Bulk(Some(v[..n as usize].to_vec())))
+            }
+            _ => Err(ReplError::Protocol(format!(
+                "{}: unexpected reply {:?} while waiting for {waiting_for}",
+                self.addr,
+                line.chars().take(60).collect::<String>()
+            ))),
+        }
+    }
+
+    pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ReplError> {
+        self.send(args).await?;
+        let what = format!(
+            "the reply to {}",
+            String::from_utf8_lossy(args[0]).to_uppercase()
+        );
+        self.read_reply(&what).await
+    }
+}

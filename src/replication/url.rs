@@ -1,0 +1,75 @@
+//! `redis://[user:pass@]host:port[/db]` as the replication client needs it.
+
+use zeroize::Zeroizing;
+
+#[derive(Clone)]
+pub struct RedisUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Zeroizing<String>>,
+}
+
+impl RedisUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let u = url::Url::parse(s).map_err(|e| format!("bad Redis URL: {e}"))?;
+        match u.scheme() {
+            "redis" => {}
+            "rediss" => return Err("TLS (rediss://) is not supported yet; use redis://".into()),
+            other => return Err(format!("bad Redis URL: scheme {other}, expected redis://")),
+        }
+        let host = u
+            .host_str()
+            .ok_or("bad Redis URL: no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let decode = |p: &str| {
+            url::form_urlencoded::parse(format!("x={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let user = (!u.username().is_empty()).then(|| decode(u.username()));
+        let password = u.password().map(|p| Zeroizing::new(decode(p)));
+        Ok(RedisUrl {
+            host,
+            port: u.port().unwrap_or(6379),
+            user,
+            password,
+        })
+    }
+
+    /// host:port, for connecting and for messages (never the password).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// A default source name: host and port, safe as a path segment.
+    pub fn source_name(&self) -> String {
+        format!("{}-{}", self.host, self.port)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redis://")?;
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        write!(f, "{}", self.addr())
+    }
+}

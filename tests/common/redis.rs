@@ -1,0 +1,310 @@
+//! A real redis-server for tests: started on a free loopback port in a temp dir,
+//! stopped on drop. A missing redis-server fails loudly, naming scripts/setup.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    /// Starts redis-server with test settings plus `extra` (`--name value` pairs).
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_rdb(extra, None)
+    }
+
+    /// Starts a server that loads `rdb` at startup (native load).
+    pub fn start_with_rdb(extra: &[&str], rdb: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(rdb) = rdb {
+            std::fs::copy(rdb, dir.path().join("dump.rdb")).unwrap();
+        }
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--dbfilename",
+            "dump.rdb",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--enable-debug-command",
+            "yes",
+            "--logfile",
+            "redis.log",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): run scripts/setup to install it")
+            });
+        let s = RedisServer { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = s.try_client() {
+                // LOADING answers until an RDB given at startup is in.
+                match c.cmd(&[b"PING"]) {
+                    Ok(Resp::Status(_)) => return s,
+                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return s,
+                    _ => {}
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn try_client(&self) -> std::io::Result<Client> {
+        Client::connect(self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        self.try_client().expect("connect to test redis")
+    }
+
+    pub fn digest(&self) -> String {
+        match self.client().cmd(&[b"DEBUG", b"DIGEST"]).unwrap() {
+            Resp::Status(s) => s,
+            other => panic!("DEBUG DIGEST: {other:?}"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Resp>),
+}
+
+/// A minimal blocking RESP client for setting up and checking test data.
+pub struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> std::io::Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Client {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&out).unwrap();
+    }
+
+    pub fn cmd(&mut self, args: &[&[u8]]) -> std::io::Result<Resp> {
+        self.send(args);
+        self.read()
+    }
+
+    /// Runs a command that must succeed.
+    pub fn ok(&mut self, args: &[&str]) -> Resp {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        let r = self.cmd(&a).unwrap();
+        if let Resp::Error(e) = &r {
+            panic!("{args:?}: {e}");
+        }
+        r
+    }
+
+    pub fn read(&mut self) -> std::io::Result<Resp> {
+        let mut line = String::new();
+        self.r.read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (t, rest) = line.split_at(1.min(line.len()));
+        Ok(match t {
+            "+" => Resp::Status(rest.into()),
+            "-" => Resp::Error(rest.into()),
+            ":" => Resp::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    Resp::Bulk(None)
+                } else {
+                    let mut b = vec![0; n as usize + 2];
+                    self.r.read_exact(&mut b)?;
+                    b.truncate(n as usize);
+                    Resp::Bulk(Some(b))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                let mut v = vec![];
+                for _ in 0..n.max(0) {
+                    v.push(self.read()?);
+                }
+                Resp::Array(v)
+            }
+            _ => {
+                return Err(std::io::Error::other(format!("bad reply line {line:?}")));
+            }
+        })
+    }
+}
+
+/// Distinctive strings planted in the data set, to prove none reaches storage in
+/// plaintext.
+pub const SECRET_KEY: &str = "plaintext-canary-key-7f3a";
+pub const SECRET_VALUE: &str = "plaintext-canary-value-9c1e";
+
+/// Fills a server with every type and encoding Redis writes: int and raw strings,
+/// a multi-MB value, small and large lists, intsets, small and large sets, sorted
+/// sets and hashes, a stream with a consumer group and pending entries, TTLs,
+/// three databases and binary key names.
+pub fn fill_all_types(c: &mut Client) {
+    c.ok(&["SET", SECRET_KEY, SECRET_VALUE]);
+    c.ok(&["SET", "int", "12345"]);
+    c.ok(&["SET", "neg", "-987654321"]);
+    c.ok(&["SET", "raw", "hello world, a raw string"]);
+    let big: String = (0..3_000_000)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    c.ok(&["SET", "big", &big]);
+    c.ok(&["RPUSH", "list:small", "a", "b", "1", "2"]);
+    for chunk in 0..20 {
+        let items: Vec<String> = (0..500).map(|i| format!("item-{chunk}-{i}")).collect();
+        let mut args = vec!["RPUSH", "list:large"];
+        args.extend(items.iter().map(|s| s.as_str()));
+        c.ok(&args);
+    }
+    c.ok(&["SADD", "set:int", "1", "2", "3", "100000", "-5"]);
+    c.ok(&["SADD", "set:small", "x", "y", "z"]);
+    let members: Vec<String> = (0..2000).map(|i| format!("member-{i}")).collect();
+    let mut args = vec!["SADD", "set:large"];
+    args.extend(members.iter().map(|s| s.as_str()));
+    c.ok(&args);
+    c.ok(&[
+        "ZADD",
+        "zset:small",
+        "1",
+        "one",
+        "2.5",
+        "two",
+        "-3",
+        "three",
+    ]);
+    let mut zargs: Vec<String> = vec!["ZADD".into(), "zset:large".into()];
+    for i in 0..1500 {
+        zargs.push(format!("{}", i as f64 * 1.25));
+        zargs.push(format!("z-{i}"));
+    }
+    c.ok(&zargs.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    c.ok(&["HSET", "hash:small", "f1", "v1", "f2", "2"]);
+    let mut hargs: Vec<String> = vec!["HSET".into(), "hash:large".into()];
+    for i in 0..1000 {
+        hargs.push(format!("field-{i}"));
+        hargs.push(format!("value-{i}-{}", "x".repeat(i % 70)));
+    }
+    c.ok(&hargs.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    for i in 0..300 {
+        c.ok(&[
+            "XADD",
+            "stream",
+            "*",
+            "n",
+            &i.to_string(),
+            "payload",
+            "data",
+        ]);
+    }
+    c.ok(&["XGROUP", "CREATE", "stream", "g1", "0"]);
+    c.ok(&["XGROUP", "CREATE", "stream", "g2", "$"]);
+    c.ok(&[
+        "XREADGROUP",
+        "GROUP",
+        "g1",
+        "consumer-a",
+        "COUNT",
+        "10",
+        "STREAMS",
+        "stream",
+        ">",
+    ]);
+    c.ok(&[
+        "XREADGROUP",
+        "GROUP",
+        "g1",
+        "consumer-b",
+        "COUNT",
+        "5",
+        "STREAMS",
+        "stream",
+        ">",
+    ]);
+    c.ok(&["SET", "ttl:key", "expires later", "PX", "86400000"]);
+    c.ok(&["HSET", "ttl:hash", "a", "b"]);
+    c.ok(&["PEXPIRE", "ttl:hash", "90000000"]);
+    c.cmd(&[b"SET", b"bin\x00key\xff\xfe", b"bin\x00value\x01"])
+        .unwrap();
+    c.ok(&["SELECT", "1"]);
+    c.ok(&["SET", "db1:key", "in db 1"]);
+    c.ok(&["LPUSH", "db1:list", "a", "b"]);
+    c.ok(&["SELECT", "7"]);
+    c.ok(&["SET", "db7:key", "in db 7"]);
+    c.ok(&["SELECT", "0"]);
+}

@@ -1,0 +1,387 @@
+//! `redvault export` and `list` against a real redis-server.
+
+mod common;
+
+use common::redis::*;
+use common::*;
+use std::path::Path;
+
+fn export_cmd(redis_url: &str, store: &Path, extra: &[&str]) -> (i32, String, String) {
+    run(redvault()
+        .args(["--json", "export", "--redis", redis_url, "--to"])
+        .arg(format!("file://{}", store.display()))
+        .args(extra))
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_no_manifest(store: &Path) {
+    let found: Vec<_> = files(store)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() == "manifest.json")
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a failed export wrote a manifest: {found:?}"
+    );
+}
+
+fn one_line_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("redvault: warning"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line on failure: {stderr:?}");
+    assert!(lines[0].starts_with("redvault: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+fn sealed_round_trip(diskless: &str) {
+    let src = RedisServer::start(&["--repl-diskless-sync", diskless]);
+    fill_all_types(&mut src.client());
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &["--source", "cache1", "--kek", kek_pub.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let generation = summary["generation"].as_str().unwrap().to_string();
+    let gen_dir = store.join("cache1").join(&generation);
+    let names: Vec<_> = files(&gen_dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["base.rdb.rv", "keyring.json", "manifest.json"]);
+
+    // No key name or value in any stored byte.
+    for f in files(&store) {
+        let bytes = std::fs::read(&f).unwrap();
+        for canary in [SECRET_KEY, SECRET_VALUE, "member-1999", "field-999"] {
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{canary} in plaintext in {}",
+                f.display()
+            );
+        }
+    }
+
+    // Unseal with the private key, load natively: the same data set.
+    let rdb = work.path().join("restored.rdb");
+    let (code, _, err) = run(redvault()
+        .args(["unseal", "--kek"])
+        .arg(work.path().join("kek.pem"))
+        .arg(gen_dir.join("base.rdb.rv"))
+        .arg(&rdb));
+    assert_eq!(code, 0, "{err}");
+    let restored = RedisServer::start_with_rdb(&[], Some(&rdb));
+    assert_eq!(restored.digest(), src.digest(), "restored data set differs");
+    assert_ne!(src.digest(), "0000000000000000000000000000000000000000");
+
+    // list shows it complete.
+    let (code, stdout, err) = run(redvault()
+        .args(["--json", "list", "--from"])
+        .arg(format!("file://{}", store.display())));
+    assert_eq!(code, 0, "{err}");
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(gens.as_array().unwrap().len(), 1);
+    assert_eq!(gens[0]["generation"], generation.as_str());
+    assert_eq!(gens[0]["complete"], true);
+    assert_eq!(gens[0]["manifest"]["redis"]["rdb_version"], 10);
+    let sha = gens[0]["manifest"]["objects"][0]["plaintext_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    use sha2::Digest;
+    assert_eq!(
+        sha,
+        hex::encode(sha2::Sha256::digest(std::fs::read(&rdb).unwrap()))
+    );
+}
+
+#[test]
+fn sealed_export_restores_the_same_data_set_diskless() {
+    sealed_round_trip("yes");
+}
+
+#[test]
+fn sealed_export_restores_the_same_data_set_disk_based() {
+    sealed_round_trip("no");
+}
+
+#[test]
+fn plain_export_writes_a_loadable_rdb_and_warns() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let (code, stdout, err) =
+        export_cmd(&src.url(), &store, &["--plain", "--prefix", "nightly/eu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("UNENCRYPTED"), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let source = format!("127.0.0.1-{}", src.port);
+    assert_eq!(summary["source"], source.as_str());
+    let gen_dir = store
+        .join("nightly/eu")
+        .join(&source)
+        .join(summary["generation"].as_str().unwrap());
+    assert!(!gen_dir.join("keyring.json").exists());
+    let restored = RedisServer::start_with_rdb(&[], Some(&gen_dir.join("base.rdb")));
+    assert_eq!(restored.digest(), src.digest());
+}
+
+#[tokio::test]
+async fn manifest_is_authenticated_by_the_data_key() {
+    use redvault::backup::manifest::Manifest;
+    use redvault::keyring::Keyring;
+    let src = RedisServer::start(&[]);
+    src.client().ok(&["SET", "a", "1"]);
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &["--source", "s", "--kek", kek_pub.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let gen_dir = store
+        .join("s")
+        .join(summary["generation"].as_str().unwrap());
+    let ring =
+        Keyring::from_json(&std::fs::read(gen_dir.join("keyring.json")).unwrap(), "k").unwrap();
+    let dek = ring.unwrap(&test_kek(), "k").await.unwrap();
+    let bytes = std::fs::read(gen_dir.join("manifest.json")).unwrap();
+    let m = Manifest::open(&bytes, &dek, "manifest.json").unwrap();
+    assert_eq!(m.source, "s");
+    assert_eq!(m.objects[0].name, "base.rdb.rv");
+    let edited = String::from_utf8(bytes)
+        .unwrap()
+        .replace("\"offset\": 0", "\"offset\": 1");
+    let e = Manifest::open(edited.as_bytes(), &dek, "manifest.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("failed authentication"), "{e}");
+}
+
+#[test]
+fn unreachable_redis_is_named_and_nothing_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let port = free_port();
+    let (code, _, err) = export_cmd(
+        &format!("redis://127.0.0.1:{port}"),
+        &store,
+        &["--kek", work.path().join("kek.pub.pem").to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(files(&store).is_empty());
+}
+
+#[test]
+fn wrong_password_and_missing_permission_are_named() {
+    let src = RedisServer::start(&["--requirepass", "s3cret"]);
+    let mut c = Client::connect(src.port).unwrap();
+    c.ok(&["AUTH", "s3cret"]);
+    c.ok(&[
+        "ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*", "+@all", "-psync", "-sync",
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let kek = work.path().join("kek.pub.pem");
+    let kek = kek.to_str().unwrap();
+
+    let (code, _, err) = export_cmd(
+        &format!("redis://:wrong@127.0.0.1:{}", src.port),
+        &store,
+        &["--kek", kek],
+    );
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("refused authentication") && !line.contains("wrong@"),
+        "{line}"
+    );
+
+    let (code, _, err) = export_cmd(
+        &format!("redis://reader:readpw@127.0.0.1:{}", src.port),
+        &store,
+        &["--kek", kek],
+    );
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("reader lacks the permission to run 'psync'"),
+        "{line}"
+    );
+    assert!(!line.contains("readpw"), "never print the password: {line}");
+
+    // The password from the environment works.
+    let (code, _, err) = run(redvault()
+        .env("REDVAULT_REDIS_PASSWORD", "s3cret")
+        .args([
+            "export",
+            "--redis",
+            &format!("redis://127.0.0.1:{}", src.port),
+            "--kek",
+            kek,
+            "--to",
+        ])
+        .arg(format!("file://{}", store.display())));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Forwards a client to `upstream`, passing at most `limit` bytes back, then
+/// cuts both directions: a connection dropped mid-snapshot.
+fn cutting_proxy(upstream: u16, limit: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+        let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c_in, &mut s_out);
+        });
+        let (mut s_in, mut c_out) = (server, client);
+        let mut sent = 0;
+        let mut buf = [0u8; 16384];
+        while sent < limit {
+            let n = match s_in.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n.min(limit - sent),
+            };
+            if c_out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n;
+        }
+        let _ = c_out.shutdown(std::net::Shutdown::Both);
+        let _ = s_in.shutdown(std::net::Shutdown::Both);
+    });
+    port
+}
+
+#[test]
+fn connection_dropped_mid_snapshot_leaves_no_complete_generation() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let port = cutting_proxy(src.port, 20_000);
+    let (code, _, err) = export_cmd(
+        &format!("redis://127.0.0.1:{port}"),
+        &store,
+        &["--kek", work.path().join("kek.pub.pem").to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("closed the connection during the snapshot"),
+        "{line}"
+    );
+    assert_no_manifest(&store);
+    let (_, stdout, _) = run(redvault()
+        .args(["--json", "list", "--from"])
+        .arg(format!("file://{}", store.display())));
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        gens.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["complete"] == false),
+        "{gens}"
+    );
+}
+
+#[test]
+fn silent_server_times_out_with_a_clear_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(conn);
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let (code, _, err) = export_cmd(
+        &format!("redis://127.0.0.1:{port}"),
+        &store,
+        &[
+            "--redis-timeout",
+            "1",
+            "--kek",
+            work.path().join("kek.pub.pem").to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(line.contains("no answer within 1 s"), "{line}");
+    assert_no_manifest(&store);
+}
+
+#[test]
+fn missing_storage_or_kek_fails_before_anything_is_written() {
+    let src = RedisServer::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let kek = work.path().join("kek.pub.pem");
+    let missing = work.path().join("nope");
+    let (code, _, err) = export_cmd(&src.url(), &missing, &["--kek", kek.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(one_line_error(&err).contains("does not exist"), "{err}");
+
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let (code, _, err) = run(redvault()
+        .env_remove("REDVAULT_KEK")
+        .args(["export", "--redis", &src.url(), "--to"])
+        .arg(format!("file://{}", store.display())));
+    assert_ne!(code, 0);
+    assert!(one_line_error(&err).contains("no KEK given"), "{err}");
+    assert!(files(&store).is_empty());
+    // No sync was started on the primary either.
+    let info = match src.client().ok(&["INFO", "stats"]) {
+        Resp::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(info.contains("sync_full:0"), "{info}");
+}
