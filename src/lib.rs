@@ -10,6 +10,7 @@ pub mod format;
 pub mod kek;
 pub mod keyring;
 pub mod opener;
+pub mod rdb;
 pub mod replication;
 pub mod sealer;
 pub mod store;

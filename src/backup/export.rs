@@ -8,6 +8,7 @@ use super::manifest::{Manifest, ObjectEntry, RedisInfo, MANIFEST_FORMAT, MANIFES
 use crate::format::{FormatError, ObjectKind};
 use crate::kek::{Kek, KekError};
 use crate::keyring::{DataKey, Keyring};
+use crate::rdb::KeyCounter;
 use crate::replication::{LinkOptions, RedisUrl, ReplError, ReplicaLink};
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
 use crate::store::{one_line, Store};
@@ -133,11 +134,13 @@ pub async fn export(
                 bytes: 0,
             },
         };
+        let mut counter = KeyCounter::start();
         let step = async {
             while let Some(piece) = transfer.next().await? {
                 sink.write(&piece)
                     .await
                     .map_err(|e| store_err("cannot upload base", &e))?;
+                counter.send(piece).await;
                 progress(transfer.received(), transfer.announced_size());
             }
             Ok::<_, ExportError>(())
@@ -147,15 +150,26 @@ pub async fn export(
             sink.abort().await;
             return Err(e);
         }
-        sink.finish()
+        // The RDB's own CRC already checked out; a scanner that cannot walk it (a
+        // newer format) only leaves the key counts unknown.
+        let counts = match counter.finish().await {
+            Ok(c) => Some(c.into_iter().map(|(db, n)| (db.to_string(), n)).collect()),
+            Err(e) => {
+                tracing::warn!("key counts unknown: {e}");
+                None
+            }
+        };
+        let entry = sink
+            .finish()
             .await
-            .map_err(|e| store_err("cannot complete the base upload", &e))
+            .map_err(|e| store_err("cannot complete the base upload", &e))?;
+        Ok((entry, counts))
     }
     .await;
-    let entry = match result {
-        Ok(mut entry) => {
+    let (entry, key_counts) = match result {
+        Ok((mut entry, counts)) => {
             entry.name = base_name.into();
-            entry
+            (entry, counts)
         }
         Err(e) => {
             // Leave nothing that looks like a backup: the manifest was never
@@ -186,7 +200,7 @@ pub async fn export(
             .unwrap_or_default(),
         data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
         objects: vec![entry.clone()],
-        keys: None,
+        keys: key_counts,
         mac: None,
     };
     let json = manifest.to_json(keys.as_ref().map(|(d, _)| d));

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod redis;
 
 use redvault::format::ObjectKind;

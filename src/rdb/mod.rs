@@ -1,0 +1,42 @@
+//! The RDB scanner: walks an RDB stream of versions 1 to 12 (Redis 1.x to 8.4)
+//! and yields its entries (database, key, expiry, type, raw value bytes) and aux
+//! fields, without decoding values it only needs to copy. One entry in memory at
+//! a time.
+
+mod feed;
+mod scanner;
+mod source;
+
+pub use feed::{count_keys, ChannelReader, KeyCounter};
+pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};
+
+/// The newest RDB version the scanner reads.
+pub const MAX_RDB_VERSION: u32 = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RdbError {
+    #[error("not an RDB file (bad magic)")]
+    BadMagic,
+    #[error(
+        "this is a Valkey RDB ({0}); redvault reads Redis RDB versions 1 to {MAX_RDB_VERSION}"
+    )]
+    Valkey(String),
+    #[error("RDB version {0} is newer than this redvault reads (1 to {MAX_RDB_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("RDB truncated at byte offset {offset}")]
+    Truncated { offset: u64 },
+    #[error("RDB corrupt at byte offset {offset}: {what}")]
+    Corrupt { offset: u64, what: String },
+    #[error("RDB has unknown {what} {byte} (0x{byte:02x}) at byte offset {offset}")]
+    Unknown {
+        what: &'static str,
+        byte: u8,
+        offset: u64,
+    },
+    #[error("RDB at byte offset {offset}: {what} cannot be walked without its module")]
+    Opaque { offset: u64, what: String },
+    #[error("RDB checksum mismatch: the file says {expected:016x}, its bytes give {actual:016x}")]
+    BadChecksum { expected: u64, actual: u64 },
+    #[error("reading the RDB: {0}")]
+    Io(String),
+}
