@@ -4,6 +4,7 @@
 mod config;
 mod export;
 mod files;
+mod import;
 mod keys;
 mod output;
 mod progress;
@@ -42,6 +43,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// List the backup generations in storage.
     List(export::ListArgs),
+    /// Load a backup, or plain RDB files, into a Redis (pipelined RESTORE).
+    Import(import::ImportArgs),
+    /// Show what an RDB or a backup holds: version, aux fields, keys per db and type, biggest keys.
+    Inspect(import::InspectArgs),
 }
 
 /// Runs the command line; returns the process exit code. Failures print one line
@@ -62,13 +67,15 @@ pub fn run() -> i32 {
                 Command::Unseal(a) => seal::unseal(a, &config, &out).await,
                 Command::Export(a) => export::run_export(a, &config, &out).await,
                 Command::List(a) => export::run_list(a, &config, &out).await,
+                Command::Import(a) => import::run_import(a, &config, &out).await,
+                Command::Inspect(a) => import::run_inspect(a, &config, &out).await,
             }
         })
     })();
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let line = format!("{e:#}").replace('\n', " ");
+            let line = one_line(&e);
             if cli.json {
                 println!("{}", serde_json::json!({ "error": line }));
             }
@@ -85,4 +92,20 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The error and its causes on one line, each cause once: library errors often
+/// already embed their source in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
 }

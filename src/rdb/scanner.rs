@@ -38,6 +38,8 @@ pub struct Entry {
     pub freq: Option<u8>,
     /// RDB type byte.
     pub type_byte: u8,
+    /// Bytes the value takes in the RDB.
+    pub value_len: u64,
     /// The type byte and the value's bytes exactly as in the RDB (empty unless
     /// values are kept): with the RDB version and a CRC64 they make a RESTORE payload.
     pub raw: Vec<u8>,
@@ -182,6 +184,7 @@ impl<R: Read> RdbScanner<R> {
                     if keep {
                         self.src.capture = Some(vec![t]);
                     }
+                    let value_at = self.src.offset;
                     let walked = self.skip_value(t, at);
                     let raw = self.src.capture.take().unwrap_or_default();
                     walked?;
@@ -192,6 +195,7 @@ impl<R: Read> RdbScanner<R> {
                         idle,
                         freq,
                         type_byte: t,
+                        value_len: self.src.offset - value_at,
                         raw,
                     })));
                 }
@@ -209,6 +213,7 @@ impl<R: Read> RdbScanner<R> {
 
     /// (value, is_special_encoding)
     fn len_or_special(&mut self) -> Result<(u64, bool), RdbError> {
+        let at = self.src.offset;
         let b = self.src.u8()?;
         Ok(match b >> 6 {
             0 => ((b & 0x3f) as u64, false),
@@ -216,7 +221,12 @@ impl<R: Read> RdbScanner<R> {
             2 => match b {
                 0x80 => (u32::from_be_bytes(self.src.bytes()?) as u64, false),
                 0x81 => (u64::from_be_bytes(self.src.bytes()?), false),
-                _ => return Err(self.corrupt(&format!("bad length byte 0x{b:02x}"))),
+                _ => {
+                    return Err(RdbError::Corrupt {
+                        offset: at,
+                        what: format!("bad length byte 0x{b:02x}"),
+                    })
+                }
             },
             _ => ((b & 0x3f) as u64, true),
         })

@@ -2,13 +2,10 @@
 //! PSYNC), receives the RDB snapshot as a byte stream (length-prefixed or diskless
 //! EOF-marker form), and checks the RDB's own CRC64 trailer.
 
-mod conn;
 mod rdb_transfer;
-mod url;
 
-pub use conn::{Conn, Reply, Transport};
+pub use crate::resp::{Conn, RedisUrl, Reply, Transport};
 pub use rdb_transfer::RdbTransfer;
-pub use url::RedisUrl;
 
 use std::time::Duration;
 
@@ -94,49 +91,8 @@ pub struct FullSyncInfo {
 
 impl ReplicaLink {
     pub async fn connect(url: &RedisUrl, opts: &LinkOptions) -> Result<Self, ReplError> {
-        let addr = url.addr();
-        let tcp = tokio::time::timeout(
-            opts.connect_timeout,
-            tokio::net::TcpStream::connect((url.host.as_str(), url.port)),
-        )
-        .await
-        .map_err(|_| ReplError::Connect {
-            addr: addr.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-        })?
-        .map_err(|source| ReplError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-        let _ = tcp.set_nodelay(true);
-        Self::over(Box::new(tcp), url, opts).await
-    }
-
-    /// Authenticates over an established transport.
-    pub async fn over(
-        io: Box<dyn Transport>,
-        url: &RedisUrl,
-        opts: &LinkOptions,
-    ) -> Result<Self, ReplError> {
-        let mut conn = Conn::new(io, url.addr(), opts.read_timeout);
-        if let Some(pass) = &url.password {
-            let reply = match &url.user {
-                Some(u) => {
-                    conn.command(&[b"AUTH", u.as_bytes(), pass.as_bytes()])
-                        .await?
-                }
-                None => conn.command(&[b"AUTH", pass.as_bytes()]).await?,
-            };
-            if let Reply::Error(message) = reply {
-                return Err(ReplError::Auth {
-                    addr: url.addr(),
-                    user: url.user.clone(),
-                    message,
-                });
-            }
-        }
         Ok(ReplicaLink {
-            conn,
+            conn: crate::resp::connect(url, opts).await?,
             user: url.user.clone().unwrap_or_else(|| "user default".into()),
         })
     }

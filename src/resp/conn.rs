@@ -1,7 +1,7 @@
 //! A buffered connection to Redis with timeouts, speaking just enough RESP for the
 //! replica handshake. The transport is any byte stream (TCP now, TLS later).
 
-use super::ReplError;
+use crate::replication::ReplError;
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,6 +50,17 @@ impl Conn {
             }),
             Ok(Ok(n)) => Ok(n),
         }
+    }
+
+    /// Writes bytes already framed as RESP commands (pipelining).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ReplError> {
+        self.io
+            .write_all(bytes)
+            .await
+            .map_err(|source| ReplError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {

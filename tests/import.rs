@@ -1,0 +1,479 @@
+//! `redvault import` and `inspect` against real redis-servers: round trips,
+//! filters, conflicts, TTLs, and every bad input.
+
+mod common;
+
+use common::redis::*;
+use common::*;
+use std::path::{Path, PathBuf};
+
+struct Backup {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    store: String,
+    kek: PathBuf,
+}
+
+/// Exports `src` sealed into a fresh file:// store.
+fn backup(src: &RedisServer, extra: &[&str]) -> Backup {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let dir = work.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let store = format!("file://{}", dir.display());
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            &store,
+            "--source",
+            "src",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pub.pem"))
+        .args(extra));
+    assert_eq!(code, 0, "{err}");
+    Backup {
+        kek: work.path().join("kek.pem"),
+        dir,
+        store,
+        _work: work,
+    }
+}
+
+fn import(target: &RedisServer, b: &Backup, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json",
+            "import",
+            "--redis",
+            &target.url(),
+            "--from",
+            &b.store,
+            "--kek",
+        ])
+        .arg(&b.kek)
+        .args(extra));
+    let v = serde_json::from_str(out.lines().last().unwrap_or("null"))
+        .unwrap_or(serde_json::Value::Null);
+    (code, v, err)
+}
+
+fn error_line(err: &str) -> String {
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("redvault: error: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    lines[0].to_string()
+}
+
+fn dbsize(s: &RedisServer, db: u64) -> i64 {
+    let mut c = s.client();
+    c.ok(&["SELECT", &db.to_string()]);
+    match c.ok(&["DBSIZE"]) {
+        Resp::Int(n) => n,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// The base snapshot of a backup, unsealed to a plain RDB file.
+fn unseal_base(b: &Backup, out: &Path) {
+    let base = find(&b.dir, "base.rdb.rv");
+    let (code, _, err) = run(redvault()
+        .args(["unseal", "--kek"])
+        .arg(&b.kek)
+        .arg(base)
+        .arg(out));
+    assert_eq!(code, 0, "{err}");
+}
+
+fn find(dir: &Path, name: &str) -> PathBuf {
+    find_in(dir, name).unwrap_or_else(|| panic!("{name} not under {}", dir.display()))
+}
+
+fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if let Some(f) = find_in(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().unwrap() == name {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[test]
+fn backup_round_trip_gives_the_same_digest() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&[]);
+    let (code, v, err) = import(&target, &b, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), src.digest());
+    let total: i64 = [0, 1, 7].iter().map(|db| dbsize(&src, *db)).sum();
+    assert_eq!(v["loaded"], total);
+    assert_eq!(v["failed"], 0);
+    // TTLs survive as absolute times.
+    let ttl = match target.client().ok(&["PTTL", "ttl:key"]) {
+        Resp::Int(n) => n,
+        r => panic!("{r:?}"),
+    };
+    assert!(ttl > 80_000_000, "{ttl}");
+}
+
+#[test]
+fn plain_and_compressed_rdb_files_import() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let rdb = b.dir.join("dump.rdb");
+    unseal_base(&b, &rdb);
+    let zst = b.dir.join("dump.rdb.zst");
+    assert!(std::process::Command::new("zstd")
+        .arg("-q")
+        .arg(&rdb)
+        .arg("-o")
+        .arg(&zst)
+        .status()
+        .unwrap()
+        .success());
+    for file in [&rdb, &zst] {
+        let target = RedisServer::start(&[]);
+        let (code, _, err) = run(redvault()
+            .args(["import", "--redis", &target.url(), "--from"])
+            .arg(file));
+        assert_eq!(code, 0, "{}: {err}", file.display());
+        assert_eq!(target.digest(), src.digest(), "{}", file.display());
+    }
+}
+
+/// Filters, checked against the same filter applied to the source by hand.
+#[test]
+fn filters_match_the_same_filter_applied_by_hand() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let rdb = b.dir.join("dump.rdb");
+    unseal_base(&b, &rdb);
+
+    let target = RedisServer::start(&[]);
+    let (code, v, err) = import(
+        &target,
+        &b,
+        &[
+            "--db", "0", "--match", "*:large", "--match", "hash:*", "--type", "hash", "--type",
+            "list",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // By hand: a copy of the source, every key not passing the filter deleted.
+    let by_hand = RedisServer::start_with_rdb(&[], Some(&rdb));
+    let mut c = by_hand.client();
+    for db in ["1", "7"] {
+        c.ok(&["SELECT", db]);
+        c.ok(&["FLUSHDB"]);
+    }
+    c.ok(&["SELECT", "0"]);
+    let keys = match c.ok(&["KEYS", "*"]) {
+        Resp::Array(a) => a,
+        r => panic!("{r:?}"),
+    };
+    for k in keys {
+        let Resp::Bulk(Some(k)) = k else { panic!() };
+        let t = match c.cmd(&[b"TYPE", &k]).unwrap() {
+            Resp::Status(t) => t,
+            r => panic!("{r:?}"),
+        };
+        let name_ok = redvault::loader::glob_match(b"*:large", &k)
+            || redvault::loader::glob_match(b"hash:*", &k);
+        if !(name_ok && (t == "hash" || t == "list")) {
+            c.cmd(&[b"DEL", &k]).unwrap();
+        }
+    }
+    assert_eq!(target.digest(), by_hand.digest());
+    assert_eq!(v["loaded"].as_i64().unwrap(), dbsize(&by_hand, 0));
+    assert!(v["filtered"].as_u64().unwrap() > 0);
+
+    // --target-db moves a database.
+    let t2 = RedisServer::start(&[]);
+    let (code, _, err) = import(&t2, &b, &["--db", "7", "--target-db", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((dbsize(&t2, 0), dbsize(&t2, 3)), (0, dbsize(&src, 7)));
+}
+
+#[test]
+fn conflict_policies() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&[]);
+    target
+        .client()
+        .ok(&["SET", "raw", "the target's own value"]);
+    target.client().ok(&["SET", "only-in-target", "x"]);
+
+    let (code, _, err) = import(&target, &b, &[]);
+    assert_ne!(code, 0);
+    let line = error_line(&err);
+    assert!(line.contains("key raw already exists in db 0"), "{line}");
+
+    let (code, v, err) = import(&target, &b, &["--skip-existing"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(v["skipped_existing"].as_u64().unwrap() >= 1);
+    assert!(
+        matches!(target.client().ok(&["GET", "raw"]), Resp::Bulk(Some(v)) if v == b"the target's own value")
+    );
+
+    let (code, _, err) = import(&target, &b, &["--replace"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        matches!(target.client().ok(&["GET", "raw"]), Resp::Bulk(Some(v)) if v == b"hello world, a raw string")
+    );
+
+    // --flush needs --yes without a terminal; with it the target equals the source.
+    let (code, _, err) = import(&target, &b, &["--flush"]);
+    assert_ne!(code, 0);
+    assert!(error_line(&err).contains("add --yes"), "{err}");
+    let (code, _, err) = import(&target, &b, &["--flush", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), src.digest());
+}
+
+#[test]
+fn expired_keys_are_skipped_and_counted_and_dry_run_changes_nothing() {
+    let src = RedisServer::start(&[]);
+    let mut c = src.client();
+    c.ok(&["SET", "stays", "1"]);
+    c.ok(&["SET", "goes", "1", "PX", "1500"]);
+    let b = backup(&src, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let target = RedisServer::start(&[]);
+    let (code, v, err) = import(&target, &b, &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (
+            v["loaded"].as_u64(),
+            v["expired"].as_u64(),
+            v["dry_run"].as_bool()
+        ),
+        (Some(1), Some(1), Some(true))
+    );
+    assert_eq!(dbsize(&target, 0), 0, "dry run wrote nothing");
+    let (code, v, err) = import(&target, &b, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (v["loaded"].as_u64(), v["expired"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(dbsize(&target, 0), 1);
+}
+
+#[test]
+fn a_tampered_chunk_is_named_and_nothing_from_it_on_is_loaded() {
+    let src = RedisServer::start(&["--rdbcompression", "no"]);
+    let mut c = src.client();
+    for i in 0..3000 {
+        c.ok(&[
+            "SET",
+            &format!("k{i:05}"),
+            &format!("value-{i}-{}", "v".repeat(200)),
+        ]);
+    }
+    let b = backup(&src, &["--chunk-size", "65536"]);
+    let base = find(&b.dir, "base.rdb.rv");
+    let mut bytes = std::fs::read(&base).unwrap();
+    let f = frames(&bytes);
+    assert!(f.len() >= 5, "{} chunks", f.len());
+    bytes[f[3].0 + 30] ^= 0x40;
+    std::fs::write(&base, bytes).unwrap();
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = import(&target, &b, &[]);
+    assert_ne!(code, 0);
+    let line = error_line(&err);
+    assert!(
+        line.contains("chunk 3: authentication failed") && line.contains("base.rdb.rv"),
+        "{line}"
+    );
+    // Only keys wholly inside chunks 0-2 can have loaded.
+    assert!(dbsize(&target, 0) < 3000 * 3 / 5, "{}", dbsize(&target, 0));
+}
+
+#[test]
+fn damaged_rdb_files_fail_with_their_cause() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let rdb = b.dir.join("dump.rdb");
+    unseal_base(&b, &rdb);
+    let good = std::fs::read(&rdb).unwrap();
+    let target = RedisServer::start(&[]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.rdb",
+            good[..good.len() * 2 / 3].to_vec(),
+            "truncated at byte offset",
+        ),
+        (
+            "crc.rdb",
+            {
+                let mut g = good.clone();
+                let n = g.len();
+                g[n - 3] ^= 1;
+                g
+            },
+            "checksum mismatch",
+        ),
+        (
+            "magic.rdb",
+            {
+                let mut g = good.clone();
+                g[0] = b'X';
+                g
+            },
+            "bad magic",
+        ),
+        (
+            "newer.rdb",
+            {
+                let mut g = good.clone();
+                g[5..9].copy_from_slice(b"0013");
+                g
+            },
+            "RDB version 13 is newer",
+        ),
+        // SELECTDB 0, a string whose key length byte is 0x82 (no such encoding).
+        (
+            "length.rdb",
+            b"REDIS0009\xfe\x00\x00\x82abc".to_vec(),
+            "corrupt at byte offset 12: bad length byte 0x82",
+        ),
+    ];
+    for (name, bytes, expect) in cases {
+        let p = b.dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let (code, _, err) = run(redvault()
+            .args([
+                "--json",
+                "import",
+                "--replace",
+                "--redis",
+                &target.url(),
+                "--from",
+            ])
+            .arg(&p));
+        assert_ne!(code, 0, "{name}");
+        let line = error_line(&err);
+        assert!(
+            line.contains(expect) && line.contains(name),
+            "{name}: {line}"
+        );
+    }
+}
+
+#[test]
+fn target_unreachable_read_only_or_out_of_memory_is_named() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let port = free_port();
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+            "--from",
+            &b.store,
+            "--kek",
+        ])
+        .arg(&b.kek));
+    assert_ne!(code, 0);
+    assert!(
+        error_line(&err).contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &src.port.to_string()]);
+    let (code, _, err) = import(&replica, &b, &["--replace"]);
+    assert_ne!(code, 0);
+    assert!(error_line(&err).contains("READONLY"), "{err}");
+
+    let small = RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let (code, _, err) = import(&small, &b, &[]);
+    assert_ne!(code, 0);
+    let line = error_line(&err);
+    assert!(
+        line.contains("OOM") && line.contains("the target refused key"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_sealed_backup_needs_the_private_kek() {
+    let src = RedisServer::start(&[]);
+    src.client().ok(&["SET", "a", "1"]);
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault().env_remove("REDVAULT_KEK").args([
+        "import",
+        "--redis",
+        &target.url(),
+        "--from",
+        &b.store,
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        error_line(&err).contains("the backup is sealed: pass --kek"),
+        "{err}"
+    );
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &target.url(),
+            "--from",
+            &b.store,
+            "--kek",
+        ])
+        .arg(b.kek.with_file_name("kek.pub.pem")));
+    assert_ne!(code, 0);
+    assert!(
+        error_line(&err).contains("holds only a public key"),
+        "{err}"
+    );
+    assert_eq!(dbsize(&target, 0), 0);
+}
+
+#[test]
+fn inspect_reports_versions_counts_and_biggest_keys() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let b = backup(&src, &[]);
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json", "inspect", "--top", "3", "--from", &b.store, "--kek",
+        ])
+        .arg(&b.kek));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let r = &v[0];
+    assert_eq!(r["rdb_version"], 10);
+    assert_eq!(r["aux"]["redis-ver"], "7.0.15");
+    assert_eq!(r["keys_per_db"]["1"].as_i64(), Some(dbsize(&src, 1)));
+    assert_eq!(r["keys_per_type"]["stream"], 1);
+    assert_eq!(r["biggest"].as_array().unwrap().len(), 3);
+    // The 3 MB string is compressed (LZF) in the RDB; the large list and hash lead.
+    let names: Vec<&str> = r["biggest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[0].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"list:large"), "{names:?}");
+}
