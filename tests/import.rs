@@ -415,6 +415,26 @@ fn target_unreachable_read_only_or_out_of_memory_is_named() {
 }
 
 #[test]
+fn a_value_over_the_targets_proto_max_bulk_len_is_named() {
+    let src = RedisServer::start(&["--rdbcompression", "no"]);
+    let mut c = src.client();
+    c.ok(&["SET", "small", "1"]);
+    let big: String = (0..1_500_000u64)
+        .map(|i| char::from(b'a' + ((i * 2654435761) >> 7) as u8 % 26))
+        .collect();
+    c.ok(&["SET", "huge", &big]);
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&["--proto-max-bulk-len", "1mb"]);
+    let (code, _, err) = import(&target, &b, &[]);
+    assert_ne!(code, 0);
+    let line = error_line(&err);
+    assert!(
+        line.contains("key huge") && line.contains("proto-max-bulk-len of 1048576"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_sealed_backup_needs_the_private_kek() {
     let src = RedisServer::start(&[]);
     src.client().ok(&["SET", "a", "1"]);

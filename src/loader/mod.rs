@@ -166,15 +166,20 @@ impl Loader {
         let mut senders = vec![];
         let mut workers = vec![];
         let mut target = None;
+        let mut max_bulk = opts.max_bulk;
         for i in 0..n {
             let mut conn = crate::resp::connect(url, link).await?;
             if i == 0 {
                 target = redis_version(&mut conn).await;
+                if let Some(max) = proto_max_bulk_len(&mut conn).await {
+                    max_bulk = max;
+                }
             }
             let (tx, rx) = mpsc::channel(2);
             senders.push(tx);
             workers.push(tokio::spawn(worker(conn, rx, opts.conflict)));
         }
+        let opts = LoadOptions { max_bulk, ..opts };
         Ok(Loader {
             batches: (0..n).map(|_| Batch::default()).collect(),
             conn_db: vec![0; n],
@@ -334,6 +339,22 @@ async fn redis_version(conn: &mut Conn) -> Option<String> {
     }
 }
 
+/// The target's proto-max-bulk-len, if CONFIG GET is allowed.
+async fn proto_max_bulk_len(conn: &mut Conn) -> Option<u64> {
+    conn.send(&[b"CONFIG", b"GET", b"proto-max-bulk-len"])
+        .await
+        .ok()?;
+    let first = conn.read_line("the reply to CONFIG GET").await.ok()?;
+    let n: usize = first.strip_prefix('*')?.parse().ok()?;
+    let mut items = vec![];
+    for _ in 0..n {
+        if let Reply::Bulk(Some(b)) = conn.read_reply("the reply to CONFIG GET").await.ok()? {
+            items.push(b);
+        }
+    }
+    std::str::from_utf8(items.get(1)?).ok()?.parse().ok()
+}
+
 fn put_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
     buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
@@ -394,4 +415,27 @@ async fn worker(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_rdb_for;
+
+    #[test]
+    fn rdb_versions_each_redis_reads() {
+        for (v, max) in [
+            ("2.4.17", 5),
+            ("2.8.24", 6),
+            ("3.2.12", 7),
+            ("4.0.14", 8),
+            ("5.0.14", 9),
+            ("6.2.14", 9),
+            ("7.0.15", 10),
+            ("7.2.5", 11),
+            ("7.4.1", 12),
+            ("8.0.2", 12),
+        ] {
+            assert_eq!(max_rdb_for(v), max, "{v}");
+        }
+    }
 }
