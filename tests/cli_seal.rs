@@ -6,13 +6,6 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-fn one_line_error(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on failure: {stderr:?}");
-    assert!(lines[0].starts_with("redvault: error: "), "{stderr}");
-    lines[0]
-}
-
 fn seal_file(dir: &Path, input: &Path, out: &str) {
     let (code, _, err) = run(redvault()
         .arg("seal")

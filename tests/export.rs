@@ -40,16 +40,6 @@ fn assert_no_manifest(store: &Path) {
     );
 }
 
-fn one_line_error(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("redvault: warning"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line on failure: {stderr:?}");
-    assert!(lines[0].starts_with("redvault: error: "), "{stderr}");
-    lines[0].to_string()
-}
-
 fn sealed_round_trip(diskless: &str) {
     let src = RedisServer::start(&["--repl-diskless-sync", diskless]);
     fill_all_types(&mut src.client());

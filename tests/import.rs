@@ -61,15 +61,6 @@ fn import(target: &RedisServer, b: &Backup, extra: &[&str]) -> (i32, serde_json:
     (code, v, err)
 }
 
-fn error_line(err: &str) -> String {
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("redvault: error: "))
-        .collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    lines[0].to_string()
-}
-
 fn dbsize(s: &RedisServer, db: u64) -> i64 {
     let mut c = s.client();
     c.ok(&["SELECT", &db.to_string()]);
@@ -221,7 +212,7 @@ fn conflict_policies() {
 
     let (code, _, err) = import(&target, &b, &[]);
     assert_ne!(code, 0);
-    let line = error_line(&err);
+    let line = one_line_error(&err);
     assert!(line.contains("key raw already exists in db 0"), "{line}");
 
     let (code, v, err) = import(&target, &b, &["--skip-existing"]);
@@ -240,7 +231,7 @@ fn conflict_policies() {
     // --flush needs --yes without a terminal; with it the target equals the source.
     let (code, _, err) = import(&target, &b, &["--flush"]);
     assert_ne!(code, 0);
-    assert!(error_line(&err).contains("add --yes"), "{err}");
+    assert!(one_line_error(&err).contains("add --yes"), "{err}");
     let (code, _, err) = import(&target, &b, &["--flush", "--yes"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(target.digest(), src.digest());
@@ -296,7 +287,7 @@ fn a_tampered_chunk_is_named_and_nothing_from_it_on_is_loaded() {
     let target = RedisServer::start(&[]);
     let (code, _, err) = import(&target, &b, &[]);
     assert_ne!(code, 0);
-    let line = error_line(&err);
+    let line = one_line_error(&err);
     assert!(
         line.contains("chunk 3: authentication failed") && line.contains("base.rdb.rv"),
         "{line}"
@@ -369,7 +360,7 @@ fn damaged_rdb_files_fail_with_their_cause() {
             ])
             .arg(&p));
         assert_ne!(code, 0, "{name}");
-        let line = error_line(&err);
+        let line = one_line_error(&err);
         assert!(
             line.contains(expect) && line.contains(name),
             "{name}: {line}"
@@ -395,19 +386,19 @@ fn target_unreachable_read_only_or_out_of_memory_is_named() {
         .arg(&b.kek));
     assert_ne!(code, 0);
     assert!(
-        error_line(&err).contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        one_line_error(&err).contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
         "{err}"
     );
 
     let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &src.port.to_string()]);
     let (code, _, err) = import(&replica, &b, &["--replace"]);
     assert_ne!(code, 0);
-    assert!(error_line(&err).contains("READONLY"), "{err}");
+    assert!(one_line_error(&err).contains("READONLY"), "{err}");
 
     let small = RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
     let (code, _, err) = import(&small, &b, &[]);
     assert_ne!(code, 0);
-    let line = error_line(&err);
+    let line = one_line_error(&err);
     assert!(
         line.contains("OOM") && line.contains("the target refused key"),
         "{line}"
@@ -427,7 +418,7 @@ fn a_value_over_the_targets_proto_max_bulk_len_is_named() {
     let target = RedisServer::start(&["--proto-max-bulk-len", "1mb"]);
     let (code, _, err) = import(&target, &b, &[]);
     assert_ne!(code, 0);
-    let line = error_line(&err);
+    let line = one_line_error(&err);
     assert!(
         line.contains("key huge") && line.contains("proto-max-bulk-len of 1048576"),
         "{line}"
@@ -449,7 +440,7 @@ fn a_sealed_backup_needs_the_private_kek() {
     ]));
     assert_ne!(code, 0);
     assert!(
-        error_line(&err).contains("the backup is sealed: pass --kek"),
+        one_line_error(&err).contains("the backup is sealed: pass --kek"),
         "{err}"
     );
     let (code, _, err) = run(redvault()
@@ -464,7 +455,7 @@ fn a_sealed_backup_needs_the_private_kek() {
         .arg(b.kek.with_file_name("kek.pub.pem")));
     assert_ne!(code, 0);
     assert!(
-        error_line(&err).contains("holds only a public key"),
+        one_line_error(&err).contains("holds only a public key"),
         "{err}"
     );
     assert_eq!(dbsize(&target, 0), 0);

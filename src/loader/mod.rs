@@ -170,7 +170,7 @@ impl Loader {
         for i in 0..n {
             let mut conn = crate::resp::connect(url, link).await?;
             if i == 0 {
-                target = redis_version(&mut conn).await;
+                target = crate::resp::redis_version(&mut conn).await;
                 if let Some(max) = proto_max_bulk_len(&mut conn).await {
                     max_bulk = max;
                 }
@@ -326,16 +326,6 @@ impl Loader {
             Some(e) => Err(e),
             None => Ok(self.stats),
         }
-    }
-}
-
-async fn redis_version(conn: &mut Conn) -> Option<String> {
-    match conn.command(&[b"INFO", b"server"]).await.ok()? {
-        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).lines().find_map(|l| {
-            l.strip_prefix("redis_version:")
-                .map(|v| v.trim().to_string())
-        }),
-        _ => None,
     }
 }
 

@@ -99,13 +99,7 @@ impl ReplicaLink {
 
     /// The server's version from INFO, if the user may run INFO.
     pub async fn server_version(&mut self) -> Option<String> {
-        match self.conn.command(&[b"INFO", b"server"]).await.ok()? {
-            Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).lines().find_map(|l| {
-                l.strip_prefix("redis_version:")
-                    .map(|v| v.trim().to_string())
-            }),
-            _ => None,
-        }
+        crate::resp::redis_version(&mut self.conn).await
     }
 
     /// A one-line command for the handshake; a NOPERM reply names the command.

@@ -45,3 +45,14 @@ pub async fn connect(url: &RedisUrl, opts: &LinkOptions) -> Result<Conn, ReplErr
     }
     Ok(conn)
 }
+
+/// The server's version from INFO, if the user may run INFO.
+pub async fn redis_version(conn: &mut Conn) -> Option<String> {
+    match conn.command(&[b"INFO", b"server"]).await.ok()? {
+        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).lines().find_map(|l| {
+            l.strip_prefix("redis_version:")
+                .map(|v| v.trim().to_string())
+        }),
+        _ => None,
+    }
+}

@@ -137,3 +137,14 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The single `redvault: error:` line of a failed run (warnings aside).
+pub fn one_line_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("redvault: warning"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one line on failure: {stderr:?}");
+    assert!(lines[0].starts_with("redvault: error: "), "{stderr}");
+    lines[0].to_string()
+}
