@@ -64,7 +64,13 @@ fn expectations(dir: &std::path::Path) -> Vec<Expect> {
 
 fn scan(path: &std::path::Path) -> Result<(u64, Vec<Item>), RdbError> {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    let mut s = RdbScanner::new(f, ScanOptions { keep_values: true })?;
+    let mut s = RdbScanner::new(
+        f,
+        ScanOptions {
+            keep_values: true,
+            ..ScanOptions::default()
+        },
+    )?;
     let mut keys = 0;
     let mut other = vec![];
     while let Some(item) = s.next()? {
@@ -166,7 +172,7 @@ fn damaged_rdbs_fail_with_the_offset() {
     let dir = fixtures_dir();
     let good = std::fs::read(dir.join("redis-replicator/listpack-bug.rdb")).unwrap();
     let run = |bytes: &[u8]| -> Result<u64, RdbError> {
-        let mut s = RdbScanner::new(bytes, ScanOptions { keep_values: false })?;
+        let mut s = RdbScanner::new(bytes, ScanOptions::default())?;
         let mut n = 0;
         while s.next()?.is_some() {
             n += 1;

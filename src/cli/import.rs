@@ -273,7 +273,7 @@ pub async fn run_inspect(args: InspectArgs, config: &Config, out: &Output) -> an
         let lbl = label.clone();
         let scan =
             tokio::task::spawn_blocking(move || -> Result<Inspection, crate::rdb::RdbError> {
-                let mut s = RdbScanner::new(reader, ScanOptions { keep_values: false })?;
+                let mut s = RdbScanner::new(reader, ScanOptions::default())?;
                 let mut r = Inspection {
                     source: lbl,
                     rdb_version: s.version(),

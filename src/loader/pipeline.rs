@@ -42,7 +42,13 @@ pub async fn import(
         } = src;
         let (tx, mut rx) = mpsc::channel::<Msg>(1024);
         let scanner = tokio::task::spawn_blocking(move || -> Result<(), RdbError> {
-            let mut s = RdbScanner::new(reader, ScanOptions { keep_values: true })?;
+            let mut s = RdbScanner::new(
+                reader,
+                ScanOptions {
+                    keep_values: true,
+                    ..ScanOptions::default()
+                },
+            )?;
             if tx.blocking_send(Msg::Version(s.version())).is_err() {
                 return Ok(());
             }

@@ -58,6 +58,18 @@ pub enum Item {
 pub struct ScanOptions {
     /// Keep each value's raw bytes (for RESTORE); off to only count and list.
     pub keep_values: bool,
+    /// Check the CRC64 trailer. Off only where the bytes were already checked
+    /// (the replication transfer checks it as they arrive).
+    pub verify_checksum: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            keep_values: false,
+            verify_checksum: true,
+        }
+    }
 }
 
 pub struct RdbScanner<R> {
@@ -71,7 +83,7 @@ pub struct RdbScanner<R> {
 impl<R: Read> RdbScanner<R> {
     /// Reads the header (`REDIS` and four version digits).
     pub fn new(input: R, opts: ScanOptions) -> Result<Self, RdbError> {
-        let mut src = Source::new(input);
+        let mut src = Source::new(input, opts.verify_checksum);
         let head: [u8; 9] = src.bytes().map_err(|e| match e {
             RdbError::Truncated { .. } => RdbError::BadMagic,
             e => e,
@@ -123,7 +135,7 @@ impl<R: Read> RdbScanner<R> {
             match op {
                 OP_EOF => {
                     self.finished = true;
-                    if self.version >= 5 {
+                    if self.version >= 5 && self.opts.verify_checksum {
                         let actual = self.src.crc();
                         let expected = u64::from_le_bytes(self.src.bytes()?);
                         // Zero: written with rdbchecksum no.

@@ -10,24 +10,26 @@ static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 pub struct Source<R> {
     inner: R,
     pub offset: u64,
-    crc: Digest<'static, u64, Table<16>>,
+    crc: Option<Digest<'static, u64, Table<16>>>,
     pub capture: Option<Vec<u8>>,
     scratch: Vec<u8>,
 }
 
 impl<R: Read> Source<R> {
-    pub fn new(inner: R) -> Self {
+    pub fn new(inner: R, checksum: bool) -> Self {
         Source {
             inner,
             offset: 0,
-            crc: CRC64.digest(),
+            crc: checksum.then(|| CRC64.digest()),
             capture: None,
             scratch: vec![0; 64 << 10],
         }
     }
 
     fn account(&mut self, bytes: &[u8]) {
-        self.crc.update(bytes);
+        if let Some(c) = &mut self.crc {
+            c.update(bytes);
+        }
         self.offset += bytes.len() as u64;
         if let Some(c) = &mut self.capture {
             c.extend_from_slice(bytes);
@@ -86,8 +88,8 @@ impl<R: Read> Source<R> {
         r
     }
 
-    /// The CRC64 of everything read so far.
+    /// The CRC64 of everything read so far (0 when not computed).
     pub fn crc(&self) -> u64 {
-        self.crc.clone().finalize()
+        self.crc.clone().map(|c| c.finalize()).unwrap_or(0)
     }
 }
