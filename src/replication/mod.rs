@@ -2,7 +2,10 @@
 //! PSYNC), receives the RDB snapshot as a byte stream (length-prefixed or diskless
 //! EOF-marker form), and checks the RDB's own CRC64 trailer.
 
+mod command_stream;
 mod rdb_transfer;
+
+pub use command_stream::{CommandStream, ReplCommand};
 
 pub use crate::resp::{Conn, RedisUrl, Reply, Transport};
 pub use rdb_transfer::RdbTransfer;
