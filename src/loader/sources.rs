@@ -55,7 +55,7 @@ pub fn open_file(path: &Path) -> Result<OpenedSource, SourceError> {
         label,
         reader,
         pump: None,
-        size: None.or(size),
+        size,
     })
 }
 
