@@ -120,7 +120,7 @@ fn backup_round_trip_gives_the_same_digest() {
 }
 
 #[test]
-fn plain_and_compressed_rdb_files_import() {
+fn plain_and_compressed_rdb_files_and_blobs_import() {
     let src = RedisServer::start(&[]);
     fill_all_types(&mut src.client());
     let b = backup(&src, &[]);

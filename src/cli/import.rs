@@ -5,7 +5,9 @@ use super::export::redis_url;
 use super::output::Output;
 use super::progress::human_bytes;
 use super::seal::KekArg;
-use crate::loader::sources::{open_backup, open_file, pick_generation, OpenedSource};
+use crate::loader::sources::{
+    is_rdb_name, open_backup, open_blob, open_file, pick_generation, OpenedSource,
+};
 use crate::loader::{
     import, show_key, type_name, Conflict, Filter, LoadOptions, LoadStats, TYPE_NAMES,
 };
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Args)]
 pub struct FromArgs {
     /// A backup store URL (file:///dir, az://container, s3://, gs://), or a plain
-    /// RDB file (.rdb, .rdb.gz, .rdb.zst). Repeatable for several RDB files.
+    /// RDB file or blob (path or URL ending .rdb, .rdb.gz, .rdb.zst). Repeatable.
     #[arg(long = "from", required = true)]
     pub from: Vec<String>,
     /// Path prefix inside the store.
@@ -116,7 +118,9 @@ fn is_store_url(s: &str) -> bool {
 async fn open_sources(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<OpenedSource>> {
     let mut out = vec![];
     for from in &args.from {
-        if is_store_url(from) {
+        if is_store_url(from) && is_rdb_name(from) {
+            out.push(open_blob(from).await?);
+        } else if is_store_url(from) {
             let store = Store::open(from, args.prefix.as_deref().or(config.prefix.as_deref()))?;
             let (source, generation) = pick_generation(
                 &store,

@@ -35,22 +35,83 @@ pub struct OpenedSource {
     pub size: Option<u64>,
 }
 
+/// Names of plain RDB files and blobs: `.rdb`, `.rdb.gz`, `.rdb.zst`.
+pub fn is_rdb_name(name: &str) -> bool {
+    [".rdb", ".rdb.gz", ".rdb.zst"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+/// Decompresses by name: `.gz` and `.zst`; anything else is read as it is.
+fn decompressed(
+    name: &str,
+    input: impl Read + Send + 'static,
+) -> Result<Box<dyn Read + Send>, SourceError> {
+    let buffered = std::io::BufReader::with_capacity(1 << 20, input);
+    Ok(if name.ends_with(".gz") {
+        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(
+            buffered,
+        )))
+    } else if name.ends_with(".zst") {
+        Box::new(std::io::BufReader::new(
+            zstd::stream::read::Decoder::with_buffer(buffered).map_err(err)?,
+        ))
+    } else {
+        Box::new(buffered)
+    })
+}
+
+/// A plain RDB blob in storage (`az://container/dumps/x.rdb.gz`, `file:///d/x.rdb`).
+pub async fn open_blob(url: &str) -> Result<OpenedSource, SourceError> {
+    let (dir, name) = url
+        .rsplit_once('/')
+        .ok_or_else(|| SourceError(format!("{url}: no object name")))?;
+    let store = Store::open(dir, None).map_err(err)?;
+    let path = store.path(&[name]);
+    let got = store
+        .inner
+        .get(&path)
+        .await
+        .map_err(|e| SourceError(format!("cannot read {url}: {}", one_line(&e))))?;
+    let size = Some(got.meta.size);
+    let mut body =
+        tokio_util::io::StreamReader::new(got.into_stream().map_err(std::io::Error::other));
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+    let label = url.to_string();
+    let pump_label = label.clone();
+    let pump = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = body
+                .read(&mut buf)
+                .await
+                .map_err(|e| SourceError(format!("{pump_label}: {e}")))?;
+            if n == 0
+                || tx
+                    .send(bytes::Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+    });
+    Ok(OpenedSource {
+        reader: decompressed(name, ChannelReader::new(rx))?,
+        label,
+        pump: Some(pump),
+        size,
+    })
+}
+
 /// A plain RDB file; `.gz` and `.zst` are decompressed.
 pub fn open_file(path: &Path) -> Result<OpenedSource, SourceError> {
     let label = path.display().to_string();
     let f =
         std::fs::File::open(path).map_err(|e| SourceError(format!("cannot open {label}: {e}")))?;
     let size = f.metadata().ok().map(|m| m.len());
-    let buffered = std::io::BufReader::with_capacity(1 << 20, f);
-    let reader: Box<dyn Read + Send> = match path.extension().and_then(|e| e.to_str()) {
-        Some("gz") => Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(
-            buffered,
-        ))),
-        Some("zst") => Box::new(std::io::BufReader::new(
-            zstd::stream::read::Decoder::with_buffer(buffered).map_err(err)?,
-        )),
-        _ => Box::new(buffered),
-    };
+    let reader = decompressed(&label, f)?;
     Ok(OpenedSource {
         label,
         reader,
