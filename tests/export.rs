@@ -152,6 +152,20 @@ fn plain_export_writes_a_loadable_rdb_and_warns() {
     assert!(!gen_dir.join("keyring.json").exists());
     let restored = RedisServer::start_with_rdb(&[], Some(&gen_dir.join("base.rdb")));
     assert_eq!(restored.digest(), src.digest());
+    // redvault import reads the plain generation too (its SHA-256 checked).
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &target.url(),
+            "--prefix",
+            "nightly/eu",
+            "--from",
+        ])
+        .arg(format!("file://{}", store.display())));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), src.digest());
 }
 
 #[tokio::test]

@@ -80,22 +80,8 @@ pub async fn open_blob(url: &str) -> Result<OpenedSource, SourceError> {
     let label = url.to_string();
     let pump_label = label.clone();
     let pump = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| SourceError(format!("{pump_label}: {e}")))?;
-            if n == 0
-                || tx
-                    .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-                    .await
-                    .is_err()
-            {
-                return Ok(());
-            }
-        }
+        pump_bytes(&mut body, &tx, &pump_label, |_| {}).await?;
+        Ok(())
     });
     Ok(OpenedSource {
         reader: decompressed(name, ChannelReader::new(rx))?,
@@ -253,25 +239,9 @@ pub async fn open_backup(
             })
         }
         None => tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
             let mut sha = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = body
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| SourceError(format!("{pump_label}: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                sha.update(&buf[..n]);
-                if tx
-                    .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
+            if !pump_bytes(&mut body, &tx, &pump_label, |b| sha.update(b)).await? {
+                return Ok(()); // the scanner stopped; it reports why
             }
             check_digest(&pump_label, &expected_sha, sha)
         }),
@@ -282,6 +252,35 @@ pub async fn open_backup(
         pump: Some(pump),
         size: Some(object.plaintext_bytes),
     })
+}
+
+/// Copies a byte stream into the scanner's channel, showing each piece to
+/// `seen`. Returns false if the scanner stopped reading first.
+async fn pump_bytes<R: tokio::io::AsyncRead + Unpin>(
+    body: &mut R,
+    tx: &mpsc::Sender<bytes::Bytes>,
+    label: &str,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<bool, SourceError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(|e| SourceError(format!("{label}: {e}")))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        seen(&buf[..n]);
+        if tx
+            .send(bytes::Bytes::copy_from_slice(&buf[..n]))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
 }
 
 fn check_digest(label: &str, expected: &str, sha: Sha256) -> Result<(), SourceError> {
