@@ -426,6 +426,37 @@ fn a_value_over_the_targets_proto_max_bulk_len_is_named() {
 }
 
 #[test]
+fn function_libraries_are_restored_with_the_conflict_policy() {
+    let src = RedisServer::start(&[]);
+    let code = "#!lua name=mylib\nredis.register_function('hello', function() return 'hi' end)";
+    src.client().ok(&["FUNCTION", "LOAD", code]);
+    src.client().ok(&["SET", "k", "v"]);
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&[]);
+    let (code_rc, v, err) = import(&target, &b, &[]);
+    assert_eq!(code_rc, 0, "{err}");
+    assert_eq!(v["functions"], 1);
+    assert!(
+        matches!(target.client().ok(&["FCALL", "hello", "0"]), Resp::Bulk(Some(r)) if r == b"hi")
+    );
+    // Again: the library exists. Default stops and names it; --skip-existing
+    // counts it; --replace replaces it.
+    let (rc, _, err) = import(&target, &b, &[]);
+    assert_ne!(rc, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("mylib") || line.contains("already exists"),
+        "{line}"
+    );
+    let (rc, v, err) = import(&target, &b, &["--skip-existing"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(v["skipped_existing"], 2, "the key and the library");
+    let (rc, v, err) = import(&target, &b, &["--replace"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(v["functions"], 1);
+}
+
+#[test]
 fn a_sealed_backup_needs_the_private_kek() {
     let src = RedisServer::start(&[]);
     src.client().ok(&["SET", "a", "1"]);

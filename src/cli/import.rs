@@ -209,9 +209,10 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
     let verb = if args.dry_run { "would load" } else { "loaded" };
     out.summary(
         &format!(
-            "{verb} {} keys ({}) from {} into {:?} in {secs:.1}s: {} skipped (existing), {} expired, {} filtered out, 0 failed",
+            "{verb} {} keys ({}) and {} function librar(y/ies) from {} into {:?} in {secs:.1}s: {} skipped (existing), {} expired, {} filtered out, 0 failed",
             stats.loaded,
             human_bytes(stats.bytes),
+            stats.functions,
             labels.join(", "),
             url,
             stats.skipped_existing,
@@ -223,6 +224,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             "dry_run": args.dry_run,
             "sources": labels,
             "loaded": stats.loaded,
+            "functions": stats.functions,
             "skipped_existing": stats.skipped_existing,
             "expired": stats.expired,
             "filtered": stats.filtered,

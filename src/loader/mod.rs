@@ -60,6 +60,8 @@ impl Default for LoadOptions {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LoadStats {
+    /// Function libraries restored (FUNCTION RESTORE).
+    pub functions: u64,
     pub seen: u64,
     pub loaded: u64,
     pub skipped_existing: u64,
@@ -80,6 +82,8 @@ pub enum LoadError {
         db: u64,
         message: String,
     },
+    #[error("the target refused function library {library}: {message}")]
+    Function { library: String, message: String },
     #[error("the target refused SELECT {db}: {message}")]
     Select { db: u64, message: String },
     #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}")]
@@ -123,6 +127,7 @@ pub fn max_rdb_for(redis_version: &str) -> u32 {
 
 enum Expect {
     Select(u64),
+    Function { library: String },
     Restore { key: Vec<u8>, db: u64 },
 }
 
@@ -136,6 +141,7 @@ struct Batch {
 struct WorkerStats {
     loaded: u64,
     skipped: u64,
+    functions: u64,
 }
 
 pub struct Loader {
@@ -271,6 +277,31 @@ impl Loader {
         Ok(())
     }
 
+    /// A function library (its code, as FUNCTION2 stores it): FUNCTION RESTORE,
+    /// with the conflict policy (REPLACE; or APPEND, where an existing library
+    /// fails, or is counted as skipped).
+    pub async fn push_function(&mut self, code: Vec<u8>) -> Result<(), LoadError> {
+        let library = library_name(&code);
+        if self.opts.dry_run {
+            self.stats.functions += 1;
+            return Ok(());
+        }
+        let mut payload = vec![0xF5];
+        put_rdb_len(&mut payload, code.len() as u64);
+        payload.extend_from_slice(&code);
+        // Functions exist from RDB 10 (Redis 7.0) on.
+        let payload = restore_payload(&payload, self.payload_version.max(10));
+        let policy: &[u8] = if self.opts.conflict == Conflict::Replace {
+            b"REPLACE"
+        } else {
+            b"APPEND"
+        };
+        let b = &mut self.batches[0];
+        put_command(&mut b.buf, &[b"FUNCTION", b"RESTORE", &payload, policy]);
+        b.expect.push(Expect::Function { library });
+        Ok(())
+    }
+
     async fn flush_batch(&mut self, c: usize) -> Result<(), LoadError> {
         let batch = std::mem::take(&mut self.batches[c]);
         if batch.expect.is_empty() {
@@ -310,6 +341,7 @@ impl Loader {
                 Ok(Ok(s)) => {
                     self.stats.skipped_existing += s.skipped;
                     self.stats.loaded += s.loaded;
+                    self.stats.functions += s.functions;
                 }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
@@ -345,6 +377,30 @@ async fn proto_max_bulk_len(conn: &mut Conn) -> Option<u64> {
     std::str::from_utf8(items.get(1)?).ok()?.parse().ok()
 }
 
+/// The library name from a `#!lua name=NAME` first line.
+fn library_name(code: &[u8]) -> String {
+    let first = code.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(first)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("name=").map(String::from))
+        .unwrap_or_else(|| "(unnamed)".into())
+}
+
+/// An RDB length (6, 14, 32 or 64 bits).
+fn put_rdb_len(buf: &mut Vec<u8>, n: u64) {
+    if n < 1 << 6 {
+        buf.push(n as u8);
+    } else if n < 1 << 14 {
+        buf.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+    } else if n <= u32::MAX as u64 {
+        buf.push(0x80);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        buf.push(0x81);
+        buf.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
 fn put_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
     buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
@@ -367,6 +423,21 @@ async fn worker(
             let reply = conn.read_reply("the reply to RESTORE").await?;
             match (exp, reply) {
                 (Expect::Select(_), Reply::Status(_)) => {}
+                (Expect::Function { .. }, Reply::Status(_)) => stats.functions += 1,
+                (Expect::Function { .. }, Reply::Error(m))
+                    if conflict == Conflict::Skip && m.contains("already exists") =>
+                {
+                    stats.skipped += 1
+                }
+                (Expect::Function { library }, Reply::Error(message)) => {
+                    return Err(LoadError::Function { library, message })
+                }
+                (Expect::Function { library }, _) => {
+                    return Err(LoadError::Function {
+                        library,
+                        message: "unexpected reply".into(),
+                    })
+                }
                 (Expect::Select(db), Reply::Error(message)) => {
                     return Err(LoadError::Select { db, message })
                 }

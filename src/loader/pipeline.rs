@@ -22,6 +22,7 @@ pub enum ImportError {
 enum Msg {
     Version(u32),
     Entry(Entry),
+    Function(Vec<u8>),
 }
 
 /// Loads every source in order into the target; `progress` sees the counts.
@@ -53,10 +54,13 @@ pub async fn import(
                 return Ok(());
             }
             while let Some(item) = s.next()? {
-                if let Item::Entry(e) = item {
-                    if tx.blocking_send(Msg::Entry(e)).is_err() {
-                        break; // the loader stopped; it reports why
-                    }
+                let msg = match item {
+                    Item::Entry(e) => Msg::Entry(e),
+                    Item::Function(code) => Msg::Function(code),
+                    _ => continue,
+                };
+                if tx.blocking_send(msg).is_err() {
+                    break; // the loader stopped; it reports why
                 }
             }
             Ok(())
@@ -66,6 +70,7 @@ pub async fn import(
             while let Some(msg) = rx.recv().await {
                 match msg {
                     Msg::Version(v) => loader.begin_source(v)?,
+                    Msg::Function(code) => loader.push_function(code).await?,
                     Msg::Entry(e) => {
                         loader.push(e).await?;
                         n += 1;
