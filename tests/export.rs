@@ -14,6 +14,15 @@ fn export_cmd(redis_url: &str, store: &Path, extra: &[&str]) -> (i32, String, St
         .args(extra))
 }
 
+/// A temp dir holding the test keys (kek.pem, kek.pub.pem) and an empty `store`.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let store = work.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    (work, store)
+}
+
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
@@ -43,10 +52,7 @@ fn assert_no_manifest(store: &Path) {
 fn sealed_round_trip(diskless: &str) {
     let src = RedisServer::start(&["--repl-diskless-sync", diskless]);
     fill_all_types(&mut src.client());
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let kek_pub = work.path().join("kek.pub.pem");
     let (code, stdout, err) = export_cmd(
         &src.url(),
@@ -174,10 +180,7 @@ async fn manifest_is_authenticated_by_the_data_key() {
     use redvault::keyring::Keyring;
     let src = RedisServer::start(&[]);
     src.client().ok(&["SET", "a", "1"]);
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let kek_pub = work.path().join("kek.pub.pem");
     let (code, stdout, err) = export_cmd(
         &src.url(),
@@ -207,10 +210,7 @@ async fn manifest_is_authenticated_by_the_data_key() {
 
 #[test]
 fn unreachable_redis_is_named_and_nothing_is_written() {
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let port = free_port();
     let (code, _, err) = export_cmd(
         &format!("redis://127.0.0.1:{port}"),
@@ -234,10 +234,7 @@ fn wrong_password_and_missing_permission_are_named() {
     c.ok(&[
         "ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*", "+@all", "-psync", "-sync",
     ]);
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let kek = work.path().join("kek.pub.pem");
     let kek = kek.to_str().unwrap();
 
@@ -317,10 +314,7 @@ fn cutting_proxy(upstream: u16, limit: usize) -> u16 {
 fn connection_dropped_mid_snapshot_leaves_no_complete_generation() {
     let src = RedisServer::start(&[]);
     fill_all_types(&mut src.client());
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let port = cutting_proxy(src.port, 20_000);
     let (code, _, err) = export_cmd(
         &format!("redis://127.0.0.1:{port}"),
@@ -356,10 +350,7 @@ fn silent_server_times_out_with_a_clear_error() {
         std::thread::sleep(std::time::Duration::from_secs(5));
         drop(conn);
     });
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
+    let (work, store) = workspace();
     let (code, _, err) = export_cmd(
         &format!("redis://127.0.0.1:{port}"),
         &store,

@@ -164,15 +164,6 @@ pub async fn seal(args: SealArgs, config: &Config, out: &Output) -> anyhow::Resu
 
 pub async fn unseal(args: UnsealArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let kek = args.kek.open(config)?;
-    if !kek.can_unwrap() {
-        // Say so before reading anything.
-        kek.unwrap(&crate::kek::WrappedKey {
-            kek_id: kek.id().into(),
-            alg: crate::kek::ALG_RSA_OAEP_256.into(),
-            bytes: vec![],
-        })
-        .await?;
-    }
     let (mut input, label, size) = open_input(&args.input).await?;
     let raw = RawHeader::read(&mut input, &label).await?;
     let dek = if raw.header.keyring.is_empty() {

@@ -84,6 +84,8 @@ pub enum LoadError {
     },
     #[error("the target refused function library {library}: {message}")]
     Function { library: String, message: String },
+    #[error("a loader connection ended unexpectedly: {0}")]
+    Worker(String),
     #[error("the target refused SELECT {db}: {message}")]
     Select { db: u64, message: String },
     #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}")]
@@ -323,10 +325,7 @@ impl Loader {
                 first.get_or_insert(e);
             }
         }
-        first.unwrap_or_else(|| LoadError::Select {
-            db: 0,
-            message: "a loader connection ended unexpectedly".into(),
-        })
+        first.unwrap_or_else(|| LoadError::Worker("no error was reported".into()))
     }
 
     /// Sends what is batched, waits for every reply, and returns the counts.
@@ -347,10 +346,7 @@ impl Loader {
                     first_err.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(LoadError::Select {
-                        db: 0,
-                        message: e.to_string(),
-                    });
+                    first_err.get_or_insert(LoadError::Worker(e.to_string()));
                 }
             }
         }

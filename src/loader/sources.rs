@@ -32,7 +32,6 @@ pub struct OpenedSource {
     pub label: String,
     pub reader: Box<dyn Read + Send>,
     pub pump: Option<JoinHandle<Result<(), SourceError>>>,
-    pub size: Option<u64>,
 }
 
 /// Names of plain RDB files and blobs: `.rdb`, `.rdb.gz`, `.rdb.zst`.
@@ -73,7 +72,6 @@ pub async fn open_blob(url: &str) -> Result<OpenedSource, SourceError> {
         .get(&path)
         .await
         .map_err(|e| SourceError(format!("cannot read {url}: {}", one_line(&e))))?;
-    let size = Some(got.meta.size);
     let mut body =
         tokio_util::io::StreamReader::new(got.into_stream().map_err(std::io::Error::other));
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
@@ -87,7 +85,6 @@ pub async fn open_blob(url: &str) -> Result<OpenedSource, SourceError> {
         reader: decompressed(name, ChannelReader::new(rx))?,
         label,
         pump: Some(pump),
-        size,
     })
 }
 
@@ -96,13 +93,11 @@ pub fn open_file(path: &Path) -> Result<OpenedSource, SourceError> {
     let label = path.display().to_string();
     let f =
         std::fs::File::open(path).map_err(|e| SourceError(format!("cannot open {label}: {e}")))?;
-    let size = f.metadata().ok().map(|m| m.len());
     let reader = decompressed(&label, f)?;
     Ok(OpenedSource {
         label,
         reader,
         pump: None,
-        size,
     })
 }
 
@@ -250,7 +245,6 @@ pub async fn open_backup(
         label,
         reader: Box::new(ChannelReader::new(rx)),
         pump: Some(pump),
-        size: Some(object.plaintext_bytes),
     })
 }
 

@@ -12,7 +12,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 /// How objects are cut and compressed.
@@ -167,23 +167,6 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
             data = &data[take..];
         }
         Ok(())
-    }
-
-    /// Seals everything read from `input` (until end of file).
-    pub async fn write_from<R: AsyncRead + Unpin>(
-        &mut self,
-        input: &mut R,
-    ) -> Result<u64, std::io::Error> {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = input.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n as u64;
-            self.write(&buf[..n]).await.map_err(std::io::Error::other)?;
-        }
     }
 
     /// Seals the last chunk, writes the footer and flushes. The object is complete
