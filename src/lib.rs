@@ -4,6 +4,7 @@
 //! and encrypts them under a data key from the `keyring`, wrapped by a `kek`; the
 //! `opener` reverses it. `format` holds the byte format (docs/FORMAT.md).
 
+pub mod azure;
 pub mod backup;
 pub mod cli;
 pub mod format;

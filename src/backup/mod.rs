@@ -4,3 +4,4 @@ pub mod export;
 pub mod layout;
 pub mod list;
 pub mod manifest;
+pub mod rekey;

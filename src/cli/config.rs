@@ -1,9 +1,13 @@
 //! Settings from the TOML config file. Flags and REDVAULT_* environment variables
 //! (handled by clap) take precedence over the file; the file over defaults.
 
+use crate::azure::{AzureSettings, Identity};
+use crate::kek::KeyVaultOptions;
+use crate::store::StoreContext;
 use anyhow::Context;
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +26,11 @@ pub struct Config {
     pub redis_timeout: Option<u64>,
     #[serde(default)]
     pub seal: SealConfig,
+    /// Azure identity, storage, Key Vault and Redis authentication.
+    pub azure: Option<AzureSettings>,
+    /// The one identity of this process, made on first use.
+    #[serde(skip)]
+    identity: OnceLock<Arc<Identity>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +42,52 @@ pub struct SealConfig {
 }
 
 impl Config {
+    /// The Azure identity (managed identity by default), made once.
+    pub fn identity(&self) -> anyhow::Result<Arc<Identity>> {
+        if let Some(i) = self.identity.get() {
+            return Ok(i.clone());
+        }
+        let settings = self.azure.clone().unwrap_or_default();
+        let made = Arc::new(Identity::new(&settings)?);
+        Ok(self.identity.get_or_init(|| made).clone())
+    }
+
+    /// How to open stores: Azure Blob by the `[azure]` settings when there are any.
+    pub fn store_context(&self) -> anyhow::Result<StoreContext> {
+        Ok(match &self.azure {
+            Some(s) => StoreContext {
+                azure: Some((s.clone(), self.identity()?)),
+            },
+            None => StoreContext::default(),
+        })
+    }
+
+    /// How to reach Key Vault, for a KEK given as a Key Vault key URL.
+    pub fn vault_options(&self) -> anyhow::Result<KeyVaultOptions> {
+        let settings = self.azure.clone().unwrap_or_default();
+        let ca_pem = match &settings.ca_file {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("cannot read ca_file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(KeyVaultOptions {
+            identity: self.identity()?,
+            ca_pem,
+            verify_challenge_resource: settings.key_vault.verify_challenge_resource.unwrap_or(true),
+        })
+    }
+
+    /// Entra ID authentication to Redis, when `[azure.redis] entra_id = true`.
+    pub fn redis_auth(&self) -> anyhow::Result<Option<Arc<dyn crate::resp::RedisAuth>>> {
+        match &self.azure {
+            Some(s) if s.redis.entra_id => Ok(Some(Arc::new(
+                crate::azure::redis_auth::EntraRedisAuth::new(self.identity()?, s.redis.user.clone()),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else {
             return Ok(Config::default());

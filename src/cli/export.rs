@@ -28,9 +28,10 @@ impl StoreArgs {
         let url = self.store.as_deref().or(config.store.as_deref()).ok_or_else(|| {
             anyhow::anyhow!("no storage given: pass --to URL, set REDVAULT_STORE, or set store in the config file")
         })?;
-        Ok(Store::open(
+        Ok(Store::open_with(
             url,
             self.prefix.as_deref().or(config.prefix.as_deref()),
+            &config.store_context()?,
         )?)
     }
 }
@@ -95,7 +96,10 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         .clone()
         .or(config.source.clone())
         .unwrap_or_else(|| redis.source_name());
-    let mut link = LinkOptions::default();
+    let mut link = LinkOptions {
+        auth: config.redis_auth()?,
+        ..Default::default()
+    };
     if let Some(t) = args.redis_timeout.or(config.redis_timeout) {
         link.read_timeout = Duration::from_secs(t.max(1));
     }

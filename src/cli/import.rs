@@ -119,9 +119,13 @@ async fn open_sources(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<Op
     let mut out = vec![];
     for from in &args.from {
         if is_store_url(from) && is_rdb_name(from) {
-            out.push(open_blob(from).await?);
+            out.push(open_blob(from, &config.store_context()?).await?);
         } else if is_store_url(from) {
-            let store = Store::open(from, args.prefix.as_deref().or(config.prefix.as_deref()))?;
+            let store = Store::open_with(
+                from,
+                args.prefix.as_deref().or(config.prefix.as_deref()),
+                &config.store_context()?,
+            )?;
             let (source, generation) = pick_generation(
                 &store,
                 args.source.as_deref().or(config.source.as_deref()),
@@ -147,7 +151,10 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             bail!("unknown --type {t}; one of {}", TYPE_NAMES.join(", "));
         }
     }
-    let mut link = LinkOptions::default();
+    let mut link = LinkOptions {
+        auth: config.redis_auth()?,
+        ..Default::default()
+    };
     if let Some(t) = args.redis_timeout.or(config.redis_timeout) {
         link.read_timeout = Duration::from_secs(t.max(1));
     }

@@ -1,9 +1,41 @@
 //! `redvault keys ...`
 
+use super::config::Config;
 use super::output::Output;
+use super::seal::KekArg;
+use crate::backup::rekey::{rewrap, status};
 use crate::kek::generate_key_files;
-use clap::Subcommand;
+use crate::store::Store;
+use anyhow::Context;
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
+
+/// Where the backups are (`--from`, since `--to` names the new key here).
+#[derive(Debug, Args)]
+pub struct KeysStoreArgs {
+    /// Storage URL: file:///dir, az://container, s3://bucket, gs://bucket.
+    #[arg(long = "from", env = "REDVAULT_STORE")]
+    pub store: Option<String>,
+    /// Path prefix inside the store.
+    #[arg(long, env = "REDVAULT_PREFIX")]
+    pub prefix: Option<String>,
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+impl KeysStoreArgs {
+    fn open(&self, config: &Config) -> anyhow::Result<Store> {
+        let url = self.store.as_deref().or(config.store.as_deref()).ok_or_else(|| {
+            anyhow::anyhow!("no storage given: pass --from URL, set REDVAULT_STORE, or set store in the config file")
+        })?;
+        Ok(Store::open_with(
+            url,
+            self.prefix.as_deref().or(config.prefix.as_deref()),
+            &config.store_context()?,
+        )?)
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -17,9 +49,30 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = crate::kek::DEFAULT_BITS)]
         bits: usize,
     },
+    /// Re-wrap every backup's data key under another KEK or key version
+    /// (rotation). Only keyring.json objects are rewritten; data is not touched.
+    Rewrap {
+        #[command(flatten)]
+        store: KeysStoreArgs,
+        /// The KEK that opens the keyrings now (private key, or the Key Vault key).
+        #[command(flatten)]
+        kek: KekArg,
+        /// The new KEK: a public or private key file, or a Key Vault key (its
+        /// newest version unless the URL pins one).
+        #[arg(long = "to")]
+        to: String,
+        /// Keep the old wrappings too (by default only the new one is kept).
+        #[arg(long)]
+        keep_old: bool,
+    },
+    /// Show which KEK (and Key Vault key version) wraps each generation's data key.
+    Status {
+        #[command(flatten)]
+        store: KeysStoreArgs,
+    },
 }
 
-pub fn run(cmd: KeysCommand, out: &Output) -> anyhow::Result<()> {
+pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Generate { out: path, bits } => {
             let g = generate_key_files(&path, bits)?;
@@ -38,6 +91,71 @@ pub fn run(cmd: KeysCommand, out: &Output) -> anyhow::Result<()> {
                     "bits": bits,
                 }),
             );
+            Ok(())
+        }
+        KeysCommand::Rewrap {
+            store,
+            kek,
+            to,
+            keep_old,
+        } => {
+            let st = store.open(config)?;
+            let from = kek.open(config)?;
+            let to_kek = KekArg { kek: Some(to) }.open(config)?;
+            let done = rewrap(
+                &st,
+                store.source.as_deref(),
+                from.as_ref(),
+                to_kek.as_ref(),
+                keep_old,
+                |r| {
+                    if !out.json {
+                        eprintln!(
+                            "{}/{}: {}",
+                            r.source,
+                            r.generation,
+                            if r.changed { r.after.join(", ") } else { "already wrapped".into() }
+                        );
+                    }
+                },
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("keys rewrap")?;
+            let changed = done.iter().filter(|r| r.changed).count();
+            out.summary(
+                &format!(
+                    "re-wrapped {changed} of {} keyrings under {}",
+                    done.len(),
+                    to_kek.id()
+                ),
+                serde_json::json!({
+                    "command": "keys rewrap",
+                    "to": to_kek.id(),
+                    "keyrings": done,
+                    "changed": changed,
+                }),
+            );
+            Ok(())
+        }
+        KeysCommand::Status { store } => {
+            let st = store.open(config)?;
+            let rings = status(&st, store.source.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("keys status")?;
+            if out.json {
+                println!("{}", serde_json::to_string(&rings)?);
+                return Ok(());
+            }
+            println!("{:<24} {:<34} KEK", "SOURCE", "GENERATION");
+            for r in &rings {
+                let keks = match &r.problem {
+                    Some(p) => format!("unreadable: {p}"),
+                    None => r.keks.join(", "),
+                };
+                println!("{:<24} {:<34} {}", r.source, r.generation, keks);
+            }
             Ok(())
         }
     }

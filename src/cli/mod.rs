@@ -62,7 +62,7 @@ pub fn run() -> i32 {
             .build()?;
         rt.block_on(async {
             match cli.command {
-                Command::Keys(k) => keys::run(k, &out),
+                Command::Keys(k) => keys::run(k, &config, &out).await,
                 Command::Seal(a) => seal::seal(a, &config, &out).await,
                 Command::Unseal(a) => seal::unseal(a, &config, &out).await,
                 Command::Export(a) => export::run_export(a, &config, &out).await,

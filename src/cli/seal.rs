@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Args)]
 pub struct KekArg {
-    /// Key-encryption key: path to an RSA key in PEM (public to seal, private to unseal).
+    /// Key-encryption key: path to an RSA key in PEM (public to seal, private to
+    /// unseal), or a Key Vault key https://<vault>.vault.azure.net/keys/<name>[/<version>].
     #[arg(long, env = "REDVAULT_KEK")]
     pub kek: Option<String>,
 }
@@ -36,7 +37,12 @@ impl KekArg {
                     "no KEK given: pass --kek, set REDVAULT_KEK, or set kek in the config file"
                 )
             })?;
-        Ok(open_kek(spec)?)
+        let vault = if crate::kek::is_key_vault_spec(spec) {
+            Some(config.vault_options()?)
+        } else {
+            None
+        };
+        Ok(open_kek(spec, vault)?)
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Providers sit behind one small async interface, since some (Key Vault) are remote.
 
+mod key_vault;
 mod local_rsa;
 
+pub use key_vault::{is_key_vault_spec, KeyVaultKek, KeyVaultOptions};
 pub use local_rsa::{generate_key_files, LocalRsaKek, DEFAULT_BITS, MIN_BITS};
 
 use crate::keyring::DataKey;
@@ -66,11 +68,24 @@ pub trait Kek: Send + Sync {
     fn id(&self) -> &str;
     /// Whether this KEK holds what unwrapping needs (a private key, a permission).
     fn can_unwrap(&self) -> bool;
+    /// Whether a keyring entry wrapped under `kek_id` is this KEK's to unwrap (a
+    /// Key Vault key without a pinned version unwraps any of its versions).
+    fn matches(&self, kek_id: &str) -> bool {
+        kek_id == self.id()
+    }
     async fn wrap(&self, dek: &DataKey) -> Result<WrappedKey, KekError>;
     async fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, KekError>;
 }
 
-/// Opens the KEK named on the command line. For now a path to a PEM file.
-pub fn open_kek(spec: &str) -> Result<Arc<dyn Kek>, KekError> {
+/// Opens the KEK named on the command line: a Key Vault key URL
+/// (`https://<vault>/keys/<name>[/<version>]`, which needs `vault`), else a path
+/// to a PEM file.
+pub fn open_kek(spec: &str, vault: Option<KeyVaultOptions>) -> Result<Arc<dyn Kek>, KekError> {
+    if is_key_vault_spec(spec) {
+        let opts = vault.ok_or_else(|| {
+            KekError::Other(format!("{spec}: a Key Vault KEK needs an Azure identity"))
+        })?;
+        return Ok(Arc::new(KeyVaultKek::new(spec, opts)?));
+    }
     Ok(Arc::new(LocalRsaKek::from_file(Path::new(spec))?))
 }

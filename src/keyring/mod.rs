@@ -89,7 +89,7 @@ impl Keyring {
         let entry = self
             .wrapped
             .iter()
-            .find(|e| e.kek == kek.id())
+            .find(|e| kek.matches(&e.kek))
             .ok_or_else(|| KeyringError::WrongKek {
                 label: label.into(),
                 wrapped_by: self

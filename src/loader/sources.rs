@@ -10,7 +10,7 @@ use crate::keyring::Keyring;
 use crate::opener::{Opener, RawHeader};
 use crate::rdb::ChannelReader;
 use crate::sealer::default_parallelism;
-use crate::store::{one_line, Store};
+use crate::store::{one_line, Store, StoreContext};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -61,11 +61,11 @@ fn decompressed(
 }
 
 /// A plain RDB blob in storage (`az://container/dumps/x.rdb.gz`, `file:///d/x.rdb`).
-pub async fn open_blob(url: &str) -> Result<OpenedSource, SourceError> {
+pub async fn open_blob(url: &str, ctx: &StoreContext) -> Result<OpenedSource, SourceError> {
     let (dir, name) = url
         .rsplit_once('/')
         .ok_or_else(|| SourceError(format!("{url}: no object name")))?;
-    let store = Store::open(dir, None).map_err(err)?;
+    let store = Store::open_with(dir, None, ctx).map_err(err)?;
     let path = store.path(&[name]);
     let got = store
         .inner

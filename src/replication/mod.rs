@@ -66,6 +66,8 @@ pub struct LinkOptions {
     pub connect_timeout: Duration,
     /// How long to wait for any byte before giving up (keepalives count).
     pub read_timeout: Duration,
+    /// AUTH with fetched credentials (Entra ID) instead of the URL's password.
+    pub auth: Option<std::sync::Arc<dyn crate::resp::RedisAuth>>,
 }
 
 impl Default for LinkOptions {
@@ -73,6 +75,7 @@ impl Default for LinkOptions {
         LinkOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            auth: None,
         }
     }
 }

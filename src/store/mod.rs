@@ -4,9 +4,17 @@
 //! environment variables of each backend (AZURE_*, AWS_*, GOOGLE_*), so tests can
 //! point every endpoint at loopback.
 
+use crate::azure::{AzureSettings, Identity};
 use object_store::path::Path;
 use object_store::ObjectStore;
 use std::sync::Arc;
+
+/// How to authenticate to the stores that need more than the environment: with an
+/// `[azure]` config, Azure Blob uses its settings (identity, endpoint, CA).
+#[derive(Clone, Default)]
+pub struct StoreContext {
+    pub azure: Option<(AzureSettings, Arc<Identity>)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,8 +34,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens STORE with an optional extra prefix (`--prefix`).
+    /// Opens STORE with an optional extra prefix (`--prefix`), credentials from
+    /// the environment.
     pub fn open(url: &str, prefix: Option<&str>) -> Result<Self, StoreError> {
+        Self::open_with(url, prefix, &StoreContext::default())
+    }
+
+    /// Opens STORE with an optional extra prefix and the given context.
+    pub fn open_with(
+        url: &str,
+        prefix: Option<&str>,
+        ctx: &StoreContext,
+    ) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::BadUrl {
             url: url.into(),
             reason,
@@ -57,6 +75,12 @@ impl Store {
                 Arc::new(object_store::memory::InMemory::new()),
                 Path::default(),
             ),
+            "az" | "azure" | "abfs" | "abfss" if ctx.azure.is_some() => {
+                let (settings, identity) = ctx.azure.as_ref().expect("checked");
+                let store = crate::azure::blob::build(url, settings, Some(identity.clone()))
+                    .map_err(bad)?;
+                (store, url_path(&parsed, false))
+            }
             "az" | "azure" | "abfs" | "abfss" | "https" | "http" => {
                 let b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
