@@ -27,14 +27,14 @@ impl CredentialProvider for TokenProvider {
     type Credential = AzureCredential;
 
     async fn get_credential(&self) -> object_store::Result<Arc<AzureCredential>> {
-        let token = self
-            .identity
-            .token(STORAGE_SCOPE)
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "MicrosoftAzure",
-                source: Box::new(e),
-            })?;
+        let token =
+            self.identity
+                .token(STORAGE_SCOPE)
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "MicrosoftAzure",
+                    source: Box::new(e),
+                })?;
         Ok(Arc::new(AzureCredential::BearerToken(
             token.secret.as_str().to_string(),
         )))
@@ -60,8 +60,8 @@ pub fn build(
         b = b.with_endpoint(e.clone());
     }
     if let Some(ca) = &settings.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
         let cert = object_store::Certificate::from_pem(&pem)
             .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
         b = b.with_client_options(object_store::ClientOptions::new().with_root_certificate(cert));
@@ -69,7 +69,8 @@ pub fn build(
     let auth = settings.storage.auth.as_deref().unwrap_or("identity");
     let who = match auth {
         "identity" => {
-            let identity = identity.ok_or("azure.storage.auth is identity but no identity is set up")?;
+            let identity =
+                identity.ok_or("azure.storage.auth is identity but no identity is set up")?;
             b = b.with_credentials(Arc::new(TokenProvider {
                 identity: identity.clone(),
             }));
@@ -77,7 +78,9 @@ pub fn build(
         }
         "key" => {
             if std::env::var("AZURE_STORAGE_ACCOUNT_KEY").is_err() {
-                return Err("azure.storage.auth is key but AZURE_STORAGE_ACCOUNT_KEY is not set".into());
+                return Err(
+                    "azure.storage.auth is key but AZURE_STORAGE_ACCOUNT_KEY is not set".into(),
+                );
             }
             tracing::warn!("authenticating to storage with the account key: a managed identity is the stronger choice");
             Who::Named("the account key".into())
@@ -92,11 +95,13 @@ pub fn build(
             tracing::warn!("authenticating to storage with a SAS token: a managed identity is the stronger choice");
             Who::Named("the SAS token".into())
         }
-        other => return Err(format!("azure.storage.auth {other:?}: use identity, key or sas")),
+        other => {
+            return Err(format!(
+                "azure.storage.auth {other:?}: use identity, key or sas"
+            ))
+        }
     };
-    let inner: MicrosoftAzure = b
-        .build()
-        .map_err(|e| crate::store::one_line(&e))?;
+    let inner: MicrosoftAzure = b.build().map_err(|e| crate::store::one_line(&e))?;
     Ok(Arc::new(ExplainingStore {
         inner: Arc::new(inner),
         explain: Arc::new(Explainer {
@@ -148,9 +153,18 @@ impl Explainer {
                 self.who()
             )
         } else if text.contains("ContainerNotFound") {
-            format!("the container of {} does not exist in account {}", self.url, self.account)
-        } else if text.contains("InvalidAuthenticationInfo") || text.contains("AuthenticationFailed") {
-            format!("account {} rejected the credentials of {}", self.account, self.who())
+            format!(
+                "the container of {} does not exist in account {}",
+                self.url, self.account
+            )
+        } else if text.contains("InvalidAuthenticationInfo")
+            || text.contains("AuthenticationFailed")
+        {
+            format!(
+                "account {} rejected the credentials of {}",
+                self.account,
+                self.who()
+            )
         } else {
             return e;
         };
@@ -202,7 +216,11 @@ impl ObjectStore for ExplainingStore {
         }))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         let r = self.inner.get_opts(location, options).await;
         r.map_err(|e| self.explain.map(e))
     }

@@ -90,7 +90,6 @@ impl Identity {
                         }
                     }
                 }
-                let several = ids.len() > 1;
                 ids.into_iter()
                     .map(|id| {
                         let name = match &id {
@@ -101,14 +100,13 @@ impl Identity {
                             ManagedIdentityCredentialOptions {
                                 user_assigned_id: id.clone(),
                                 client_options: client_options.clone(),
-                                ..Default::default()
                             },
                         ))
                         .map_err(azure)?;
                         Ok(Candidate {
                             credential,
                             name,
-                            may_be_absent: several && id.is_none(),
+                            may_be_absent: id.is_none(),
                         })
                     })
                     .collect::<Result<Vec<_>, IdentityError>>()?
@@ -207,10 +205,7 @@ impl Identity {
 
     /// A token for `scope` (e.g. STORAGE_SCOPE). The first call chooses the identity.
     pub async fn token(&self, scope: &str) -> Result<Token, IdentityError> {
-        let index = *self
-            .chosen
-            .get_or_try_init(|| self.choose(scope))
-            .await?;
+        let index = *self.chosen.get_or_try_init(|| self.choose(scope)).await?;
         self.fetch(index, scope).await
     }
 

@@ -82,7 +82,10 @@ impl Config {
     pub fn redis_auth(&self) -> anyhow::Result<Option<Arc<dyn crate::resp::RedisAuth>>> {
         match &self.azure {
             Some(s) if s.redis.entra_id => Ok(Some(Arc::new(
-                crate::azure::redis_auth::EntraRedisAuth::new(self.identity()?, s.redis.user.clone()),
+                crate::azure::redis_auth::EntraRedisAuth::new(
+                    self.identity()?,
+                    s.redis.user.clone(),
+                ),
             ))),
             _ => Ok(None),
         }

@@ -114,7 +114,11 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
                             "{}/{}: {}",
                             r.source,
                             r.generation,
-                            if r.changed { r.after.join(", ") } else { "already wrapped".into() }
+                            if r.changed {
+                                r.after.join(", ")
+                            } else {
+                                "already wrapped".into()
+                            }
                         );
                     }
                 },

@@ -38,7 +38,7 @@ pub struct KeyVaultKek {
 
 /// Whether a KEK spec names a Key Vault key.
 pub fn is_key_vault_spec(spec: &str) -> bool {
-    spec.starts_with("https://") && spec.contains("/keys/")
+    (spec.starts_with("https://") || spec.starts_with("http://")) && spec.contains("/keys/")
 }
 
 #[derive(Deserialize)]
@@ -103,8 +103,8 @@ impl KeyVaultKek {
             .https_only(true)
             .timeout(std::time::Duration::from_secs(30));
         if let Some(pem) = &opts.ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| bad(&format!("ca_file: {e}")))?;
+            let cert =
+                reqwest::Certificate::from_pem(pem).map_err(|e| bad(&format!("ca_file: {e}")))?;
             b = b.add_root_certificate(cert);
         }
         let http = b.build().map_err(|e| bad(&e.to_string()))?;
@@ -146,7 +146,11 @@ impl KeyVaultKek {
                 req = req.bearer_auth(token.secret.as_str());
             }
             let rsp = req.send().await.map_err(|e| {
-                KekError::Other(format!("cannot reach Key Vault for {}: {}", self.id, error_chain(&e)))
+                KekError::Other(format!(
+                    "cannot reach Key Vault for {}: {}",
+                    self.id,
+                    error_chain(&e)
+                ))
             })?;
             let status = rsp.status().as_u16();
             if status == 401 && scope.is_none() {
@@ -163,7 +167,11 @@ impl KeyVaultKek {
                 continue;
             }
             let bytes = rsp.bytes().await.map_err(|e| {
-                KekError::Other(format!("Key Vault answer for {}: {}", self.id, error_chain(&e)))
+                KekError::Other(format!(
+                    "Key Vault answer for {}: {}",
+                    self.id,
+                    error_chain(&e)
+                ))
             })?;
             if (200..300).contains(&status) {
                 return Ok(bytes);
@@ -265,8 +273,9 @@ impl Kek for KeyVaultKek {
         let bundle = self
             .call(reqwest::Method::GET, &self.id, None, "get")
             .await?;
-        let bundle: KeyBundle = serde_json::from_slice(&bundle)
-            .map_err(|e| KekError::Other(format!("Key Vault key {}: unreadable answer: {e}", self.id)))?;
+        let bundle: KeyBundle = serde_json::from_slice(&bundle).map_err(|e| {
+            KekError::Other(format!("Key Vault key {}: unreadable answer: {e}", self.id))
+        })?;
         if !matches!(bundle.key.kty.as_str(), "RSA" | "RSA-HSM") {
             return Err(KekError::Other(format!(
                 "Key Vault key {} is of type {}; redvault wraps with RSA-OAEP-256 and needs an RSA key",
@@ -336,11 +345,10 @@ impl Kek for KeyVaultKek {
                 "unwrapKey",
             )
             .await?;
-        let result: OperationResult = serde_json::from_slice(&answer).map_err(|_| {
-            KekError::UnwrapFailed {
+        let result: OperationResult =
+            serde_json::from_slice(&answer).map_err(|_| KekError::UnwrapFailed {
                 kek_id: wrapped.kek_id.clone(),
-            }
-        })?;
+            })?;
         let bytes = Zeroizing::new(
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(result.value.trim_end_matches('='))

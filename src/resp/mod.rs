@@ -28,12 +28,19 @@ pub trait RedisAuth: Send + Sync + std::fmt::Debug {
 
 /// Sends AUTH with credentials from `auth`; used at connect and again before a
 /// token expires on a long-lived connection.
-pub async fn authenticate(conn: &mut Conn, addr: &str, auth: &dyn RedisAuth) -> Result<RedisCredentials, ReplError> {
-    let creds = auth.credentials().await.map_err(|message| ReplError::Auth {
-        addr: addr.to_string(),
-        user: None,
-        message,
-    })?;
+pub async fn authenticate(
+    conn: &mut Conn,
+    addr: &str,
+    auth: &dyn RedisAuth,
+) -> Result<RedisCredentials, ReplError> {
+    let creds = auth
+        .credentials()
+        .await
+        .map_err(|message| ReplError::Auth {
+            addr: addr.to_string(),
+            user: None,
+            message,
+        })?;
     let reply = conn
         .command(&[b"AUTH", creds.user.as_bytes(), creds.password.as_bytes()])
         .await?;

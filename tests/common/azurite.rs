@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Azurite {
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// The CA that signed its certificate, when it serves HTTPS.
+    ca: Option<std::path::PathBuf>,
     child: Child,
 }
 
@@ -18,6 +20,16 @@ fn tools() -> std::path::PathBuf {
 
 impl Azurite {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// HTTPS with OAuth on (`--oauth basic`): bearer tokens are checked for
+    /// issuer, audience and lifetime.
+    pub fn start_oauth(ca: &super::tls::TestCa) -> Self {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&super::tls::TestCa>) -> Self {
         let bin = tools();
         assert!(
             bin.exists(),
@@ -26,7 +38,16 @@ impl Azurite {
         );
         let dir = tempfile::tempdir().unwrap();
         let port = super::redis::free_port();
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(t) = tls {
+            cmd.arg("--oauth")
+                .arg("basic")
+                .arg("--cert")
+                .arg(&t.cert)
+                .arg("--key")
+                .arg(&t.key);
+        }
+        let child = cmd
             .args([
                 "--blobHost",
                 "127.0.0.1",
@@ -43,7 +64,12 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .expect("start azurite-blob (run scripts/setup)");
-        let a = Azurite { port, dir, child };
+        let a = Azurite {
+            port,
+            dir,
+            ca: tls.map(|t| t.ca.clone()),
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -56,13 +82,18 @@ impl Azurite {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn create_container(&self, name: &str) {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/support/azurite-create-container.js");
-        let out = Command::new("node")
+        let mut cmd = Command::new("node");
+        if let Some(ca) = &self.ca {
+            cmd.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let out = cmd
             .arg(script)
             .arg(self.endpoint())
             .arg(name)

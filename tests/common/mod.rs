@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod http;
+pub mod key_vault;
 pub mod redis;
+pub mod tls;
+pub mod token_endpoint;
 
 use redvault::format::ObjectKind;
 use redvault::kek::LocalRsaKek;

@@ -1,0 +1,563 @@
+//! Azure end to end, authenticated only by managed-identity tokens: Azurite over
+//! HTTPS with OAuth on (it checks every bearer token), a loopback token endpoint
+//! speaking the IMDS protocol, and a loopback Key Vault holding real RSA keys.
+//! Nothing here reaches a non-loopback address: the token endpoint override
+//! makes redvault refuse any other host.
+
+mod common;
+
+use common::azurite::Azurite;
+use common::key_vault::KeyVault;
+use common::redis::*;
+use common::tls::TestCa;
+use common::token_endpoint::{TokenEndpoint, UserAssigned};
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+const SYSTEM_OID: &str = "11111111-0000-0000-0000-000000000001";
+
+/// The parts of one Azure test: CA, token endpoint, Key Vault, optional Azurite,
+/// and a config file pointing redvault at them.
+struct World {
+    work: tempfile::TempDir,
+    /// Kept for its files (the CA and leaf) while the servers run.
+    _ca: TestCa,
+    tokens: TokenEndpoint,
+    vault: KeyVault,
+    /// Kept running until the test ends.
+    _azurite: Option<Azurite>,
+    config: PathBuf,
+}
+
+impl World {
+    fn new(tokens: TokenEndpoint, with_azurite: bool, identity_toml: &str) -> Self {
+        let ca = TestCa::new();
+        let vault = KeyVault::start(&ca);
+        let azurite = with_azurite.then(|| {
+            let a = Azurite::start_oauth(&ca);
+            a.create_container("backups");
+            a
+        });
+        let work = tempfile::tempdir().unwrap();
+        write_test_keys(work.path());
+        std::fs::create_dir(work.path().join("store")).unwrap();
+        let config = work.path().join("redvault.toml");
+        let storage = azurite
+            .as_ref()
+            .map(|a| {
+                format!(
+                    "[azure.storage]\naccount = \"devstoreaccount1\"\nendpoint = \"{}/devstoreaccount1\"\n",
+                    a.endpoint()
+                )
+            })
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "[azure]\ntoken_endpoint = \"{}\"\nca_file = \"{}\"\n{identity_toml}\n{storage}\n[azure.key_vault]\nverify_challenge_resource = false\n",
+                tokens.url(),
+                ca.ca.display()
+            ),
+        )
+        .unwrap();
+        World {
+            work,
+            _ca: ca,
+            tokens,
+            vault,
+            _azurite: azurite,
+            config,
+        }
+    }
+
+    fn kek_url(&self, name: &str) -> String {
+        format!("{}/keys/{name}", self.vault.base())
+    }
+
+    fn file_store(&self) -> String {
+        format!("file://{}", self.work.path().join("store").display())
+    }
+
+    /// redvault with this world's config and none of the host's Azure settings.
+    fn cmd(&self) -> Command {
+        let mut c = self.cmd_bare();
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    /// redvault with none of the host's Azure settings and no config.
+    fn cmd_bare(&self) -> Command {
+        let mut c = redvault();
+        for v in [
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "MSI_ENDPOINT",
+            "MSI_SECRET",
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_STORAGE_USE_EMULATOR",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "REDVAULT_KEK",
+            "REDVAULT_STORE",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    fn export(&self, redis: &str, to: &str, kek: &str) -> (i32, String, String) {
+        run(self.cmd().args([
+            "--json", "export", "--redis", redis, "--to", to, "--source", "cache1", "--kek", kek,
+        ]))
+    }
+
+    fn import(
+        &self,
+        redis: &str,
+        from: &str,
+        kek: &str,
+        generation: Option<&str>,
+    ) -> (i32, String, String) {
+        let mut c = self.cmd();
+        c.args([
+            "--json", "import", "--redis", redis, "--from", from, "--kek", kek,
+        ]);
+        if let Some(g) = generation {
+            c.args(["--generation", g]);
+        }
+        run(&mut c)
+    }
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
+/// Export to Azurite and import back with only managed-identity tokens and a Key
+/// Vault KEK. Tokens here expire within the refresh margin, so every storage call
+/// fetches a fresh one: the long run keeps working across refreshes.
+#[tokio::test]
+async fn export_and_import_with_managed_identity_and_key_vault() {
+    let tokens = TokenEndpoint::start(Some(SYSTEM_OID), vec![], 300);
+    let w = World::new(tokens, true, "");
+    let v1 = w.vault.add_rsa_version("backup-kek");
+    w.vault.permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey"]);
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    {
+        // Enough data for several 10 MiB upload parts.
+        let mut c = src.client();
+        let blob = random(1 << 20);
+        for i in 0..24 {
+            c.ok(&[
+                "SET",
+                &format!("big:{i}"),
+                &hex::encode(&blob[i * 20_000..(i + 1) * 20_000]),
+            ]);
+            c.cmd(&[b"SET", format!("rnd:{i}").as_bytes(), &blob])
+                .unwrap();
+        }
+    }
+    let kek = w.kek_url("backup-kek");
+
+    let (code, stdout, err) = w.export(&src.url(), "az://backups", &kek);
+    assert_eq!(code, 0, "export: {err}");
+    let generation = json(&stdout)["generation"].as_str().unwrap().to_string();
+
+    // The keyring names the exact key version that wrapped the data key.
+    let (code, stdout, err) =
+        run(w
+            .cmd()
+            .args(["--json", "keys", "status", "--from", "az://backups"]));
+    assert_eq!(code, 0, "keys status: {err}");
+    let status = json(&stdout);
+    assert_eq!(status[0]["keks"][0], format!("{kek}/{v1}"), "{status}");
+
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = w.import(&dst.url(), "az://backups", &kek, None);
+    assert_eq!(code, 0, "import: {err}");
+    assert_eq!(dst.digest(), src.digest(), "restored data differs");
+
+    let reqs = w.tokens.requests();
+    assert!(reqs.iter().all(|r| r.identity == "system"), "{reqs:?}");
+    let storage = reqs
+        .iter()
+        .filter(|r| r.resource == "https://storage.azure.com")
+        .count();
+    let vault = reqs
+        .iter()
+        .filter(|r| r.resource == "https://vault.azure.net")
+        .count();
+    assert!(
+        storage > 3,
+        "storage tokens were not refreshed during the run: {storage}"
+    );
+    assert!(vault >= 2, "{reqs:?}");
+    let log = w.vault.log();
+    assert!(
+        log.contains(&format!("wrapKey backup-kek/{v1} by {SYSTEM_OID}")),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&format!("unwrapKey backup-kek/{v1} by {SYSTEM_OID}")),
+        "{log:?}"
+    );
+    assert!(!generation.is_empty());
+}
+
+/// With no identity pinned: system-assigned if the host has one, else the first
+/// configured user-assigned one; a pinned one is used as given.
+#[tokio::test]
+async fn managed_identity_choice() {
+    let ua = |n: u8| {
+        UserAssigned {
+        client_id: format!("client-{n}"),
+        object_id: format!("22222222-0000-0000-0000-00000000000{n}"),
+        resource_id: format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ua{n}"),
+    }
+    };
+    let list = |w: &World| run(w.cmd().args(["--json", "list", "--from", "az://backups"]));
+
+    // The host has both: the system-assigned identity wins.
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![ua(1)], 3600),
+        true,
+        "user_assigned = [\"client_id=client-1\"]",
+    );
+    let (code, _, err) = list(&w);
+    assert_eq!(code, 0, "{err}");
+    let reqs = w.tokens.requests();
+    assert!(reqs.iter().all(|r| r.identity == "system"), "{reqs:?}");
+    drop(w);
+
+    // No system-assigned identity: the first configured user-assigned one.
+    let w = World::new(
+        TokenEndpoint::start(None, vec![ua(1), ua(2)], 3600),
+        true,
+        "user_assigned = [\"client_id=client-2\", \"client_id=client-1\"]",
+    );
+    let (code, _, err) = list(&w);
+    assert_eq!(code, 0, "{err}");
+    let reqs = w.tokens.requests();
+    assert_eq!(reqs[0].identity, "system", "{reqs:?}");
+    assert!(
+        reqs[1..].iter().all(|r| r.identity == "client_id=client-2"),
+        "{reqs:?}"
+    );
+    assert!(reqs.len() >= 2);
+    drop(w);
+
+    // Pinned by resource id.
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![ua(1)], 3600),
+        true,
+        &format!("resource_id = \"{}\"", ua(1).resource_id),
+    );
+    let (code, _, err) = list(&w);
+    assert_eq!(code, 0, "{err}");
+    let reqs = w.tokens.requests();
+    assert!(!reqs.is_empty());
+    assert!(
+        reqs.iter()
+            .all(|r| r.identity == format!("msi_res_id={}", ua(1).resource_id)),
+        "{reqs:?}"
+    );
+    drop(w);
+
+    // Neither: a named error.
+    let w = World::new(TokenEndpoint::start(None, vec![ua(1)], 3600), true, "");
+    let (code, _, err) = list(&w);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("no system-assigned identity and no user-assigned one is configured"),
+        "{line}"
+    );
+}
+
+/// Rotation: backups wrapped under version 1, a new version 2, `keys rewrap`
+/// moves every keyring to version 2; with version 1 disabled, a backup made
+/// before the rotation and one made after both restore.
+#[tokio::test]
+async fn key_vault_rotation_keeps_backups_restorable() {
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600),
+        false,
+        "",
+    );
+    let v1 = w.vault.add_rsa_version("kek");
+    w.vault.permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey"]);
+    let kek = w.kek_url("kek");
+    let store = w.file_store();
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (code, stdout, err) = w.export(&src.url(), &store, &kek);
+    assert_eq!(code, 0, "{err}");
+    let before = json(&stdout)["generation"].as_str().unwrap().to_string();
+    let digest_before = src.digest();
+
+    let v2 = w.vault.add_rsa_version("kek");
+    src.client().ok(&["SET", "after-rotation", "yes"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, stdout, err) = w.export(&src.url(), &store, &kek);
+    assert_eq!(code, 0, "{err}");
+    let after = json(&stdout)["generation"].as_str().unwrap().to_string();
+    let digest_after = src.digest();
+
+    let status = |w: &World| {
+        let (code, stdout, err) = run(w.cmd().args(["--json", "keys", "status", "--from", &store]));
+        assert_eq!(code, 0, "{err}");
+        json(&stdout)
+    };
+    let s = status(&w);
+    assert_eq!(s[0]["generation"], before.as_str());
+    assert_eq!(s[0]["keks"], serde_json::json!([format!("{kek}/{v1}")]));
+    assert_eq!(s[1]["keks"], serde_json::json!([format!("{kek}/{v2}")]));
+
+    let (code, stdout, err) = run(w.cmd().args([
+        "--json", "keys", "rewrap", "--from", &store, "--kek", &kek, "--to", &kek,
+    ]));
+    assert_eq!(code, 0, "rewrap: {err}");
+    assert_eq!(json(&stdout)["changed"], 1, "{stdout}");
+    let s = status(&w);
+    assert_eq!(
+        s[0]["keks"],
+        serde_json::json!([format!("{kek}/{v2}")]),
+        "{s}"
+    );
+    assert_eq!(
+        s[1]["keks"],
+        serde_json::json!([format!("{kek}/{v2}")]),
+        "{s}"
+    );
+
+    w.vault.disable("kek", &v1);
+    let seen = w.vault.log().len();
+    for (generation, digest) in [(&before, &digest_before), (&after, &digest_after)] {
+        let dst = RedisServer::start(&[]);
+        let (code, _, err) = w.import(&dst.url(), &store, &kek, Some(generation));
+        assert_eq!(code, 0, "import {generation}: {err}");
+        assert_eq!(&dst.digest(), digest, "{generation} restored differently");
+    }
+    // Both restores unwrapped with version 2 only.
+    let log = w.vault.log();
+    assert!(log[seen..].iter().all(|l| l.contains(&v2)), "{log:?}");
+}
+
+/// A local RSA key rotated to another: the new private key opens the backup, the
+/// old one no longer does.
+#[tokio::test]
+async fn local_key_rotation() {
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600),
+        false,
+        "",
+    );
+    let dir = w.work.path();
+    let new_key = dir.join("new.pem");
+    let (code, _, err) = run(redvault()
+        .args(["keys", "generate", "--bits", "2048", "--out"])
+        .arg(&new_key));
+    assert_eq!(code, 0, "{err}");
+    let old = dir.join("kek.pem").display().to_string();
+    let store = w.file_store();
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (code, _, err) = w.export(
+        &src.url(),
+        &store,
+        &dir.join("kek.pub.pem").display().to_string(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(w
+        .cmd()
+        .args(["keys", "rewrap", "--from", &store, "--kek", &old, "--to"])
+        .arg(dir.join("new.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = w.import(&dst.url(), &store, &old, None);
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("was wrapped by local-rsa:"),
+        "{err}"
+    );
+    let (code, _, err) = w.import(&dst.url(), &store, &new_key.display().to_string(), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}
+
+/// Misconfigurations give one line naming the cause, and nothing is written.
+#[tokio::test]
+async fn key_vault_and_storage_errors_name_the_cause() {
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600),
+        true,
+        "",
+    );
+    w.vault.add_rsa_version("kek");
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let store = w.file_store();
+    let kek = w.kek_url("kek");
+    let stored = || {
+        std::fs::read_dir(w.work.path().join("store"))
+            .unwrap()
+            .count()
+    };
+
+    // May get, may not wrap.
+    w.vault.permit(SYSTEM_OID, &["get"]);
+    let (code, _, err) = w.export(&src.url(), &store, &kek);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("lacks the 'wrapKey' permission on Key Vault key"),
+        "{line}"
+    );
+    assert!(
+        line.contains(SYSTEM_OID),
+        "the message names the identity: {line}"
+    );
+    assert_eq!(stored(), 0, "nothing may be written without a usable key");
+
+    // A backup-only host: may wrap, may not unwrap.
+    w.vault.permit(SYSTEM_OID, &["get", "wrapKey"]);
+    let (code, _, err) = w.export(&src.url(), &store, &kek);
+    assert_eq!(code, 0, "{err}");
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = w.import(&dst.url(), &store, &kek, None);
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("lacks the 'unwrapKey' permission"),
+        "{err}"
+    );
+
+    // Not an RSA key.
+    w.vault.permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey"]);
+    w.vault.add_version("ec-key", "EC", None);
+    let (code, _, err) = w.export(&src.url(), &store, &w.kek_url("ec-key"));
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err)
+            .contains("is of type EC; redvault wraps with RSA-OAEP-256 and needs an RSA key"),
+        "{err}"
+    );
+
+    // A key that does not exist.
+    let (code, _, err) = w.export(&src.url(), &store, &w.kek_url("nope"));
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("does not exist"), "{err}");
+
+    // Plain http is refused.
+    let (code, _, err) = w.export(&src.url(), &store, &kek.replace("https://", "http://"));
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("Key Vault is reached over https only"),
+        "{err}"
+    );
+
+    // With challenge checking on (the default), a loopback vault asking for a
+    // vault.azure.net token is refused before any token is sent.
+    let strict = w.work.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(&w.config).unwrap().replace(
+            "verify_challenge_resource = false",
+            "verify_challenge_resource = true",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(w.cmd_bare().arg("--config").arg(&strict).args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        &store,
+        "--kek",
+        &kek,
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("outside its own domain: refused"),
+        "{err}"
+    );
+
+    // A missing container says so.
+    let (code, _, err) = w.export(&src.url(), "az://no-such-container", &kek);
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("does not exist in account devstoreaccount1"),
+        "{err}"
+    );
+
+    // Azurite rejects a token for another audience; the message names the identity.
+    w.tokens.state.lock().unwrap().aud_override = Some("https://wrong.example".into());
+    let (code, _, err) = w.export(&src.url(), "az://backups", &kek);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("rejected the credentials of managed identity (system-assigned)"),
+        "{line}"
+    );
+}
+
+/// Entra ID AUTH to Redis: the principal's object id as user, its token for
+/// https://redis.azure.com as password; the default user is off.
+#[tokio::test]
+async fn entra_id_auth_to_redis() {
+    let tokens = TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600);
+    let token = tokens.token_for("https://redis.azure.com", SYSTEM_OID);
+    let w = World::new(tokens, false, "[azure.redis]\nentra_id = true");
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let digest = src.digest();
+    let mut c = src.client();
+    c.ok(&[
+        "ACL",
+        "SETUSER",
+        SYSTEM_OID,
+        "on",
+        &format!(">{token}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    c.ok(&["ACL", "SETUSER", "default", "off"]);
+    let store = w.file_store();
+    let pubkey = w.work.path().join("kek.pub.pem").display().to_string();
+    let (code, _, err) = w.export(&src.url(), &store, &pubkey);
+    assert_eq!(code, 0, "export with Entra ID auth: {err}");
+    assert!(w
+        .tokens
+        .requests()
+        .iter()
+        .any(|r| r.resource == "https://redis.azure.com"));
+
+    // Without it, the same Redis refuses us.
+    let plain = w.work.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let (code, _, err) = run(w.cmd_bare().arg("--config").arg(&plain).args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        &store,
+        "--kek",
+        &pubkey,
+    ]));
+    assert_eq!(code, 1, "{err}");
+
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(w
+        .cmd_bare()
+        .arg("--config")
+        .arg(&plain)
+        .args(["import", "--redis", &dst.url(), "--from", &store, "--kek"])
+        .arg(w.work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), digest);
+}
