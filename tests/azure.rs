@@ -561,3 +561,77 @@ async fn entra_id_auth_to_redis() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), digest);
 }
+
+/// A long import re-authenticates before the token expires: with tokens this
+/// close to expiry, every batch is preceded by AUTH with a fresh token.
+#[tokio::test]
+async fn entra_id_reauth_during_import() {
+    let tokens = TokenEndpoint::start(Some(SYSTEM_OID), vec![], 200);
+    let token = tokens.token_for("https://redis.azure.com", SYSTEM_OID);
+    let w = World::new(tokens, false, "[azure.redis]\nentra_id = true");
+    let src = RedisServer::start(&[]);
+    {
+        let mut c = src.client();
+        fill_all_types(&mut c);
+        for i in 0..400 {
+            c.ok(&["SET", &format!("k:{i}"), "v"]);
+        }
+    }
+    let store = w.file_store();
+    let plain = w.work.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let (code, _, err) = run(w
+        .cmd_bare()
+        .arg("--config")
+        .arg(&plain)
+        .args(["export", "--redis", &src.url(), "--to", &store, "--kek"])
+        .arg(w.work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+
+    let dst = RedisServer::start(&[]);
+    let mut admin = dst.client();
+    admin.ok(&[
+        "ACL",
+        "SETUSER",
+        SYSTEM_OID,
+        "on",
+        &format!(">{token}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    admin.ok(&["ACL", "SETUSER", "default", "off"]);
+    let (code, _, err) = run(w
+        .cmd()
+        .args([
+            "import",
+            "--redis",
+            &dst.url(),
+            "--from",
+            &store,
+            "--connections",
+            "2",
+            "--pipeline",
+            "50",
+            "--kek",
+        ])
+        .arg(w.work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    let stats = match admin.cmd(&[b"INFO", b"commandstats"]).unwrap() {
+        Resp::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let auth_calls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_auth:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Two connections AUTH when they connect and again before their token expires.
+    assert!(
+        auth_calls >= 4,
+        "no re-AUTH during the import: {auth_calls} AUTH calls\n{stats}"
+    );
+    admin.ok(&["ACL", "SETUSER", "default", "on", "nopass"]);
+    assert_eq!(dst.digest(), src.digest());
+}

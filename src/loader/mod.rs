@@ -128,9 +128,18 @@ pub fn max_rdb_for(redis_version: &str) -> u32 {
 }
 
 enum Expect {
+    /// A re-AUTH with a fresh token on a long-lived connection.
+    Auth {
+        user: String,
+    },
     Select(u64),
-    Function { library: String },
-    Restore { key: Vec<u8>, db: u64 },
+    Function {
+        library: String,
+    },
+    Restore {
+        key: Vec<u8>,
+        db: u64,
+    },
 }
 
 #[derive(Default)]
@@ -157,6 +166,25 @@ pub struct Loader {
     payload_version: u16,
     /// The target's Redis version, if INFO told it.
     target: Option<String>,
+    /// Fetched credentials (Entra ID tokens) and, per connection, the Unix time
+    /// after which it must AUTH again before its token expires.
+    auth: Option<std::sync::Arc<dyn crate::resp::RedisAuth>>,
+    reauth_due: Vec<i64>,
+}
+
+/// Re-AUTH this long before a token expires (the token cache refreshes it 300 s
+/// before; this leaves a minute of margin after that).
+const REAUTH_MARGIN_SECS: i64 = 240;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn reauth_due(expires_on: Option<i64>) -> i64 {
+    expires_on.map_or(i64::MAX, |t| t - REAUTH_MARGIN_SECS)
 }
 
 impl Loader {
@@ -175,6 +203,21 @@ impl Loader {
         let mut workers = vec![];
         let mut target = None;
         let mut max_bulk = opts.max_bulk;
+        let due = match (&link.auth, n) {
+            (Some(a), 1..) => reauth_due(
+                a.credentials()
+                    .await
+                    .map_err(|message| {
+                        LoadError::Connect(ReplError::Auth {
+                            addr: url.addr(),
+                            user: None,
+                            message,
+                        })
+                    })?
+                    .expires_on,
+            ),
+            _ => i64::MAX,
+        };
         for i in 0..n {
             let mut conn = crate::resp::connect(url, link).await?;
             if i == 0 {
@@ -198,6 +241,8 @@ impl Loader {
             stats: LoadStats::default(),
             payload_version: 0,
             target,
+            auth: link.auth.clone(),
+            reauth_due: vec![due; n],
         })
     }
 
@@ -305,9 +350,31 @@ impl Loader {
     }
 
     async fn flush_batch(&mut self, c: usize) -> Result<(), LoadError> {
-        let batch = std::mem::take(&mut self.batches[c]);
+        let mut batch = std::mem::take(&mut self.batches[c]);
         if batch.expect.is_empty() {
             return Ok(());
+        }
+        if let Some(auth) = self
+            .auth
+            .as_ref()
+            .filter(|_| unix_now() >= self.reauth_due[c])
+        {
+            // The token is about to expire: AUTH again ahead of this batch.
+            let creds = auth.credentials().await.map_err(LoadError::Worker)?;
+            let mut buf = Vec::with_capacity(batch.buf.len() + 64);
+            put_command(
+                &mut buf,
+                &[b"AUTH", creds.user.as_bytes(), creds.password.as_bytes()],
+            );
+            buf.extend_from_slice(&batch.buf);
+            batch.buf = buf;
+            batch.expect.insert(
+                0,
+                Expect::Auth {
+                    user: creds.user.clone(),
+                },
+            );
+            self.reauth_due[c] = reauth_due(creds.expires_on).max(unix_now() + 30);
         }
         if self.senders[c].send(batch).await.is_err() {
             // The worker stopped on an error: collect it.
@@ -418,6 +485,17 @@ async fn worker(
         for exp in batch.expect {
             let reply = conn.read_reply("the reply to RESTORE").await?;
             match (exp, reply) {
+                (Expect::Auth { .. }, Reply::Status(_)) => {}
+                (Expect::Auth { user }, reply) => {
+                    return Err(LoadError::Connect(ReplError::Auth {
+                        addr: conn.addr.clone(),
+                        user: Some(user),
+                        message: match reply {
+                            Reply::Error(m) => m,
+                            _ => "unexpected reply".into(),
+                        },
+                    }))
+                }
                 (Expect::Select(_), Reply::Status(_)) => {}
                 (Expect::Function { .. }, Reply::Status(_)) => stats.functions += 1,
                 (Expect::Function { .. }, Reply::Error(m))
