@@ -279,6 +279,56 @@ async fn managed_identity_choice() {
     );
 }
 
+/// Workload identity: a federated token file exchanged at the (loopback) Entra ID
+/// authority for storage tokens.
+#[tokio::test]
+async fn workload_identity() {
+    use common::token_endpoint::{FEDERATED_ASSERTION, TENANT};
+    let ua = UserAssigned {
+        client_id: "workload-app".into(),
+        object_id: "33333333-0000-0000-0000-000000000003".into(),
+        resource_id: "-".into(),
+    };
+    let tokens = TokenEndpoint::start(None, vec![ua], 3600);
+    let token_file =
+        std::env::temp_dir().join(format!("redvault-federated-{}", std::process::id()));
+    std::fs::write(&token_file, FEDERATED_ASSERTION).unwrap();
+    let authority = tokens.url();
+    let w = World::new(
+        tokens,
+        true,
+        &format!(
+            "credential = \"workload-identity\"\nclient_id = \"workload-app\"\ntenant_id = \"{TENANT}\"\ntoken_file = \"{}\"\nauthority_host = \"{authority}\"",
+            token_file.display()
+        ),
+    );
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (code, _, err) = w.export(
+        &src.url(),
+        "az://backups",
+        &w.work.path().join("kek.pub.pem").display().to_string(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let reqs = w.tokens.requests();
+    assert!(!reqs.is_empty());
+    assert!(
+        reqs.iter()
+            .all(|r| r.identity == "workload client_id=workload-app" && r.issued_to.is_some()),
+        "{reqs:?}"
+    );
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = w.import(
+        &dst.url(),
+        "az://backups",
+        &w.work.path().join("kek.pem").display().to_string(),
+        None,
+    );
+    let _ = std::fs::remove_file(&token_file);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}
+
 /// Rotation: backups wrapped under version 1, a new version 2, `keys rewrap`
 /// moves every keyring to version 2; with version 1 disabled, a backup made
 /// before the rotation and one made after both restore.
@@ -634,4 +684,72 @@ async fn entra_id_reauth_during_import() {
     );
     admin.ok(&["ACL", "SETUSER", "default", "on", "nopass"]);
     assert_eq!(dst.digest(), src.digest());
+}
+
+/// Hosts without an identity: the account key, with a warning, and no token asked for.
+#[tokio::test]
+async fn account_key_storage() {
+    let w = World::new(
+        TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600),
+        true,
+        "",
+    );
+    std::fs::write(
+        &w.config,
+        std::fs::read_to_string(&w.config)
+            .unwrap()
+            .replace("[azure.storage]\n", "[azure.storage]\nauth = \"key\"\n"),
+    )
+    .unwrap();
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let pubkey = w.work.path().join("kek.pub.pem").display().to_string();
+    let (code, _, err) = run(w
+        .cmd()
+        .env("AZURE_STORAGE_ACCOUNT_KEY", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+        .args(["export", "--redis", &src.url(), "--to", "az://backups", "--kek", &pubkey]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("a managed identity is the stronger choice"),
+        "{err}"
+    );
+    assert!(w.tokens.requests().is_empty(), "{:?}", w.tokens.requests());
+
+    // Without the key: a named error, before Redis is asked for anything.
+    let (code, _, err) = run(w.cmd().args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        "az://backups",
+        "--kek",
+        &pubkey,
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("AZURE_STORAGE_ACCOUNT_KEY is not set"),
+        "{err}"
+    );
+}
+
+/// Every example config in config/ is valid, and none makes a network call when
+/// the store is local.
+#[test]
+fn config_examples_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let store = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let (code, _, err) = run(redvault()
+                .arg("--config")
+                .arg(&path)
+                .args(["list", "--from"])
+                .arg(format!("file://{}", store.path().display())));
+            assert_eq!(code, 0, "{}: {err}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} examples");
 }

@@ -280,3 +280,48 @@ impl MultipartUpload for ExplainingUpload {
         r.map_err(|e| self.explain.map(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explainer() -> Explainer {
+        Explainer {
+            who: Who::Named("managed identity (system-assigned)".into()),
+            account: "prodbackups".into(),
+            url: "az://backups".into(),
+        }
+    }
+
+    fn generic(body: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: format!("Client error with status 403 Forbidden: {body}").into(),
+        }
+    }
+
+    /// Azurite grants every valid token, so the role and firewall answers of the
+    /// real service (their error codes) are checked here.
+    #[test]
+    fn storage_refusals_name_the_cause() {
+        let e = explainer();
+        let role = e.map(generic("<Error><Code>AuthorizationPermissionMismatch</Code><Message>This request is not authorized to perform this operation using this permission.</Message></Error>"));
+        assert!(role.to_string().contains(
+            "managed identity (system-assigned) lacks 'Storage Blob Data Contributor' on account prodbackups"
+        ), "{role}");
+        let fw = e.map(generic("<Error><Code>AuthorizationFailure</Code></Error>"));
+        assert!(
+            fw.to_string()
+                .contains("firewall or network rules deny this host"),
+            "{fw}"
+        );
+        let nf = e.map(object_store::Error::NotFound {
+            path: "x".into(),
+            source: "ContainerNotFound".into(),
+        });
+        assert!(
+            matches!(nf, object_store::Error::NotFound { .. }),
+            "NotFound must stay NotFound"
+        );
+    }
+}

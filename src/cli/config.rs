@@ -52,13 +52,20 @@ impl Config {
         Ok(self.identity.get_or_init(|| made).clone())
     }
 
-    /// How to open stores: Azure Blob by the `[azure]` settings when there are any.
-    pub fn store_context(&self) -> anyhow::Result<StoreContext> {
+    /// How to open the store at `url`: Azure Blob by the `[azure]` settings when
+    /// there are any (the identity is made only for an Azure URL).
+    pub fn store_context(&self, url: &str) -> anyhow::Result<StoreContext> {
+        let is_azure = ["az://", "azure://", "abfs://", "abfss://"]
+            .iter()
+            .any(|p| url.starts_with(p));
         Ok(match &self.azure {
-            Some(s) => StoreContext {
-                azure: Some((s.clone(), self.identity()?)),
-            },
-            None => StoreContext::default(),
+            Some(s) if is_azure => {
+                let by_identity = s.storage.auth.as_deref().unwrap_or("identity") == "identity";
+                StoreContext {
+                    azure: Some((s.clone(), by_identity.then(|| self.identity()).transpose()?)),
+                }
+            }
+            _ => StoreContext::default(),
         })
     }
 

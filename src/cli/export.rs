@@ -31,7 +31,7 @@ impl StoreArgs {
         Ok(Store::open_with(
             url,
             self.prefix.as_deref().or(config.prefix.as_deref()),
-            &config.store_context()?,
+            &config.store_context(url)?,
         )?)
     }
 }

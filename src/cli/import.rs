@@ -119,12 +119,12 @@ async fn open_sources(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<Op
     let mut out = vec![];
     for from in &args.from {
         if is_store_url(from) && is_rdb_name(from) {
-            out.push(open_blob(from, &config.store_context()?).await?);
+            out.push(open_blob(from, &config.store_context(from)?).await?);
         } else if is_store_url(from) {
             let store = Store::open_with(
                 from,
                 args.prefix.as_deref().or(config.prefix.as_deref()),
-                &config.store_context()?,
+                &config.store_context(from)?,
             )?;
             let (source, generation) = pick_generation(
                 &store,

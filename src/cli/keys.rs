@@ -32,7 +32,7 @@ impl KeysStoreArgs {
         Ok(Store::open_with(
             url,
             self.prefix.as_deref().or(config.prefix.as_deref()),
-            &config.store_context()?,
+            &config.store_context(url)?,
         )?)
     }
 }

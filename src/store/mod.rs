@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// `[azure]` config, Azure Blob uses its settings (identity, endpoint, CA).
 #[derive(Clone, Default)]
 pub struct StoreContext {
-    pub azure: Option<(AzureSettings, Arc<Identity>)>,
+    /// The settings, and the identity when storage authenticates with it.
+    pub azure: Option<(AzureSettings, Option<Arc<Identity>>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +78,8 @@ impl Store {
             ),
             "az" | "azure" | "abfs" | "abfss" if ctx.azure.is_some() => {
                 let (settings, identity) = ctx.azure.as_ref().expect("checked");
-                let store = crate::azure::blob::build(url, settings, Some(identity.clone()))
-                    .map_err(bad)?;
+                let store =
+                    crate::azure::blob::build(url, settings, identity.clone()).map_err(bad)?;
                 (store, url_path(&parsed, false))
             }
             "az" | "azure" | "abfs" | "abfss" | "https" | "http" => {

@@ -106,8 +106,60 @@ impl TokenEndpoint {
     }
 }
 
+/// Entra ID's token endpoint for workload identity (client-credentials grant
+/// with a federated client assertion): `POST /<tenant>/oauth2/v2.0/token`.
+fn handle_entra(s: &mut TokenState, r: Request) -> Response {
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&r.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let client_id = form.get("client_id").cloned().unwrap_or_default();
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    let resource = scope.trim_end_matches("/.default").to_string();
+    let oid = s
+        .user_assigned
+        .iter()
+        .find(|u| u.client_id == client_id)
+        .map(|u| u.object_id.clone())
+        .filter(|_| {
+            form.get("client_assertion_type").map(String::as_str)
+                == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                && form
+                    .get("client_assertion")
+                    .is_some_and(|a| a == FEDERATED_ASSERTION)
+                && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        });
+    s.requests.push(TokenRequest {
+        resource: resource.clone(),
+        identity: format!("workload client_id={client_id}"),
+        issued_to: oid.clone(),
+    });
+    let Some(oid) = oid else {
+        return Response::json(
+            401,
+            serde_json::json!({"error": "invalid_client", "error_description": "AADSTS700213: No matching federated identity record found"}),
+        );
+    };
+    let token = jwt(&resource, &oid, s.not_before, s.expires_on);
+    Response::json(
+        200,
+        serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": s.expires_on - now(),
+            "ext_expires_in": s.expires_on - now(),
+            "access_token": token,
+        }),
+    )
+}
+
+/// What the tests write into the federated token file.
+pub const FEDERATED_ASSERTION: &str =
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cmVkdmF1bHQifQ.";
+
 fn handle(state: &Mutex<TokenState>, r: Request) -> Response {
     let mut s = state.lock().unwrap();
+    if r.method == "POST" && r.path == format!("/{TENANT}/oauth2/v2.0/token") {
+        return handle_entra(&mut s, r);
+    }
     if r.path != "/metadata/identity/oauth2/token" || r.method != "GET" {
         return Response::json(404, serde_json::json!({"error": "not_found"}));
     }
