@@ -69,3 +69,36 @@ impl HttpClient for EndpointOverride {
         self.inner.execute_request(&req).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::http::Method;
+
+    /// With an override set, a request for any other host fails before a
+    /// connection is attempted; the metadata address is rewritten, never called.
+    #[tokio::test]
+    async fn only_loopback_is_reached() {
+        // Port 9 on loopback: nothing listens, so a rewritten request fails to
+        // connect (on loopback) rather than being refused by the policy.
+        let t = EndpointOverride::new(Some(Url::parse("http://127.0.0.1:9").unwrap()), None);
+        for far in [
+            "https://example.com/x",
+            "http://10.0.0.1/",
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        ] {
+            let req = Request::new(Url::parse(far).unwrap(), Method::Get);
+            let err = t.execute_request(&req).await.unwrap_err().to_string();
+            assert!(err.contains("refusing to call"), "{far}: {err}");
+        }
+        let imds = Request::new(
+            Url::parse("http://169.254.169.254/metadata/identity/oauth2/token").unwrap(),
+            Method::Get,
+        );
+        let err = t.execute_request(&imds).await.unwrap_err().to_string();
+        assert!(
+            !err.contains("refusing"),
+            "the metadata address must be rewritten: {err}"
+        );
+    }
+}
