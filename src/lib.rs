@@ -4,9 +4,11 @@
 //! and encrypts them under a data key from the `keyring`, wrapped by a `kek`; the
 //! `opener` reverses it. `format` holds the byte format (docs/FORMAT.md).
 
+pub mod aof;
 pub mod azure;
 pub mod backup;
 pub mod cli;
+pub mod daemon;
 pub mod format;
 pub mod kek;
 pub mod keyring;

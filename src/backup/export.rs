@@ -9,7 +9,7 @@ use crate::format::{FormatError, ObjectKind};
 use crate::kek::{Kek, KekError};
 use crate::keyring::{DataKey, Keyring};
 use crate::rdb::KeyCounter;
-use crate::replication::{LinkOptions, RedisUrl, ReplError, ReplicaLink};
+use crate::replication::{Conn, LinkOptions, RedisUrl, ReplError, ReplicaLink};
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
 use crate::store::{one_line, Store};
 use object_store::buffered::BufWriter;
@@ -66,6 +66,25 @@ pub async fn export(
     req: ExportRequest,
     progress: Progress<'_>,
 ) -> Result<ExportSummary, ExportError> {
+    Ok(export_inner(req, progress, false).await?.0)
+}
+
+/// A base snapshot for the daemon: a full sync with the command stream kept
+/// (no `rdb-only`), the base written as `export` writes it, then the link handed
+/// back to follow the stream from the snapshot's offset.
+pub async fn export_and_follow(
+    req: ExportRequest,
+    progress: Progress<'_>,
+) -> Result<(ExportSummary, Conn), ExportError> {
+    let (summary, conn) = export_inner(req, progress, true).await?;
+    Ok((summary, conn.expect("follow keeps the link")))
+}
+
+async fn export_inner(
+    req: ExportRequest,
+    progress: Progress<'_>,
+    follow: bool,
+) -> Result<(ExportSummary, Option<Conn>), ExportError> {
     layout::check_source_name(&req.source).map_err(ExportError::Invalid)?;
     let started = Instant::now();
     let store = &req.store;
@@ -97,7 +116,7 @@ pub async fn export(
     let created = SystemTime::now();
     let mut link = ReplicaLink::connect(&req.redis, &req.link).await?;
     let version = link.server_version().await;
-    let (info, mut transfer) = link.full_sync(true).await?;
+    let (info, mut transfer) = link.full_sync(!follow).await?;
     let generation = layout::generation_id(created, &info.replid);
     let gen_path = store.path(&[&req.source, &generation]);
     tracing::info!(generation, replid = %info.replid, offset = info.offset, rdb_only = info.rdb_only, "full sync started");
@@ -209,7 +228,7 @@ pub async fn export(
         .put(&gen_path.child(MANIFEST), PutPayload::from(json))
         .await
         .map_err(|e| store_err("cannot write manifest.json", &e))?;
-    Ok(ExportSummary {
+    let summary = ExportSummary {
         generation,
         source: req.source.clone(),
         location: display_path(store, &gen_path),
@@ -217,7 +236,8 @@ pub async fn export(
         stored_bytes: entry.stored_bytes,
         seconds: started.elapsed().as_secs_f64(),
         manifest,
-    })
+    };
+    Ok((summary, follow.then(|| transfer.into_conn())))
 }
 
 fn display_path(store: &Store, p: &Path) -> String {

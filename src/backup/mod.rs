@@ -4,4 +4,8 @@ pub mod export;
 pub mod layout;
 pub mod list;
 pub mod manifest;
+pub mod pitr;
 pub mod rekey;
+pub mod retention;
+pub mod timeline;
+pub mod verify;

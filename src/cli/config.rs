@@ -26,11 +26,43 @@ pub struct Config {
     pub redis_timeout: Option<u64>,
     #[serde(default)]
     pub seal: SealConfig,
+    /// The daemon: state, schedules, retention, sources.
+    pub daemon: Option<DaemonConfig>,
     /// Azure identity, storage, Key Vault and Redis authentication.
     pub azure: Option<AzureSettings>,
     /// The one identity of this process, made on first use.
     #[serde(skip)]
     identity: OnceLock<Arc<Identity>>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Checkpoint and spool directory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// /healthz and /metrics address (default 127.0.0.1:9187).
+    pub listen: Option<String>,
+    /// New base snapshot: 15m, 30m, 1h, 6h, 12h, 24h or a cron expression.
+    pub base_every: Option<String>,
+    pub keep_last: Option<usize>,
+    /// e.g. "7d".
+    pub keep_within: Option<String>,
+    /// Cut a segment this long after its first write (default 1000 ms).
+    pub segment_interval_ms: Option<u64>,
+    /// ... or at this size (default 8 MiB).
+    pub segment_max_bytes: Option<usize>,
+    /// Local spool bound (default 1 GiB).
+    pub spool_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub sources: Vec<DaemonSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSource {
+    pub name: String,
+    pub redis: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

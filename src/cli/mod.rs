@@ -2,12 +2,14 @@
 //! environment variables and a TOML config file, in that order of precedence.
 
 mod config;
+mod daemon;
 mod export;
 mod files;
 mod import;
 mod keys;
 mod output;
 mod progress;
+mod restore;
 mod seal;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +49,14 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Show what an RDB or a backup holds: version, aux fields, keys per db and type, biggest keys.
     Inspect(import::InspectArgs),
+    /// Run continuously: base snapshots and AOF segments, durable ACKs, retention.
+    Daemon(daemon::DaemonArgs),
+    /// Restore a source into a Redis: the newest state, or --at a time, or --offset.
+    Restore(restore::RestoreArgs),
+    /// Read every object of the chosen generations and check it; report holes.
+    Verify(restore::VerifyArgs),
+    /// Delete generations outside the retention policy (never the newest complete).
+    Prune(restore::PruneArgs),
 }
 
 /// Runs the command line; returns the process exit code. Failures print one line
@@ -69,6 +79,10 @@ pub fn run() -> i32 {
                 Command::List(a) => export::run_list(a, &config, &out).await,
                 Command::Import(a) => import::run_import(a, &config, &out).await,
                 Command::Inspect(a) => import::run_inspect(a, &config, &out).await,
+                Command::Daemon(a) => daemon::run_daemon(a, cli.config.clone(), config).await,
+                Command::Restore(a) => restore::run_restore(a, &config, &out).await,
+                Command::Verify(a) => restore::run_verify(a, &config, &out).await,
+                Command::Prune(a) => restore::run_prune(a, &config, &out).await,
             }
         })
     })();

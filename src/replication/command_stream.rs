@@ -4,6 +4,7 @@
 //! storage holds, so WAIT on the primary means "durable").
 
 use super::{Conn, ReplError, Reply};
+use crate::resp::ConnWriter;
 
 /// One command of the replication stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +75,35 @@ impl CommandStream {
         }))
     }
 
+    /// A reader for one task and an ACK sender for another: ACKs must go out
+    /// while the reader waits for the next command.
+    pub fn split(self) -> (CommandStream, AckSender) {
+        let (r, w) = self.conn.split();
+        (
+            CommandStream {
+                conn: r,
+                offset: self.offset,
+            },
+            AckSender { w },
+        )
+    }
+
     /// `REPLCONF ACK <offset>`: tells the primary what this replica holds.
     pub async fn ack(&mut self, offset: u64) -> Result<(), ReplError> {
         self.conn
+            .send(&[b"REPLCONF", b"ACK", offset.to_string().as_bytes()])
+            .await
+    }
+}
+
+/// Sends `REPLCONF ACK` on a split command stream.
+pub struct AckSender {
+    w: ConnWriter,
+}
+
+impl AckSender {
+    pub async fn ack(&mut self, offset: u64) -> Result<(), ReplError> {
+        self.w
             .send(&[b"REPLCONF", b"ACK", offset.to_string().as_bytes()])
             .await
     }

@@ -5,7 +5,7 @@
 mod command_stream;
 mod rdb_transfer;
 
-pub use command_stream::{CommandStream, ReplCommand};
+pub use command_stream::{AckSender, CommandStream, ReplCommand};
 
 pub use crate::resp::{Conn, RedisUrl, Reply, Transport};
 pub use rdb_transfer::RdbTransfer;
@@ -86,6 +86,14 @@ pub struct ReplicaLink {
     user: String,
 }
 
+/// How the primary answered PSYNC.
+pub enum Sync {
+    /// `+CONTINUE [new replid]`: the command stream goes on from the offset asked.
+    Continue { replid: String, conn: Conn },
+    /// `+FULLRESYNC`: a new snapshot, then the stream from its offset.
+    Full(FullSyncInfo, RdbTransfer),
+}
+
 /// What the primary said when a full sync started.
 #[derive(Debug, Clone)]
 pub struct FullSyncInfo {
@@ -129,9 +137,28 @@ impl ReplicaLink {
     /// command stream; older servers send a full sync, and the caller stops after
     /// the RDB.
     pub async fn full_sync(
-        mut self,
+        self,
         rdb_only: bool,
     ) -> Result<(FullSyncInfo, RdbTransfer), ReplError> {
+        match self.sync(None, rdb_only).await? {
+            Sync::Full(info, transfer) => Ok((info, transfer)),
+            Sync::Continue { .. } => Err(ReplError::Protocol(
+                "the primary answered CONTINUE to PSYNC ? -1".into(),
+            )),
+        }
+    }
+
+    /// `PSYNC <replid> <offset>`: carry on from `offset` (the first byte not yet
+    /// held) if the primary's backlog still has it, else a full sync.
+    pub async fn resume(self, replid: &str, offset: u64) -> Result<Sync, ReplError> {
+        self.sync(Some((replid, offset)), false).await
+    }
+
+    async fn sync(
+        mut self,
+        from: Option<(&str, u64)>,
+        rdb_only: bool,
+    ) -> Result<Sync, ReplError> {
         let addr = self.conn.addr.clone();
         let refused = |command: &str, message: String| ReplError::Refused {
             addr: addr.clone(),
@@ -153,7 +180,14 @@ impl ReplicaLink {
                 Reply::Status(_)
             );
         }
-        let line = match self.handshake_command(&[b"PSYNC", b"?", b"-1"]).await? {
+        let (replid_arg, offset_arg) = match from {
+            Some((r, o)) => (r.to_string(), o.to_string()),
+            None => ("?".to_string(), "-1".to_string()),
+        };
+        let line = match self
+            .handshake_command(&[b"PSYNC", replid_arg.as_bytes(), offset_arg.as_bytes()])
+            .await?
+        {
             Reply::Status(s) => s,
             Reply::Error(m) => return Err(refused("PSYNC", m)),
             _ => {
@@ -163,21 +197,31 @@ impl ReplicaLink {
             }
         };
         let mut parts = line.split_whitespace();
-        let (Some("FULLRESYNC"), Some(replid), Some(offset)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(ReplError::Protocol(format!(
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("CONTINUE"), new_replid, None) => {
+                let replid = new_replid
+                    .map(str::to_string)
+                    .or_else(|| from.map(|(r, _)| r.to_string()))
+                    .unwrap_or_default();
+                return Ok(Sync::Continue {
+                    replid,
+                    conn: self.conn,
+                });
+            }
+            (Some("FULLRESYNC"), Some(replid), Some(offset)) => {
+                let info = FullSyncInfo {
+                    replid: replid.to_string(),
+                    offset: offset.parse().map_err(|_| {
+                        ReplError::Protocol(format!("{addr}: bad offset in {line}"))
+                    })?,
+                    rdb_only: rdb_only_accepted,
+                };
+                let transfer = RdbTransfer::start(self.conn).await?;
+                Ok(Sync::Full(info, transfer))
+            }
+            _ => Err(ReplError::Protocol(format!(
                 "{addr}: unexpected reply to PSYNC: {line}"
-            )));
-        };
-        let info = FullSyncInfo {
-            replid: replid.to_string(),
-            offset: offset
-                .parse()
-                .map_err(|_| ReplError::Protocol(format!("{addr}: bad offset in {line}")))?,
-            rdb_only: rdb_only_accepted,
-        };
-        let transfer = RdbTransfer::start(self.conn).await?;
-        Ok((info, transfer))
+            ))),
+        }
     }
 }

@@ -141,6 +141,31 @@ impl Conn {
         }
     }
 
+    /// Reads one reply of any shape; arrays (EXEC's, say) are read whole and
+    /// reported as `Integer(length)`; only a top-level error is an error.
+    pub async fn read_any(&mut self, waiting_for: &str) -> Result<Reply, ReplError> {
+        let mut owed: u64 = 1;
+        let mut top = None;
+        while owed > 0 {
+            owed -= 1;
+            if self.buf.first() == Some(&b'*') || (self.buf.is_empty() && {
+                self.fill(waiting_for).await?;
+                self.buf.first() == Some(&b'*')
+            }) {
+                let line = self.read_line(waiting_for).await?;
+                let n: i64 = line[1..].parse().map_err(|_| {
+                    ReplError::Protocol(format!("{}: bad array length {line}", self.addr))
+                })?;
+                owed += n.max(0) as u64;
+                top.get_or_insert(Reply::Integer(n));
+            } else {
+                let r = self.read_reply(waiting_for).await?;
+                top.get_or_insert(r);
+            }
+        }
+        Ok(top.expect("one reply read"))
+    }
+
     pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ReplError> {
         self.send(args).await?;
         let what = format!(
@@ -148,5 +173,87 @@ impl Conn {
             String::from_utf8_lossy(args[0]).to_uppercase()
         );
         self.read_reply(&what).await
+    }
+}
+
+/// The reading side of a split connection: writes fail (it has none).
+struct ReadOnly(tokio::io::ReadHalf<Box<dyn Transport>>);
+
+impl AsyncRead for ReadOnly {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadOnly {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the read half of a split connection cannot write",
+        )))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The writing side of a split connection.
+pub struct ConnWriter {
+    io: tokio::io::WriteHalf<Box<dyn Transport>>,
+    pub addr: String,
+}
+
+impl ConnWriter {
+    pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.io
+            .write_all(&out)
+            .await
+            .map_err(|source| ReplError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+}
+
+impl Conn {
+    /// Splits into a reader (keeping what is buffered) and a writer, so one task
+    /// can block on reads while another writes (a replica's ACKs).
+    pub fn split(self) -> (Conn, ConnWriter) {
+        let (r, w) = tokio::io::split(self.io);
+        (
+            Conn {
+                io: Box::new(ReadOnly(r)),
+                buf: self.buf,
+                addr: self.addr.clone(),
+                read_timeout: self.read_timeout,
+            },
+            ConnWriter {
+                io: w,
+                addr: self.addr,
+            },
+        )
     }
 }

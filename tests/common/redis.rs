@@ -12,6 +12,16 @@ pub struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Child,
+    args: Vec<String>,
+}
+
+fn spawn_redis(args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): run scripts/setup to install it"))
 }
 
 pub fn free_port() -> u16 {
@@ -59,22 +69,36 @@ impl RedisServer {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): run scripts/setup to install it")
-            });
-        let s = RedisServer { port, dir, child };
+        let child = spawn_redis(&args);
+        let s = RedisServer {
+            port,
+            dir,
+            child,
+            args,
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port, empty
+    /// (no persistence): a primary that lost its data and has a new replication id.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        self.child = spawn_redis(&self.args);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let s = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut c) = s.try_client() {
                 // LOADING answers until an RDB given at startup is in.
                 match c.cmd(&[b"PING"]) {
-                    Ok(Resp::Status(_)) => return s,
-                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return s,
+                    Ok(Resp::Status(_)) => return,
+                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return,
                     _ => {}
                 }
             }

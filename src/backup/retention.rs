@@ -1,0 +1,165 @@
+//! Retention: keep the last N complete generations and/or those newer than a
+//! duration; the newest complete generation is never deleted. Incomplete
+//! generations older than the newest complete one are failed runs and go too.
+
+use super::list::{list, GenerationInfo};
+use crate::store::{one_line, Store};
+use futures::TryStreamExt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    pub keep_last: Option<usize>,
+    pub keep_within: Option<Duration>,
+}
+
+impl Retention {
+    pub fn is_set(&self) -> bool {
+        self.keep_last.is_some() || self.keep_within.is_some()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pruned {
+    pub source: String,
+    pub generation: String,
+    pub complete: bool,
+    pub objects: usize,
+}
+
+/// A generation id's time (`20261123T055012Z-...`), for keep-within.
+fn generation_time(id: &str) -> Option<std::time::SystemTime> {
+    let stamp = id.split('-').next()?;
+    if stamp.len() != 16 {
+        return None;
+    }
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    humantime::parse_rfc3339(&rfc).ok()
+}
+
+/// Which generations the policy deletes, per source.
+pub fn select(gens: &[GenerationInfo], policy: &Retention, now: std::time::SystemTime) -> Vec<GenerationInfo> {
+    let mut doomed = vec![];
+    let mut sources: Vec<&str> = gens.iter().map(|g| g.source.as_str()).collect();
+    sources.dedup();
+    for source in sources {
+        let mut mine: Vec<&GenerationInfo> = gens.iter().filter(|g| g.source == source).collect();
+        mine.sort_by(|a, b| b.generation.cmp(&a.generation)); // newest first
+        let Some(newest_complete) = mine.iter().position(|g| g.complete) else {
+            continue; // nothing complete: keep everything
+        };
+        let mut complete_seen = 0;
+        for (i, g) in mine.iter().enumerate() {
+            if !g.complete {
+                if i > newest_complete {
+                    doomed.push((*g).clone());
+                }
+                continue;
+            }
+            complete_seen += 1;
+            if i == newest_complete {
+                continue;
+            }
+            let by_count = policy.keep_last.is_some_and(|n| complete_seen > n.max(1));
+            let by_age = policy.keep_within.is_some_and(|d| {
+                generation_time(&g.generation)
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age > d)
+            });
+            let keep = match (policy.keep_last, policy.keep_within) {
+                (Some(_), Some(_)) => !(by_count && by_age),
+                (Some(_), None) => !by_count,
+                (None, Some(_)) => !by_age,
+                (None, None) => true,
+            };
+            if !keep {
+                doomed.push((*g).clone());
+            }
+        }
+    }
+    doomed
+}
+
+/// Applies the policy (or only reports, with `dry_run`).
+pub async fn prune(store: &Store, source: Option<&str>, policy: &Retention, dry_run: bool) -> Result<Vec<Pruned>, String> {
+    let gens = list(store, source).await?;
+    let doomed = select(&gens, policy, std::time::SystemTime::now());
+    let mut out = vec![];
+    for g in doomed {
+        let dir = store.path(&[&g.source, &g.generation]);
+        let mut objects = 0;
+        if !dry_run {
+            let paths: Vec<_> = store
+                .inner
+                .list(Some(&dir))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(|e| format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e)))?;
+            // The manifest first: a half-deleted generation must not look complete.
+            let mut paths = paths;
+            paths.sort_by_key(|p| p.filename() != Some(super::layout::MANIFEST));
+            for p in paths {
+                store
+                    .inner
+                    .delete(&p)
+                    .await
+                    .map_err(|e| format!("storage {}: cannot delete {p}: {}", store.url, one_line(&e)))?;
+                objects += 1;
+            }
+            tracing::info!(source = %g.source, generation = %g.generation, objects, "pruned generation");
+        }
+        out.push(Pruned {
+            source: g.source.clone(),
+            generation: g.generation.clone(),
+            complete: g.complete,
+            objects: if dry_run { g.objects } else { objects },
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(id: &str, complete: bool) -> GenerationInfo {
+        GenerationInfo {
+            source: "s".into(),
+            generation: id.into(),
+            complete,
+            stored_bytes: 0,
+            objects: 1,
+            manifest: None,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_complete_and_the_policy() {
+        let gens = vec![
+            g("20261120T000000Z-a", true),
+            g("20261121T000000Z-b", false),
+            g("20261122T000000Z-c", true),
+            g("20261123T000000Z-d", true),
+            g("20261123T010000Z-e", false), // in progress: newer than every complete one
+        ];
+        let now = humantime::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
+        let last2 = Retention { keep_last: Some(2), keep_within: None };
+        let d: Vec<_> = select(&gens, &last2, now).into_iter().map(|g| g.generation).collect();
+        assert_eq!(d, ["20261121T000000Z-b", "20261120T000000Z-a"]);
+        let within = Retention { keep_last: None, keep_within: Some(Duration::from_secs(3600)) };
+        let d: Vec<_> = select(&gens, &within, now).into_iter().map(|g| g.generation).collect();
+        assert_eq!(d, ["20261122T000000Z-c", "20261121T000000Z-b", "20261120T000000Z-a"], "the newest complete stays");
+        let keep1 = Retention { keep_last: Some(0), keep_within: None };
+        assert!(select(&gens, &keep1, now).iter().all(|g| g.generation != "20261123T000000Z-d"));
+    }
+}

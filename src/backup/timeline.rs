@@ -1,0 +1,71 @@
+//! What a generation covers: its base snapshot's offset, then its AOF segments in
+//! offset order, and any holes between them (a hole is never silent: `list`,
+//! `verify` and `restore` name it).
+
+use crate::aof::{parse_segment_name, AOF_DIR};
+use crate::store::{one_line, Store};
+use futures::TryStreamExt;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Segment {
+    pub name: String,
+    pub from: u64,
+    pub to: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Timeline {
+    pub segments: Vec<Segment>,
+    /// `(from, to)` offset ranges with no segment.
+    pub holes: Vec<(u64, u64)>,
+}
+
+impl Timeline {
+    /// The offset after the last segment, or `base` when there is none.
+    pub fn end(&self, base: u64) -> u64 {
+        self.segments.last().map_or(base, |s| s.to)
+    }
+}
+
+/// Lists `<source>/<generation>/aof/` and checks the offsets follow on from `base`.
+pub async fn timeline(
+    store: &Store,
+    source: &str,
+    generation: &str,
+    base: u64,
+) -> Result<Timeline, String> {
+    let dir = store.path(&[source, generation, AOF_DIR]);
+    let objects: Vec<_> = store
+        .inner
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e)))?;
+    let mut segments: Vec<Segment> = objects
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.location.filename()?.to_string();
+            let (from, to) = parse_segment_name(&name)?;
+            Some(Segment {
+                name,
+                from,
+                to,
+                stored_bytes: o.size,
+            })
+        })
+        .collect();
+    // Two segments from one offset (a restart that cut differently): keep the
+    // longer. Replay skips any record it already applied, so overlaps are safe.
+    segments.sort_by_key(|s| (s.from, std::cmp::Reverse(s.to)));
+    segments.dedup_by_key(|s| s.from);
+    let mut holes = vec![];
+    let mut at = base;
+    for s in &segments {
+        if s.from > at {
+            holes.push((at, s.from));
+        }
+        at = at.max(s.to);
+    }
+    Ok(Timeline { segments, holes })
+}

@@ -1,0 +1,70 @@
+//! The durable checkpoint, in sled under the state directory: per source, the
+//! replication id and generation being followed, the offset storage has
+//! acknowledged, and the offset the local spool holds. After a restart the
+//! daemon asks `PSYNC <replid> <spooled + 1>` and uploads what the spool holds.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub replid: String,
+    pub generation: String,
+    /// Everything up to this replication offset is in storage.
+    pub durable: u64,
+    /// Everything up to this offset is in storage or in the local spool.
+    pub spooled: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint store {path}: {message}")]
+pub struct CheckpointError {
+    path: String,
+    message: String,
+}
+
+pub struct Checkpoints {
+    db: sled::Db,
+    path: String,
+}
+
+impl Checkpoints {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let path = dir.join("checkpoint.sled");
+        let shown = path.display().to_string();
+        let db = sled::open(&path).map_err(|e| CheckpointError {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Checkpoints { db, path: shown })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> CheckpointError {
+        CheckpointError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn get(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        match self.db.get(source.as_bytes()).map_err(|e| self.err(e))? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| self.err(e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes and flushes to disk before returning: a checkpoint is only worth
+    /// something if it survives a crash.
+    pub fn put(&self, source: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        let v = serde_json::to_vec(cp).expect("checkpoint serialises");
+        self.db.insert(source.as_bytes(), v).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, source: &str) -> Result<(), CheckpointError> {
+        self.db.remove(source.as_bytes()).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}

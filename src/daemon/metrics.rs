@@ -1,0 +1,117 @@
+//! Per-source counters and gauges, served on the `--listen` address as
+//! `/metrics` (Prometheus text, names starting `redvault_`) and `/healthz`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+pub struct SourceMetrics {
+    pub name: String,
+    pub connected: AtomicBool,
+    /// Unix seconds of the last complete base snapshot / stored segment.
+    pub last_base_time: AtomicU64,
+    pub last_segment_time: AtomicU64,
+    /// The primary's offset as far as received, and what storage holds.
+    pub received_offset: AtomicU64,
+    pub durable_offset: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_full: AtomicBool,
+    pub uploaded_bytes: AtomicU64,
+    pub segments: AtomicU64,
+    pub bases: AtomicU64,
+    pub errors: AtomicU64,
+    pub gaps: AtomicU64,
+}
+
+impl SourceMetrics {
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(SourceMetrics {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The Prometheus text exposition of every source.
+pub fn render(sources: &[Arc<SourceMetrics>]) -> String {
+    let mut out = String::new();
+    let metric = |out: &mut String, name: &str, kind: &str, help: &str, get: &dyn Fn(&SourceMetrics) -> u64| {
+        let _ = writeln!(out, "# HELP redvault_{name} {help}");
+        let _ = writeln!(out, "# TYPE redvault_{name} {kind}");
+        for s in sources {
+            let _ = writeln!(out, "redvault_{name}{{source=\"{}\"}} {}", s.name, get(s));
+        }
+    };
+    metric(&mut out, "up", "gauge", "1 while the replication link is up.", &|s| s.connected.load(Relaxed) as u64);
+    metric(&mut out, "last_base_timestamp_seconds", "gauge", "When the last base snapshot completed.", &|s| s.last_base_time.load(Relaxed));
+    metric(&mut out, "last_segment_timestamp_seconds", "gauge", "When the last AOF segment was stored.", &|s| s.last_segment_time.load(Relaxed));
+    metric(&mut out, "received_offset", "gauge", "Replication offset received from the primary.", &|s| s.received_offset.load(Relaxed));
+    metric(&mut out, "durable_offset", "gauge", "Replication offset held by storage.", &|s| s.durable_offset.load(Relaxed));
+    metric(&mut out, "replication_lag_bytes", "gauge", "Received but not yet in storage.", &|s| {
+        s.received_offset.load(Relaxed).saturating_sub(s.durable_offset.load(Relaxed))
+    });
+    metric(&mut out, "spool_bytes", "gauge", "Sealed segments waiting on local disk for storage.", &|s| s.spool_bytes.load(Relaxed));
+    metric(&mut out, "spool_full", "gauge", "1 when the spool is full and the link was dropped.", &|s| s.spool_full.load(Relaxed) as u64);
+    metric(&mut out, "uploaded_bytes_total", "counter", "Bytes written to storage.", &|s| s.uploaded_bytes.load(Relaxed));
+    metric(&mut out, "segments_total", "counter", "AOF segments stored.", &|s| s.segments.load(Relaxed));
+    metric(&mut out, "bases_total", "counter", "Base snapshots stored.", &|s| s.bases.load(Relaxed));
+    metric(&mut out, "errors_total", "counter", "Errors (link, storage), each logged.", &|s| s.errors.load(Relaxed));
+    metric(&mut out, "gaps_total", "counter", "Times the stream could not continue and a new generation began.", &|s| s.gaps.load(Relaxed));
+    out
+}
+
+/// Serves /metrics and /healthz until the task is dropped. Healthy: every source
+/// has its link up and nothing waits in the spool for longer than a minute.
+pub async fn serve(listener: tokio::net::TcpListener, sources: Vec<Arc<SourceMetrics>>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let sources = sources.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", render(&sources)),
+                "/healthz" => {
+                    let now = unix_now();
+                    let bad: Vec<String> = sources
+                        .iter()
+                        .filter(|s| {
+                            !s.connected.load(Relaxed)
+                                || (s.spool_bytes.load(Relaxed) > 0
+                                    && now.saturating_sub(s.last_segment_time.load(Relaxed)) > 60)
+                        })
+                        .map(|s| s.name.clone())
+                        .collect();
+                    if bad.is_empty() {
+                        ("200 OK", "ok\n".to_string())
+                    } else {
+                        ("503 Service Unavailable", format!("unhealthy: {}\n", bad.join(", ")))
+                    }
+                }
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let rsp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(rsp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

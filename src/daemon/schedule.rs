@@ -1,0 +1,55 @@
+//! When to take a new base snapshot: a cron expression (the `cron` crate's form,
+//! seconds first) or a preset.
+
+use chrono::Utc;
+use std::str::FromStr;
+
+pub struct BaseSchedule {
+    schedule: cron::Schedule,
+    pub text: String,
+}
+
+impl BaseSchedule {
+    /// `15m`, `30m`, `1h`, `6h`, `12h`, `24h`, or a cron expression such as
+    /// `0 0 */6 * * *` (sec min hour day month weekday).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expr = match text {
+            "15m" => "0 */15 * * * *",
+            "30m" => "0 */30 * * * *",
+            "1h" => "0 0 * * * *",
+            "6h" => "0 0 */6 * * *",
+            "12h" => "0 0 */12 * * *",
+            "24h" => "0 0 0 * * *",
+            other => other,
+        };
+        let schedule = cron::Schedule::from_str(expr)
+            .map_err(|e| format!("base schedule {text:?}: {e} (use 15m, 30m, 1h, 6h, 12h, 24h or a cron expression, seconds first)"))?;
+        Ok(BaseSchedule {
+            schedule,
+            text: text.into(),
+        })
+    }
+
+    /// How long until the next base is due.
+    pub fn until_next(&self) -> std::time::Duration {
+        self.schedule
+            .upcoming(Utc)
+            .next()
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(3600))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_expressions() {
+        for p in ["15m", "30m", "1h", "6h", "12h", "24h", "*/5 * * * * *"] {
+            let s = BaseSchedule::parse(p).unwrap();
+            assert!(s.until_next() <= std::time::Duration::from_secs(86_400), "{p}");
+        }
+        assert!(BaseSchedule::parse("every tuesday").unwrap_err().contains("use 15m"));
+    }
+}

@@ -1,0 +1,175 @@
+//! The local spool: sealed segments wait here (on disk, encrypted) until storage
+//! has them, so reading the replication link never waits on storage. Bounded in
+//! bytes; an uploader drains it in order, retrying with backoff.
+
+use super::metrics::{unix_now, SourceMetrics};
+use crate::store::{one_line, Store};
+use object_store::PutPayload;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// One sealed segment in the spool.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub generation: String,
+    pub name: String,
+    pub to: u64,
+    pub bytes: u64,
+    path: PathBuf,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    queue: Mutex<VecDeque<Spooled>>,
+    wake: Notify,
+    metrics: Arc<SourceMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {dir}: {source}")]
+    Io {
+        dir: String,
+        source: std::io::Error,
+    },
+    #[error("spool {dir} is full ({used} of {max} bytes): storage is not keeping up")]
+    Full { dir: String, used: u64, max: u64 },
+}
+
+impl Spool {
+    /// Opens `dir` and queues what an earlier run left there, oldest first.
+    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<SourceMetrics>) -> Result<Arc<Self>, SpoolError> {
+        let io = |source| SpoolError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut left: Vec<Spooled> = vec![];
+        for e in std::fs::read_dir(dir).map_err(io)? {
+            let e = e.map_err(io)?;
+            let file = e.file_name().to_string_lossy().to_string();
+            if file.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let Some((generation, name)) = file.split_once('~') else {
+                continue;
+            };
+            let Some((_, to)) = crate::aof::parse_segment_name(name) else {
+                continue;
+            };
+            left.push(Spooled {
+                generation: generation.into(),
+                name: name.into(),
+                to,
+                bytes: e.metadata().map_err(io)?.len(),
+                path: e.path(),
+            });
+        }
+        left.sort_by(|a, b| (&a.generation, &a.name).cmp(&(&b.generation, &b.name)));
+        let used: u64 = left.iter().map(|s| s.bytes).sum();
+        metrics.spool_bytes.store(used, Relaxed);
+        if !left.is_empty() {
+            tracing::info!(source = %metrics.name, segments = left.len(), bytes = used, "spool holds segments from an earlier run; uploading them first");
+        }
+        Ok(Arc::new(Spool {
+            dir: dir.into(),
+            max_bytes,
+            queue: Mutex::new(left.into()),
+            wake: Notify::new(),
+            metrics,
+        }))
+    }
+
+    pub fn used(&self) -> u64 {
+        self.metrics.spool_bytes.load(Relaxed)
+    }
+
+    /// Writes a sealed segment to disk (synced) and queues it for upload.
+    pub fn push(&self, generation: &str, name: &str, to: u64, sealed: &[u8]) -> Result<(), SpoolError> {
+        let used = self.used();
+        if used + sealed.len() as u64 > self.max_bytes {
+            return Err(SpoolError::Full {
+                dir: self.dir.display().to_string(),
+                used,
+                max: self.max_bytes,
+            });
+        }
+        let io = |source| SpoolError::Io {
+            dir: self.dir.display().to_string(),
+            source,
+        };
+        let path = self.dir.join(format!("{generation}~{name}"));
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(sealed).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.metrics.spool_bytes.fetch_add(sealed.len() as u64, Relaxed);
+        self.queue.lock().expect("spool lock").push_back(Spooled {
+            generation: generation.into(),
+            name: name.into(),
+            to,
+            bytes: sealed.len() as u64,
+            path,
+        });
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Uploads queued segments in order, forever, retrying each with backoff
+    /// until storage takes it. Each stored segment's generation and end offset
+    /// is published on `durable`.
+    pub async fn upload_forever(self: Arc<Self>, store: Store, source: String, durable: watch::Sender<(String, u64)>) {
+        loop {
+            let next = self.queue.lock().expect("spool lock").front().cloned();
+            let Some(item) = next else {
+                self.wake.notified().await;
+                continue;
+            };
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match self.upload_one(&store, &source, &item).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.errors.fetch_add(1, Relaxed);
+                        tracing::error!(source = %source, segment = %item.name, "cannot store segment, retrying in {:?}: {e}", delay);
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&item.path);
+            self.queue.lock().expect("spool lock").pop_front();
+            self.metrics.spool_bytes.fetch_sub(item.bytes, Relaxed);
+            self.metrics.uploaded_bytes.fetch_add(item.bytes, Relaxed);
+            self.metrics.segments.fetch_add(1, Relaxed);
+            self.metrics.last_segment_time.store(unix_now(), Relaxed);
+            let _ = durable.send((item.generation.clone(), item.to));
+        }
+    }
+
+    async fn upload_one(&self, store: &Store, source: &str, item: &Spooled) -> Result<(), String> {
+        let bytes = std::fs::read(&item.path).map_err(|e| format!("cannot read {}: {e}", item.path.display()))?;
+        let path = store.path(&[source, &item.generation, crate::aof::AOF_DIR, &item.name]);
+        let put = tokio::time::timeout(Duration::from_secs(30), store.inner.put(&path, PutPayload::from(bytes))).await;
+        match put {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(one_line(&e)),
+            Err(_) => Err("no answer from storage within 30 s".into()),
+        }
+    }
+
+    /// Whether everything queued has been stored.
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().expect("spool lock").is_empty()
+    }
+}

@@ -1,0 +1,336 @@
+//! The daemon against a real redis-server primary: segments while writes run,
+//! point-in-time restore, durable ACKs (WAIT), kill -9 and restart (PSYNC
+//! CONTINUE), a primary restarted with a new replication id. Every wait is
+//! bounded.
+
+mod common;
+
+use common::redis::*;
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    fn start(work: &Path, redis: &str, store: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = work.join(format!("daemon-{port}.log"));
+        let child = redvault()
+            .env("REDVAULT_LOG", "info")
+            .args(["daemon", "--redis", redis, "--to", store, "--source", "cache1"])
+            .arg("--kek")
+            .arg(work.join("kek.pub.pem"))
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--segment-interval-ms", "200"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, port, log }
+    }
+
+    fn metrics(&self) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    fn metric(&self, name: &str) -> Option<u64> {
+        let m = self.metrics()?;
+        m.lines()
+            .find(|l| l.starts_with(&format!("redvault_{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until storage holds everything the primary has written.
+    fn wait_durable(&self, primary: &RedisServer) {
+        let target = repl_offset(primary);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.metric("durable_offset").is_some_and(|d| d >= target) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "durable offset never reached {target}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "daemon exit {status}; log:\n{}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repl_offset(r: &RedisServer) -> u64 {
+    match r.client().cmd(&[b"INFO", b"replication"]).unwrap() {
+        Resp::Bulk(Some(b)) => String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn workspace() -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    (work, store)
+}
+
+fn write_batch(r: &RedisServer, tag: &str, n: usize) {
+    let mut c = r.client();
+    for i in 0..n {
+        c.ok(&["SET", &format!("{tag}:{i}"), &format!("value {i} of {tag}")]);
+        c.cmd(&[b"HSET", format!("h:{tag}").as_bytes(), i.to_string().as_bytes(), b"x"]).unwrap();
+        c.ok(&["SELECT", "3"]);
+        c.cmd(&[b"RPUSH", b"db3:list", tag.as_bytes()]).unwrap();
+        c.ok(&["SELECT", "0"]);
+    }
+    c.cmd(&[b"INCRBY", b"counter", n.to_string().as_bytes()]).unwrap();
+}
+
+fn restore(work: &Path, store: &str, extra: &[&str]) -> (RedisServer, (i32, String, String)) {
+    let dst = RedisServer::start(&[]);
+    let r = run(redvault()
+        .args(["--json", "restore", "--redis", &dst.url(), "--from", store, "--source", "cache1", "--kek"])
+        .arg(work.join("kek.pem"))
+        .args(extra));
+    (dst, r)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Writes keep running while the daemon runs; `restore --at` a recorded moment
+/// gives the primary's DEBUG DIGEST at that moment, and without --at the final
+/// state; `verify` checks every object; SIGTERM stops cleanly.
+#[tokio::test]
+async fn point_in_time_restore_matches_the_primary() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "a", 200);
+    d.wait_durable(&primary);
+    let moment = now_rfc3339();
+    let digest_then = primary.digest();
+    std::thread::sleep(Duration::from_millis(50));
+    write_batch(&primary, "b", 200);
+    primary.client().cmd(&[b"DEL", b"a:1", b"a:2"]).unwrap();
+    d.wait_durable(&primary);
+    let digest_final = primary.digest();
+    assert_ne!(digest_then, digest_final);
+
+    let (dst, (code, _, err)) = restore(work.path(), &store, &["--at", &moment]);
+    assert_eq!(code, 0, "restore --at: {err}");
+    assert_eq!(dst.digest(), digest_then, "restore --at {moment} differs from the primary then");
+
+    let (dst, (code, stdout, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "restore: {err}");
+    assert_eq!(dst.digest(), digest_final, "the newest state differs: {stdout}");
+
+    // A time before any backup is refused, naming what is covered.
+    let (_, (code, _, err)) = restore(work.path(), &store, &["--at", "2020-01-01T00:00:00Z"]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("is outside what the backups of cache1 cover"), "{line}");
+
+    let (code, _, err) = run(redvault().args(["verify", "--from", &store, "--kek"]).arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "verify: {err}");
+    assert!(err.contains("ok "), "{err}");
+    d.stop();
+}
+
+/// WAIT 1 on the primary returns only once the write's segment is in storage:
+/// the daemon acknowledges the durable offset, not what it received.
+#[tokio::test]
+async fn wait_returns_once_the_segment_is_stored() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let d = Daemon::start(work.path(), &primary.url(), &store, &["--segment-interval-ms", "1500"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.metric("up") != Some(1) {
+        assert!(Instant::now() < deadline, "daemon never connected: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = primary.client();
+    c.ok(&["SET", "durable-key", "v"]);
+    let segments_before = d.metric("segments_total").unwrap();
+    // With a 1.5 s cut interval the write is not stored within 100 ms: WAIT
+    // times out with no replica holding it.
+    assert_eq!(c.cmd(&[b"WAIT", b"1", b"100"]).unwrap(), Resp::Int(0));
+    // Without a timeout WAIT returns when the segment is stored.
+    assert_eq!(c.cmd(&[b"WAIT", b"1", b"20000"]).unwrap(), Resp::Int(1));
+    assert!(d.metric("segments_total").unwrap() > segments_before, "WAIT returned before a segment was stored");
+    let durable = d.metric("durable_offset").unwrap();
+    assert!(durable >= repl_offset(&primary) - 64, "durable {durable}");
+}
+
+/// kill -9 during segments, restart: the link resumes with CONTINUE in the same
+/// generation, and the restore equals the primary.
+#[tokio::test]
+async fn kill_9_and_restart_continues_the_generation() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "a", 100);
+    d.wait_durable(&primary);
+    // Writes land while the daemon is gone: the primary's backlog keeps them.
+    d.kill9();
+    write_batch(&primary, "b", 100);
+    let d2 = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "c", 100);
+    d2.wait_durable(&primary);
+    let log = d2.log();
+    assert!(log.contains("continuing the stream (PSYNC CONTINUE)"), "{log}");
+    let (code, stdout, err) = run(redvault().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0, "{err}");
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(gens.as_array().unwrap().len(), 1, "a restart must not start a new generation: {gens}");
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}
+
+/// kill -9 during the base upload: the interrupted generation is never listed
+/// as complete, and the restarted daemon makes a complete one.
+#[tokio::test]
+async fn kill_9_during_the_base_leaves_no_complete_looking_generation() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    {
+        // A base big enough to be killed in the middle of.
+        let mut c = primary.client();
+        let blob = random(1 << 20);
+        for i in 0..60 {
+            c.cmd(&[b"SET", format!("big:{i}").as_bytes(), &blob]).unwrap();
+        }
+    }
+    let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store_dir = work.path().join("store");
+    // Kill as soon as the base object appears, before the manifest.
+    loop {
+        let started = walk(&store_dir).iter().any(|p| p.ends_with("keyring.json"));
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no base started: {}", d.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.kill9();
+    let (code, stdout, _) = run(redvault().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0);
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for g in gens.as_array().unwrap() {
+        let has_manifest = walk(&store_dir).iter().any(|p| p.ends_with("manifest.json") && p.to_string_lossy().contains(g["generation"].as_str().unwrap()));
+        assert_eq!(g["complete"].as_bool().unwrap(), has_manifest, "{g}");
+    }
+    let d2 = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "after", 10);
+    d2.wait_durable(&primary);
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The primary restarts empty with a new replication id: a new generation
+/// starts, the gap is counted, and the old generation is still restorable.
+#[tokio::test]
+async fn primary_restart_starts_a_new_generation() {
+    let (work, store) = workspace();
+    let mut primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "old", 50);
+    d.wait_durable(&primary);
+    let digest_old = primary.digest();
+    primary.restart_empty();
+    write_batch(&primary, "new", 20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.metric("bases_total") != Some(2) {
+        assert!(Instant::now() < deadline, "no new generation: {}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_durable(&primary);
+    assert!(d.metric("gaps_total").unwrap() >= 1);
+    let (code, stdout, err) = run(redvault().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0, "{err}");
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let gens = gens.as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{gens:?}");
+    assert!(gens.iter().all(|g| g["complete"] == true));
+    let old = gens[0]["generation"].as_str().unwrap().to_string();
+    // The newest state is the new primary's.
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+    // The old generation, closed at its last durable offset, restores to the old
+    // primary's last state.
+    let (dst, (code, _, err)) = restore(work.path(), &store, &["--generation", &old]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), digest_old);
+    let (code, _, err) = run(redvault().args(["verify", "--from", &store, "--kek"]).arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+}
