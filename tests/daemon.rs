@@ -20,16 +20,34 @@ struct Daemon {
 
 impl Daemon {
     fn start(work: &Path, redis: &str, store: &str, extra: &[&str]) -> Self {
+        Self::start_env(work, redis, store, extra, &[])
+    }
+
+    fn start_env(
+        work: &Path,
+        redis: &str,
+        store: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let port = free_port();
         let log = work.join(format!("daemon-{port}.log"));
         let child = redvault()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("REDVAULT_LOG", "info")
-            .args(["daemon", "--redis", redis, "--to", store, "--source", "cache1"])
+            .args([
+                "daemon", "--redis", redis, "--to", store, "--source", "cache1",
+            ])
             .arg("--kek")
             .arg(work.join("kek.pub.pem"))
             .arg("--state-dir")
             .arg(work.join("state"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--segment-interval-ms", "200"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(if extra.contains(&"--segment-interval-ms") {
+                &[][..]
+            } else {
+                &["--segment-interval-ms", "200"][..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -41,7 +59,8 @@ impl Daemon {
     fn metrics(&self) -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         Some(out)
@@ -59,15 +78,34 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (bounded) until the link is up.
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.metric("up") != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never connected; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (bounded) until storage holds everything the primary has written.
+    /// (A primary has offset 0 until a replica connects: wait for the link first.)
     fn wait_durable(&self, primary: &RedisServer) {
+        self.wait_up();
         let target = repl_offset(primary);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.metric("durable_offset").is_some_and(|d| d >= target) {
                 return;
             }
-            assert!(Instant::now() < deadline, "durable offset never reached {target}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "durable offset never reached {target}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -79,14 +117,25 @@ impl Daemon {
 
     /// SIGTERM, then wait (bounded) for a clean exit.
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "daemon exit {status}; log:\n{}", self.log());
+                assert!(
+                    status.success(),
+                    "daemon exit {status}; log:\n{}",
+                    self.log()
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop on SIGTERM; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -125,18 +174,35 @@ fn write_batch(r: &RedisServer, tag: &str, n: usize) {
     let mut c = r.client();
     for i in 0..n {
         c.ok(&["SET", &format!("{tag}:{i}"), &format!("value {i} of {tag}")]);
-        c.cmd(&[b"HSET", format!("h:{tag}").as_bytes(), i.to_string().as_bytes(), b"x"]).unwrap();
+        c.cmd(&[
+            b"HSET",
+            format!("h:{tag}").as_bytes(),
+            i.to_string().as_bytes(),
+            b"x",
+        ])
+        .unwrap();
         c.ok(&["SELECT", "3"]);
         c.cmd(&[b"RPUSH", b"db3:list", tag.as_bytes()]).unwrap();
         c.ok(&["SELECT", "0"]);
     }
-    c.cmd(&[b"INCRBY", b"counter", n.to_string().as_bytes()]).unwrap();
+    c.cmd(&[b"INCRBY", b"counter", n.to_string().as_bytes()])
+        .unwrap();
 }
 
 fn restore(work: &Path, store: &str, extra: &[&str]) -> (RedisServer, (i32, String, String)) {
     let dst = RedisServer::start(&[]);
     let r = run(redvault()
-        .args(["--json", "restore", "--redis", &dst.url(), "--from", store, "--source", "cache1", "--kek"])
+        .args([
+            "--json",
+            "restore",
+            "--redis",
+            &dst.url(),
+            "--from",
+            store,
+            "--source",
+            "cache1",
+            "--kek",
+        ])
         .arg(work.join("kek.pem"))
         .args(extra));
     (dst, r)
@@ -168,19 +234,32 @@ async fn point_in_time_restore_matches_the_primary() {
 
     let (dst, (code, _, err)) = restore(work.path(), &store, &["--at", &moment]);
     assert_eq!(code, 0, "restore --at: {err}");
-    assert_eq!(dst.digest(), digest_then, "restore --at {moment} differs from the primary then");
+    assert_eq!(
+        dst.digest(),
+        digest_then,
+        "restore --at {moment} differs from the primary then"
+    );
 
     let (dst, (code, stdout, err)) = restore(work.path(), &store, &[]);
     assert_eq!(code, 0, "restore: {err}");
-    assert_eq!(dst.digest(), digest_final, "the newest state differs: {stdout}");
+    assert_eq!(
+        dst.digest(),
+        digest_final,
+        "the newest state differs: {stdout}"
+    );
 
     // A time before any backup is refused, naming what is covered.
     let (_, (code, _, err)) = restore(work.path(), &store, &["--at", "2020-01-01T00:00:00Z"]);
     assert_eq!(code, 1);
     let line = one_line_error(&err);
-    assert!(line.contains("is outside what the backups of cache1 cover"), "{line}");
+    assert!(
+        line.contains("is outside what the backups of cache1 cover"),
+        "{line}"
+    );
 
-    let (code, _, err) = run(redvault().args(["verify", "--from", &store, "--kek"]).arg(work.path().join("kek.pem")));
+    let (code, _, err) = run(redvault()
+        .args(["verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "verify: {err}");
     assert!(err.contains("ok "), "{err}");
     d.stop();
@@ -192,12 +271,13 @@ async fn point_in_time_restore_matches_the_primary() {
 async fn wait_returns_once_the_segment_is_stored() {
     let (work, store) = workspace();
     let primary = RedisServer::start(&[]);
-    let d = Daemon::start(work.path(), &primary.url(), &store, &["--segment-interval-ms", "1500"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while d.metric("up") != Some(1) {
-        assert!(Instant::now() < deadline, "daemon never connected: {}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let d = Daemon::start(
+        work.path(),
+        &primary.url(),
+        &store,
+        &["--segment-interval-ms", "1500"],
+    );
+    d.wait_up();
     let mut c = primary.client();
     c.ok(&["SET", "durable-key", "v"]);
     let segments_before = d.metric("segments_total").unwrap();
@@ -206,7 +286,10 @@ async fn wait_returns_once_the_segment_is_stored() {
     assert_eq!(c.cmd(&[b"WAIT", b"1", b"100"]).unwrap(), Resp::Int(0));
     // Without a timeout WAIT returns when the segment is stored.
     assert_eq!(c.cmd(&[b"WAIT", b"1", b"20000"]).unwrap(), Resp::Int(1));
-    assert!(d.metric("segments_total").unwrap() > segments_before, "WAIT returned before a segment was stored");
+    assert!(
+        d.metric("segments_total").unwrap() > segments_before,
+        "WAIT returned before a segment was stored"
+    );
     let durable = d.metric("durable_offset").unwrap();
     assert!(durable >= repl_offset(&primary) - 64, "durable {durable}");
 }
@@ -228,11 +311,18 @@ async fn kill_9_and_restart_continues_the_generation() {
     write_batch(&primary, "c", 100);
     d2.wait_durable(&primary);
     let log = d2.log();
-    assert!(log.contains("continuing the stream (PSYNC CONTINUE)"), "{log}");
+    assert!(
+        log.contains("continuing the stream (PSYNC CONTINUE)"),
+        "{log}"
+    );
     let (code, stdout, err) = run(redvault().args(["--json", "list", "--from", &store]));
     assert_eq!(code, 0, "{err}");
     let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(gens.as_array().unwrap().len(), 1, "a restart must not start a new generation: {gens}");
+    assert_eq!(
+        gens.as_array().unwrap().len(),
+        1,
+        "a restart must not start a new generation: {gens}"
+    );
     let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
@@ -249,7 +339,8 @@ async fn kill_9_during_the_base_leaves_no_complete_looking_generation() {
         let mut c = primary.client();
         let blob = random(1 << 20);
         for i in 0..60 {
-            c.cmd(&[b"SET", format!("big:{i}").as_bytes(), &blob]).unwrap();
+            c.cmd(&[b"SET", format!("big:{i}").as_bytes(), &blob])
+                .unwrap();
         }
     }
     let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
@@ -269,7 +360,11 @@ async fn kill_9_during_the_base_leaves_no_complete_looking_generation() {
     assert_eq!(code, 0);
     let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     for g in gens.as_array().unwrap() {
-        let has_manifest = walk(&store_dir).iter().any(|p| p.ends_with("manifest.json") && p.to_string_lossy().contains(g["generation"].as_str().unwrap()));
+        let has_manifest = walk(&store_dir).iter().any(|p| {
+            p.ends_with("manifest.json")
+                && p.to_string_lossy()
+                    .contains(g["generation"].as_str().unwrap())
+        });
         assert_eq!(g["complete"].as_bool().unwrap(), has_manifest, "{g}");
     }
     let d2 = Daemon::start(work.path(), &primary.url(), &store, &[]);
@@ -278,6 +373,70 @@ async fn kill_9_during_the_base_leaves_no_complete_looking_generation() {
     let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
+}
+
+/// Storage down for 30 s under writes: the link stays up (read at the primary's
+/// pace), segments wait in the spool, and once storage is back nothing is lost.
+#[tokio::test]
+async fn storage_outage_loses_nothing() {
+    let (work, _) = workspace();
+    let mut az = common::azurite::Azurite::start();
+    az.create_container("backups");
+    let env: Vec<(&str, String)> = az.env();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let d = Daemon::start_env(work.path(), &primary.url(), "az://backups", &[], &env);
+    write_batch(&primary, "before", 50);
+    d.wait_durable(&primary);
+    let durable_before = d.metric("durable_offset").unwrap();
+
+    az.stop();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while Instant::now() < until && n < 600 {
+        write_batch(&primary, &format!("outage{n}"), 5);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        d.metric("up"),
+        Some(1),
+        "the link must stay up while storage is down"
+    );
+    assert!(
+        d.metric("spool_bytes").unwrap() > 0,
+        "segments should wait in the spool"
+    );
+    assert_eq!(
+        d.metric("durable_offset").unwrap(),
+        durable_before,
+        "nothing can be durable while storage is down"
+    );
+    assert!(d.metric("errors_total").unwrap() > 0);
+
+    az.start_again();
+    d.wait_durable(&primary);
+    assert_eq!(d.metric("spool_bytes"), Some(0));
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args([
+            "restore",
+            "--redis",
+            &dst.url(),
+            "--from",
+            "az://backups",
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        dst.digest(),
+        primary.digest(),
+        "writes made during the outage were lost"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -331,6 +490,8 @@ async fn primary_restart_starts_a_new_generation() {
     let (dst, (code, _, err)) = restore(work.path(), &store, &["--generation", &old]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), digest_old);
-    let (code, _, err) = run(redvault().args(["verify", "--from", &store, "--kek"]).arg(work.path().join("kek.pem")));
+    let (code, _, err) = run(redvault()
+        .args(["verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "{err}");
 }

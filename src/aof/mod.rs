@@ -92,7 +92,8 @@ pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Record>, AofError
         if p.len() < 20 + len {
             return Err(bad("a record is cut short"));
         }
-        let args = parse_resp_array(&p[20..20 + len]).ok_or_else(|| bad("a record is not a RESP command"))?;
+        let args = parse_resp_array(&p[20..20 + len])
+            .ok_or_else(|| bad("a record is not a RESP command"))?;
         out.push(Record {
             offset,
             time_ms,
@@ -110,10 +111,16 @@ fn parse_resp_array(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
         *b = &b[i + 1..];
         Some(l)
     }
-    let n: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"*")?).ok()?.parse().ok()?;
+    let n: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"*")?)
+        .ok()?
+        .parse()
+        .ok()?;
     let mut args = Vec::with_capacity(n);
     for _ in 0..n {
-        let len: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"$")?).ok()?.parse().ok()?;
+        let len: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"$")?)
+            .ok()?
+            .parse()
+            .ok()?;
         if b.len() < len + 2 || &b[len..len + 2] != b"\r\n" {
             return None;
         }
@@ -138,7 +145,8 @@ pub async fn seal_segment(
         name: name.into(),
         embedded_keyring: keyring.to_json(),
     };
-    let mut sealer = Sealer::new(Vec::with_capacity(plain.len() / 2 + 1024), spec, dek, opts).await?;
+    let mut sealer =
+        Sealer::new(Vec::with_capacity(plain.len() / 2 + 1024), spec, dek, opts).await?;
     sealer.write(plain).await?;
     let (_, out) = sealer.finish().await?;
     Ok(out)
@@ -168,8 +176,8 @@ pub async fn open_segment(
     }
     let id = hex::encode(h.data_key_id);
     if !keys.contains_key(&id) {
-        let ring = Keyring::from_json(&h.keyring, label)
-            .map_err(|e| AofError::Invalid(e.to_string()))?;
+        let ring =
+            Keyring::from_json(&h.keyring, label).map_err(|e| AofError::Invalid(e.to_string()))?;
         let dek = ring
             .unwrap(kek, label)
             .await

@@ -41,7 +41,8 @@ pub struct Coverage {
 }
 
 fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 fn parse_ms(rfc: &str) -> Option<u64> {
@@ -118,7 +119,10 @@ pub async fn plan(
     gens.sort_by(|a, b| b.generation.cmp(&a.generation)); // newest first
     if gens.is_empty() {
         return Err(match generation {
-            Some(g) => format!("no complete generation {g} of source {source} in {}", store.url),
+            Some(g) => format!(
+                "no complete generation {g} of source {source} in {}",
+                store.url
+            ),
             None => format!("no complete backup of source {source} in {}", store.url),
         });
     }
@@ -158,8 +162,16 @@ pub async fn plan(
     let ranges = seen
         .iter()
         .map(|c| match point {
-            Point::Offset(_) => format!("{}: offsets {}..{}", c.generation, c.base_offset, c.end_offset),
-            _ => format!("{}: {} to {}", c.generation, rfc3339_ms(c.from_ms), rfc3339_ms(c.to_ms)),
+            Point::Offset(_) => format!(
+                "{}: offsets {}..{}",
+                c.generation, c.base_offset, c.end_offset
+            ),
+            _ => format!(
+                "{}: {} to {}",
+                c.generation,
+                rfc3339_ms(c.from_ms),
+                rfc3339_ms(c.to_ms)
+            ),
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -168,7 +180,9 @@ pub async fn plan(
         Point::Offset(o) => format!("offset {o}"),
         Point::Latest => "the latest state".into(),
     };
-    Err(format!("{asked} is outside what the backups of {source} cover ({ranges})"))
+    Err(format!(
+        "{asked} is outside what the backups of {source} cover ({ranges})"
+    ))
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -189,7 +203,9 @@ pub async fn replay(
     url: &RedisUrl,
     link: &LinkOptions,
 ) -> Result<ReplayStats, String> {
-    let mut conn = crate::resp::connect(url, link).await.map_err(|e| e.to_string())?;
+    let mut conn = crate::resp::connect(url, link)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut keys = KeyCache::new();
     let mut stats = ReplayStats {
         offset: plan.base_offset,
@@ -198,7 +214,15 @@ pub async fn replay(
     let mut batch: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut pending: Vec<u64> = vec![];
     'segments: for seg in &plan.timeline.segments {
-        let records = read_segment(store, &plan.source, &plan.generation, &seg.name, kek, &mut keys).await?;
+        let records = read_segment(
+            store,
+            &plan.source,
+            &plan.generation,
+            &seg.name,
+            kek,
+            &mut keys,
+        )
+        .await?;
         stats.segments += 1;
         for r in records {
             if r.offset <= stats.offset {
@@ -229,15 +253,25 @@ pub async fn replay(
     Ok(stats)
 }
 
-async fn flush(conn: &mut crate::resp::Conn, batch: &mut Vec<u8>, pending: &mut Vec<u64>) -> Result<(), String> {
+async fn flush(
+    conn: &mut crate::resp::Conn,
+    batch: &mut Vec<u8>,
+    pending: &mut Vec<u64>,
+) -> Result<(), String> {
     if pending.is_empty() {
         return Ok(());
     }
     conn.write_raw(batch).await.map_err(|e| e.to_string())?;
     for offset in pending.drain(..) {
-        match conn.read_any("the reply to a replayed command").await.map_err(|e| e.to_string())? {
+        match conn
+            .read_any("the reply to a replayed command")
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Reply::Error(m) => {
-                return Err(format!("the target refused the command at offset {offset}: {m}"))
+                return Err(format!(
+                    "the target refused the command at offset {offset}: {m}"
+                ))
             }
             _ => {}
         }

@@ -46,7 +46,11 @@ fn generation_time(id: &str) -> Option<std::time::SystemTime> {
 }
 
 /// Which generations the policy deletes, per source.
-pub fn select(gens: &[GenerationInfo], policy: &Retention, now: std::time::SystemTime) -> Vec<GenerationInfo> {
+pub fn select(
+    gens: &[GenerationInfo],
+    policy: &Retention,
+    now: std::time::SystemTime,
+) -> Vec<GenerationInfo> {
     let mut doomed = vec![];
     let mut sources: Vec<&str> = gens.iter().map(|g| g.source.as_str()).collect();
     sources.dedup();
@@ -89,7 +93,12 @@ pub fn select(gens: &[GenerationInfo], policy: &Retention, now: std::time::Syste
 }
 
 /// Applies the policy (or only reports, with `dry_run`).
-pub async fn prune(store: &Store, source: Option<&str>, policy: &Retention, dry_run: bool) -> Result<Vec<Pruned>, String> {
+pub async fn prune(
+    store: &Store,
+    source: Option<&str>,
+    policy: &Retention,
+    dry_run: bool,
+) -> Result<Vec<Pruned>, String> {
     let gens = list(store, source).await?;
     let doomed = select(&gens, policy, std::time::SystemTime::now());
     let mut out = vec![];
@@ -103,16 +112,16 @@ pub async fn prune(store: &Store, source: Option<&str>, policy: &Retention, dry_
                 .map_ok(|m| m.location)
                 .try_collect()
                 .await
-                .map_err(|e| format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e)))?;
+                .map_err(|e| {
+                    format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e))
+                })?;
             // The manifest first: a half-deleted generation must not look complete.
             let mut paths = paths;
             paths.sort_by_key(|p| p.filename() != Some(super::layout::MANIFEST));
             for p in paths {
-                store
-                    .inner
-                    .delete(&p)
-                    .await
-                    .map_err(|e| format!("storage {}: cannot delete {p}: {}", store.url, one_line(&e)))?;
+                store.inner.delete(&p).await.map_err(|e| {
+                    format!("storage {}: cannot delete {p}: {}", store.url, one_line(&e))
+                })?;
                 objects += 1;
             }
             tracing::info!(source = %g.source, generation = %g.generation, objects, "pruned generation");
@@ -153,13 +162,38 @@ mod tests {
             g("20261123T010000Z-e", false), // in progress: newer than every complete one
         ];
         let now = humantime::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
-        let last2 = Retention { keep_last: Some(2), keep_within: None };
-        let d: Vec<_> = select(&gens, &last2, now).into_iter().map(|g| g.generation).collect();
+        let last2 = Retention {
+            keep_last: Some(2),
+            keep_within: None,
+        };
+        let d: Vec<_> = select(&gens, &last2, now)
+            .into_iter()
+            .map(|g| g.generation)
+            .collect();
         assert_eq!(d, ["20261121T000000Z-b", "20261120T000000Z-a"]);
-        let within = Retention { keep_last: None, keep_within: Some(Duration::from_secs(3600)) };
-        let d: Vec<_> = select(&gens, &within, now).into_iter().map(|g| g.generation).collect();
-        assert_eq!(d, ["20261122T000000Z-c", "20261121T000000Z-b", "20261120T000000Z-a"], "the newest complete stays");
-        let keep1 = Retention { keep_last: Some(0), keep_within: None };
-        assert!(select(&gens, &keep1, now).iter().all(|g| g.generation != "20261123T000000Z-d"));
+        let within = Retention {
+            keep_last: None,
+            keep_within: Some(Duration::from_secs(3600)),
+        };
+        let d: Vec<_> = select(&gens, &within, now)
+            .into_iter()
+            .map(|g| g.generation)
+            .collect();
+        assert_eq!(
+            d,
+            [
+                "20261122T000000Z-c",
+                "20261121T000000Z-b",
+                "20261120T000000Z-a"
+            ],
+            "the newest complete stays"
+        );
+        let keep1 = Retention {
+            keep_last: Some(0),
+            keep_within: None,
+        };
+        assert!(select(&gens, &keep1, now)
+            .iter()
+            .all(|g| g.generation != "20261123T000000Z-d"));
     }
 }

@@ -40,7 +40,10 @@ pub async fn verify(
 ) -> Result<Vec<GenerationReport>, String> {
     let gens = list(store, source).await?;
     let mut out = vec![];
-    for g in gens.iter().filter(|g| generation.is_none_or(|want| want == g.generation)) {
+    for g in gens
+        .iter()
+        .filter(|g| generation.is_none_or(|want| want == g.generation))
+    {
         let mut r = GenerationReport {
             source: g.source.clone(),
             generation: g.generation.clone(),
@@ -54,7 +57,9 @@ pub async fn verify(
             problems: vec![],
         };
         let Some(m) = g.manifest.as_ref() else {
-            r.problems.push(g.problem.clone().unwrap_or_else(|| "incomplete: no manifest (an interrupted base snapshot)".into()));
+            r.problems.push(g.problem.clone().unwrap_or_else(|| {
+                "incomplete: no manifest (an interrupted base snapshot)".into()
+            }));
             progress(&r);
             out.push(r);
             continue;
@@ -64,12 +69,17 @@ pub async fn verify(
         match open_backup(store, &g.source, &g.generation, Some(kek)).await {
             Ok(src) => {
                 let mut reader = src.reader;
-                let drained = tokio::task::spawn_blocking(move || std::io::copy(&mut reader, &mut std::io::sink()))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let drained = tokio::task::spawn_blocking(move || {
+                    std::io::copy(&mut reader, &mut std::io::sink())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
                 let pumped = match src.pump {
-                    Some(p) => p.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
+                    Some(p) => p
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string())),
                     None => Ok(()),
                 };
                 match (pumped, drained) {
@@ -84,20 +94,28 @@ pub async fn verify(
                 r.holes = t.holes.clone();
                 let mut keys = KeyCache::new();
                 for seg in &t.segments {
-                    match read_segment(store, &g.source, &g.generation, &seg.name, kek, &mut keys).await {
+                    match read_segment(store, &g.source, &g.generation, &seg.name, kek, &mut keys)
+                        .await
+                    {
                         Ok(records) => {
                             r.segments += 1;
                             r.commands += records.len() as u64;
                             let mut at = seg.from;
                             for rec in &records {
                                 if rec.offset <= at {
-                                    r.problems.push(format!("segment {}: offsets go backwards at {}", seg.name, rec.offset));
+                                    r.problems.push(format!(
+                                        "segment {}: offsets go backwards at {}",
+                                        seg.name, rec.offset
+                                    ));
                                     break;
                                 }
                                 at = rec.offset;
                             }
                             if at != seg.to {
-                                r.problems.push(format!("segment {}: its records end at offset {at}, its name says {}", seg.name, seg.to));
+                                r.problems.push(format!(
+                                    "segment {}: its records end at offset {at}, its name says {}",
+                                    seg.name, seg.to
+                                ));
                             }
                             r.last_offset = r.last_offset.max(seg.to);
                         }

@@ -63,12 +63,21 @@ fn retention(args: &DaemonArgs, d: &DaemonConfig) -> anyhow::Result<Retention> {
 }
 
 /// Builds every source's settings from flags and config.
-fn sources(args: &DaemonArgs, config: &Config, checkpoints: &Arc<Checkpoints>, state: &std::path::Path) -> anyhow::Result<Vec<SourceSettings>> {
+fn sources(
+    args: &DaemonArgs,
+    config: &Config,
+    checkpoints: &Arc<Checkpoints>,
+    state: &std::path::Path,
+) -> anyhow::Result<Vec<SourceSettings>> {
     let d = config.daemon.clone().unwrap_or_default();
     let mut wanted: Vec<(String, Option<String>)> = vec![];
     if args.redis.is_some() || d.sources.is_empty() {
         let url = redis_url(args.redis.as_deref(), config)?;
-        let name = args.source.clone().or(config.source.clone()).unwrap_or_else(|| url.source_name());
+        let name = args
+            .source
+            .clone()
+            .or(config.source.clone())
+            .unwrap_or_else(|| url.source_name());
         wanted.push((name, args.redis.clone().or(config.redis.clone())));
     } else {
         for s in &d.sources {
@@ -104,9 +113,16 @@ fn sources(args: &DaemonArgs, config: &Config, checkpoints: &Arc<Checkpoints>, s
             checkpoints: checkpoints.clone(),
             spool_dir: state.join("spool").join(&name),
             spool_max_bytes: d.spool_max_bytes.unwrap_or(1 << 30),
-            cut_interval: Duration::from_millis(args.segment_interval_ms.or(d.segment_interval_ms).unwrap_or(1000).max(10)),
+            cut_interval: Duration::from_millis(
+                args.segment_interval_ms
+                    .or(d.segment_interval_ms)
+                    .unwrap_or(1000)
+                    .max(10),
+            ),
             segment_max_bytes: d.segment_max_bytes.unwrap_or(8 << 20).max(4096),
-            schedule: schedule.as_ref().map(|s| BaseSchedule::parse(&s.text).expect("parsed once")),
+            schedule: schedule
+                .as_ref()
+                .map(|s| BaseSchedule::parse(&s.text).expect("parsed once")),
             retention: retention.clone(),
             metrics: SourceMetrics::new(&name),
             name,
@@ -115,7 +131,11 @@ fn sources(args: &DaemonArgs, config: &Config, checkpoints: &Arc<Checkpoints>, s
     Ok(out)
 }
 
-pub async fn run_daemon(args: DaemonArgs, config_path: Option<PathBuf>, mut config: Config) -> anyhow::Result<()> {
+pub async fn run_daemon(
+    args: DaemonArgs,
+    config_path: Option<PathBuf>,
+    mut config: Config,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
@@ -127,13 +147,20 @@ pub async fn run_daemon(args: DaemonArgs, config_path: Option<PathBuf>, mut conf
             .clone()
             .or(d.state_dir.clone())
             .ok_or_else(|| anyhow::anyhow!("no state directory: pass --state-dir, set daemon.state_dir, or run under systemd with StateDirectory="))?;
-        std::fs::create_dir_all(&state).with_context(|| format!("cannot create state directory {}", state.display()))?;
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let checkpoints = Arc::new(Checkpoints::open(&state)?);
         let sources = sources(&args, &config, &checkpoints, &state)?;
         let metrics: Vec<Arc<SourceMetrics>> = sources.iter().map(|s| s.metrics.clone()).collect();
         if !http_started {
-            let listen = args.listen.clone().or(d.listen.clone()).unwrap_or_else(|| "127.0.0.1:9187".into());
-            start_http(&listen, metrics.clone()).await.map_err(anyhow::Error::msg)?;
+            let listen = args
+                .listen
+                .clone()
+                .or(d.listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:9187".into());
+            start_http(&listen, metrics.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
             http_started = true;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -145,7 +172,8 @@ pub async fn run_daemon(args: DaemonArgs, config_path: Option<PathBuf>, mut conf
         tracing::info!(sources = ?names, "daemon running");
         notify("READY=1");
         notify(&format!("STATUS=following {}", names.join(", ")));
-        let mut watchdog = tokio::time::interval(watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+        let mut watchdog =
+            tokio::time::interval(watchdog_interval().unwrap_or(Duration::from_secs(3600)));
         let reload = loop {
             tokio::select! {
                 _ = term.recv() => break false,

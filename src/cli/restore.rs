@@ -66,9 +66,15 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         (None, None) => Point::Latest,
     };
     let started = Instant::now();
-    let plan = plan(&store, &source, args.generation.as_deref(), point, kek.as_ref())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let plan = plan(
+        &store,
+        &source,
+        args.generation.as_deref(),
+        point,
+        kek.as_ref(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let link = LinkOptions {
         auth: config.redis_auth()?,
         ..Default::default()
@@ -82,7 +88,11 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
     let base = open_backup(&store, &source, &plan.generation, Some(kek.as_ref())).await?;
     let opts = LoadOptions {
         connections: args.connections.max(1),
-        conflict: if args.replace { Conflict::Replace } else { Conflict::Fail },
+        conflict: if args.replace {
+            Conflict::Replace
+        } else {
+            Conflict::Fail
+        },
         ..LoadOptions::default()
     };
     let stats = import(&url, &link, opts, vec![base], &|_| {}).await?;
@@ -126,29 +136,44 @@ pub async fn run_verify(args: VerifyArgs, config: &Config, out: &Output) -> anyh
     let store = args.store.open(config)?;
     let kek = args.kek.open(config)?;
     let json = out.json;
-    let reports = verify(&store, args.source.as_deref(), args.generation.as_deref(), kek.as_ref(), |r| {
-        if !json {
-            let state = if r.ok() { "ok" } else { "BAD" };
-            eprintln!(
-                "{state:<4} {}/{}: base {} bytes, {} segments, {} commands, offsets {}..{}{}{}",
-                r.source,
-                r.generation,
-                r.base_bytes,
-                r.segments,
-                r.commands,
-                r.first_offset,
-                r.last_offset,
-                if r.holes.is_empty() { String::new() } else { format!(", holes {:?}", r.holes) },
-                if r.problems.is_empty() { String::new() } else { format!(": {}", r.problems.join("; ")) },
-            );
-        }
-    })
+    let reports = verify(
+        &store,
+        args.source.as_deref(),
+        args.generation.as_deref(),
+        kek.as_ref(),
+        |r| {
+            if !json {
+                let state = if r.ok() { "ok" } else { "BAD" };
+                eprintln!(
+                    "{state:<4} {}/{}: base {} bytes, {} segments, {} commands, offsets {}..{}{}{}",
+                    r.source,
+                    r.generation,
+                    r.base_bytes,
+                    r.segments,
+                    r.commands,
+                    r.first_offset,
+                    r.last_offset,
+                    if r.holes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", holes {:?}", r.holes)
+                    },
+                    if r.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.problems.join("; "))
+                    },
+                );
+            }
+        },
+    )
     .await
     .map_err(anyhow::Error::msg)?;
     if reports.is_empty() {
         bail!("nothing to verify in {}", store.url);
     }
-    let bad: Vec<&crate::backup::verify::GenerationReport> = reports.iter().filter(|r| !r.ok()).collect();
+    let bad: Vec<&crate::backup::verify::GenerationReport> =
+        reports.iter().filter(|r| !r.ok()).collect();
     if json {
         println!("{}", serde_json::to_string(&reports)?);
     }
@@ -157,12 +182,29 @@ pub async fn run_verify(args: VerifyArgs, config: &Config, out: &Output) -> anyh
             .problems
             .first()
             .cloned()
-            .or_else(|| first.holes.first().map(|(a, b)| format!("a hole from offset {a} to {b}")))
+            .or_else(|| {
+                first
+                    .holes
+                    .first()
+                    .map(|(a, b)| format!("a hole from offset {a} to {b}"))
+            })
             .unwrap_or_else(|| "incomplete".into());
-        bail!("{} of {} generations failed verification; first: {}/{}: {why}", bad.len(), reports.len(), first.source, first.generation);
+        bail!(
+            "{} of {} generations failed verification; first: {}/{}: {why}",
+            bad.len(),
+            reports.len(),
+            first.source,
+            first.generation
+        );
     }
     if !json {
-        out.summary(&format!("verified {} generations: every chunk, digest and offset checks out", reports.len()), serde_json::json!({}));
+        out.summary(
+            &format!(
+                "verified {} generations: every chunk, digest and offset checks out",
+                reports.len()
+            ),
+            serde_json::json!({}),
+        );
     }
     Ok(())
 }
@@ -206,7 +248,11 @@ pub async fn run_prune(args: PruneArgs, config: &Config, out: &Output) -> anyhow
         for p in &pruned {
             eprintln!(
                 "{} {}/{} ({} objects{})",
-                if args.dry_run { "would delete" } else { "deleted" },
+                if args.dry_run {
+                    "would delete"
+                } else {
+                    "deleted"
+                },
                 p.source,
                 p.generation,
                 p.objects,
@@ -215,7 +261,15 @@ pub async fn run_prune(args: PruneArgs, config: &Config, out: &Output) -> anyhow
         }
     }
     out.summary(
-        &format!("{} {} generation(s)", if args.dry_run { "would prune" } else { "pruned" }, pruned.len()),
+        &format!(
+            "{} {} generation(s)",
+            if args.dry_run {
+                "would prune"
+            } else {
+                "pruned"
+            },
+            pruned.len()
+        ),
         serde_json::json!({"command": "prune", "dry_run": args.dry_run, "generations": pruned}),
     );
     Ok(())

@@ -48,7 +48,9 @@ impl Checkpoints {
 
     pub fn get(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
         match self.db.get(source.as_bytes()).map_err(|e| self.err(e))? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| self.err(e)),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.err(e)),
             None => Ok(None),
         }
     }
@@ -57,7 +59,9 @@ impl Checkpoints {
     /// something if it survives a crash.
     pub fn put(&self, source: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
         let v = serde_json::to_vec(cp).expect("checkpoint serialises");
-        self.db.insert(source.as_bytes(), v).map_err(|e| self.err(e))?;
+        self.db
+            .insert(source.as_bytes(), v)
+            .map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }

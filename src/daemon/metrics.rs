@@ -44,28 +44,112 @@ pub fn unix_now() -> u64 {
 /// The Prometheus text exposition of every source.
 pub fn render(sources: &[Arc<SourceMetrics>]) -> String {
     let mut out = String::new();
-    let metric = |out: &mut String, name: &str, kind: &str, help: &str, get: &dyn Fn(&SourceMetrics) -> u64| {
+    let metric = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  get: &dyn Fn(&SourceMetrics) -> u64| {
         let _ = writeln!(out, "# HELP redvault_{name} {help}");
         let _ = writeln!(out, "# TYPE redvault_{name} {kind}");
         for s in sources {
             let _ = writeln!(out, "redvault_{name}{{source=\"{}\"}} {}", s.name, get(s));
         }
     };
-    metric(&mut out, "up", "gauge", "1 while the replication link is up.", &|s| s.connected.load(Relaxed) as u64);
-    metric(&mut out, "last_base_timestamp_seconds", "gauge", "When the last base snapshot completed.", &|s| s.last_base_time.load(Relaxed));
-    metric(&mut out, "last_segment_timestamp_seconds", "gauge", "When the last AOF segment was stored.", &|s| s.last_segment_time.load(Relaxed));
-    metric(&mut out, "received_offset", "gauge", "Replication offset received from the primary.", &|s| s.received_offset.load(Relaxed));
-    metric(&mut out, "durable_offset", "gauge", "Replication offset held by storage.", &|s| s.durable_offset.load(Relaxed));
-    metric(&mut out, "replication_lag_bytes", "gauge", "Received but not yet in storage.", &|s| {
-        s.received_offset.load(Relaxed).saturating_sub(s.durable_offset.load(Relaxed))
-    });
-    metric(&mut out, "spool_bytes", "gauge", "Sealed segments waiting on local disk for storage.", &|s| s.spool_bytes.load(Relaxed));
-    metric(&mut out, "spool_full", "gauge", "1 when the spool is full and the link was dropped.", &|s| s.spool_full.load(Relaxed) as u64);
-    metric(&mut out, "uploaded_bytes_total", "counter", "Bytes written to storage.", &|s| s.uploaded_bytes.load(Relaxed));
-    metric(&mut out, "segments_total", "counter", "AOF segments stored.", &|s| s.segments.load(Relaxed));
-    metric(&mut out, "bases_total", "counter", "Base snapshots stored.", &|s| s.bases.load(Relaxed));
-    metric(&mut out, "errors_total", "counter", "Errors (link, storage), each logged.", &|s| s.errors.load(Relaxed));
-    metric(&mut out, "gaps_total", "counter", "Times the stream could not continue and a new generation began.", &|s| s.gaps.load(Relaxed));
+    metric(
+        &mut out,
+        "up",
+        "gauge",
+        "1 while the replication link is up.",
+        &|s| s.connected.load(Relaxed) as u64,
+    );
+    metric(
+        &mut out,
+        "last_base_timestamp_seconds",
+        "gauge",
+        "When the last base snapshot completed.",
+        &|s| s.last_base_time.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "last_segment_timestamp_seconds",
+        "gauge",
+        "When the last AOF segment was stored.",
+        &|s| s.last_segment_time.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "received_offset",
+        "gauge",
+        "Replication offset received from the primary.",
+        &|s| s.received_offset.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "durable_offset",
+        "gauge",
+        "Replication offset held by storage.",
+        &|s| s.durable_offset.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "replication_lag_bytes",
+        "gauge",
+        "Received but not yet in storage.",
+        &|s| {
+            s.received_offset
+                .load(Relaxed)
+                .saturating_sub(s.durable_offset.load(Relaxed))
+        },
+    );
+    metric(
+        &mut out,
+        "spool_bytes",
+        "gauge",
+        "Sealed segments waiting on local disk for storage.",
+        &|s| s.spool_bytes.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "spool_full",
+        "gauge",
+        "1 when the spool is full and the link was dropped.",
+        &|s| s.spool_full.load(Relaxed) as u64,
+    );
+    metric(
+        &mut out,
+        "uploaded_bytes_total",
+        "counter",
+        "Bytes written to storage.",
+        &|s| s.uploaded_bytes.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "segments_total",
+        "counter",
+        "AOF segments stored.",
+        &|s| s.segments.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "bases_total",
+        "counter",
+        "Base snapshots stored.",
+        &|s| s.bases.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "errors_total",
+        "counter",
+        "Errors (link, storage), each logged.",
+        &|s| s.errors.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "gaps_total",
+        "counter",
+        "Times the stream could not continue and a new generation began.",
+        &|s| s.gaps.load(Relaxed),
+    );
     out
 }
 
@@ -79,10 +163,13 @@ pub async fn serve(listener: tokio::net::TcpListener, sources: Vec<Arc<SourceMet
         let sources = sources.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
@@ -101,7 +188,10 @@ pub async fn serve(listener: tokio::net::TcpListener, sources: Vec<Arc<SourceMet
                     if bad.is_empty() {
                         ("200 OK", "ok\n".to_string())
                     } else {
-                        ("503 Service Unavailable", format!("unhealthy: {}\n", bad.join(", ")))
+                        (
+                            "503 Service Unavailable",
+                            format!("unhealthy: {}\n", bad.join(", ")),
+                        )
                     }
                 }
                 _ => ("404 Not Found", "not found\n".to_string()),

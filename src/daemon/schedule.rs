@@ -48,8 +48,13 @@ mod tests {
     fn presets_and_expressions() {
         for p in ["15m", "30m", "1h", "6h", "12h", "24h", "*/5 * * * * *"] {
             let s = BaseSchedule::parse(p).unwrap();
-            assert!(s.until_next() <= std::time::Duration::from_secs(86_400), "{p}");
+            assert!(
+                s.until_next() <= std::time::Duration::from_secs(86_400),
+                "{p}"
+            );
         }
-        assert!(BaseSchedule::parse("every tuesday").unwrap_err().contains("use 15m"));
+        assert!(BaseSchedule::parse("every tuesday")
+            .unwrap_err()
+            .contains("use 15m"));
     }
 }

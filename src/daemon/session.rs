@@ -51,10 +51,18 @@ enum End {
 
 /// Runs sessions for one source until `shutdown` turns true; then waits briefly
 /// for the spool to drain and leaves a checkpoint for the next start.
-pub async fn run_source(s: SourceSettings, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
-    let spool = Spool::open(&s.spool_dir, s.spool_max_bytes, s.metrics.clone()).map_err(|e| e.to_string())?;
+pub async fn run_source(
+    s: SourceSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let spool = Spool::open(&s.spool_dir, s.spool_max_bytes, s.metrics.clone())
+        .map_err(|e| e.to_string())?;
     let (dtx, mut durable) = watch::channel((String::new(), 0u64));
-    let uploader = tokio::spawn(spool.clone().upload_forever(s.store.clone(), s.name.clone(), dtx));
+    let uploader = tokio::spawn(
+        spool
+            .clone()
+            .upload_forever(s.store.clone(), s.name.clone(), dtx),
+    );
     let mut force_full = false;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -130,7 +138,9 @@ async fn new_base(s: &SourceSettings) -> Result<(Checkpoint, Conn), String> {
         kek: Some(s.kek.clone()),
         seal: s.seal.clone(),
     };
-    let (summary, conn) = export_and_follow(req, &|_, _| {}).await.map_err(|e| e.to_string())?;
+    let (summary, conn) = export_and_follow(req, &|_, _| {})
+        .await
+        .map_err(|e| e.to_string())?;
     let offset = summary.manifest.redis.offset;
     let cp = Checkpoint {
         replid: summary.manifest.redis.replid.clone(),
@@ -142,11 +152,15 @@ async fn new_base(s: &SourceSettings) -> Result<(Checkpoint, Conn), String> {
     s.metrics.bases.fetch_add(1, Relaxed);
     s.metrics.last_base_time.store(unix_now(), Relaxed);
     s.metrics.durable_offset.store(offset, Relaxed);
-    s.metrics.uploaded_bytes.fetch_add(summary.stored_bytes, Relaxed);
+    s.metrics
+        .uploaded_bytes
+        .fetch_add(summary.stored_bytes, Relaxed);
     tracing::info!(source = %s.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, "base snapshot stored");
     if s.retention.is_set() {
         match prune(&s.store, Some(&s.name), &s.retention, false).await {
-            Ok(p) if !p.is_empty() => tracing::info!(source = %s.name, generations = p.len(), "retention pruned"),
+            Ok(p) if !p.is_empty() => {
+                tracing::info!(source = %s.name, generations = p.len(), "retention pruned")
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(source = %s.name, "retention: {e}"),
         }
@@ -191,9 +205,16 @@ impl Segmenter {
             return Ok(());
         }
         let name = segment_name(self.from, self.to);
-        let sealed = seal_segment(&self.buf, &self.generation, &name, &self.dek, &self.ring, &s.seal)
-            .await
-            .map_err(|e| End::Lost(format!("sealing segment {name}: {e}")))?;
+        let sealed = seal_segment(
+            &self.buf,
+            &self.generation,
+            &name,
+            &self.dek,
+            &self.ring,
+            &s.seal,
+        )
+        .await
+        .map_err(|e| End::Lost(format!("sealing segment {name}: {e}")))?;
         match spool.push(&self.generation, &name, self.to, &sealed) {
             Ok(()) => {}
             Err(e @ SpoolError::Full { .. }) => return Err(End::SpoolFull(e.to_string())),
@@ -202,7 +223,9 @@ impl Segmenter {
         if let Ok(Some(mut cp)) = s.checkpoints.get(&s.name) {
             if cp.generation == self.generation {
                 cp.spooled = self.to;
-                s.checkpoints.put(&s.name, &cp).map_err(|e| End::Lost(e.to_string()))?;
+                s.checkpoints
+                    .put(&s.name, &cp)
+                    .map_err(|e| End::Lost(e.to_string()))?;
             }
         }
         self.buf.clear();
@@ -230,7 +253,9 @@ async fn session(
     // This session's data key for its segments, wrapped before anything else:
     // with no usable KEK nothing is written.
     let dek = DataKey::generate();
-    let ring = Keyring::wrap(&dek, s.kek.as_ref()).await.map_err(|e| e.to_string())?;
+    let ring = Keyring::wrap(&dek, s.kek.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
     let checkpoint = if force_full {
         None
     } else {
@@ -238,8 +263,14 @@ async fn session(
     };
     let (mut cp, conn) = match checkpoint {
         Some(mut cp) => {
-            let link = ReplicaLink::connect(&s.redis, &s.link).await.map_err(|e| e.to_string())?;
-            match link.resume(&cp.replid, cp.spooled + 1).await.map_err(|e| e.to_string())? {
+            let link = ReplicaLink::connect(&s.redis, &s.link)
+                .await
+                .map_err(|e| e.to_string())?;
+            match link
+                .resume(&cp.replid, cp.spooled + 1)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Sync::Continue { replid, conn } => {
                     tracing::info!(source = %s.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
                     if replid != cp.replid {
@@ -260,7 +291,10 @@ async fn session(
     s.metrics.connected.store(true, Relaxed);
     s.metrics.received_offset.store(cp.spooled, Relaxed);
     s.metrics.durable_offset.store(cp.durable, Relaxed);
-    super::notify::notify(&format!("STATUS={}: following generation {}", s.name, cp.generation));
+    super::notify::notify(&format!(
+        "STATUS={}: following generation {}",
+        s.name, cp.generation
+    ));
 
     let (mut reader, mut acker) = CommandStream::new(conn, cp.spooled).split();
     let (tx, mut rx) = mpsc::channel::<Result<(ReplCommand, u64), String>>(8192);
@@ -277,7 +311,10 @@ async fn session(
             }
         }
     });
-    let result = follow(s, spool, durable, shutdown, &mut cp, dek, ring, &mut rx, &mut acker).await;
+    let result = follow(
+        s, spool, durable, shutdown, &mut cp, dek, ring, &mut rx, &mut acker,
+    )
+    .await;
     reader_task.abort();
     result
 }

@@ -33,17 +33,18 @@ pub struct Spool {
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {dir}: {source}")]
-    Io {
-        dir: String,
-        source: std::io::Error,
-    },
+    Io { dir: String, source: std::io::Error },
     #[error("spool {dir} is full ({used} of {max} bytes): storage is not keeping up")]
     Full { dir: String, used: u64, max: u64 },
 }
 
 impl Spool {
     /// Opens `dir` and queues what an earlier run left there, oldest first.
-    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<SourceMetrics>) -> Result<Arc<Self>, SpoolError> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        metrics: Arc<SourceMetrics>,
+    ) -> Result<Arc<Self>, SpoolError> {
         let io = |source| SpoolError::Io {
             dir: dir.display().to_string(),
             source,
@@ -91,7 +92,13 @@ impl Spool {
     }
 
     /// Writes a sealed segment to disk (synced) and queues it for upload.
-    pub fn push(&self, generation: &str, name: &str, to: u64, sealed: &[u8]) -> Result<(), SpoolError> {
+    pub fn push(
+        &self,
+        generation: &str,
+        name: &str,
+        to: u64,
+        sealed: &[u8],
+    ) -> Result<(), SpoolError> {
         let used = self.used();
         if used + sealed.len() as u64 > self.max_bytes {
             return Err(SpoolError::Full {
@@ -113,7 +120,9 @@ impl Spool {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, &path).map_err(io)?;
-        self.metrics.spool_bytes.fetch_add(sealed.len() as u64, Relaxed);
+        self.metrics
+            .spool_bytes
+            .fetch_add(sealed.len() as u64, Relaxed);
         self.queue.lock().expect("spool lock").push_back(Spooled {
             generation: generation.into(),
             name: name.into(),
@@ -128,7 +137,12 @@ impl Spool {
     /// Uploads queued segments in order, forever, retrying each with backoff
     /// until storage takes it. Each stored segment's generation and end offset
     /// is published on `durable`.
-    pub async fn upload_forever(self: Arc<Self>, store: Store, source: String, durable: watch::Sender<(String, u64)>) {
+    pub async fn upload_forever(
+        self: Arc<Self>,
+        store: Store,
+        source: String,
+        durable: watch::Sender<(String, u64)>,
+    ) {
         loop {
             let next = self.queue.lock().expect("spool lock").front().cloned();
             let Some(item) = next else {
@@ -158,9 +172,14 @@ impl Spool {
     }
 
     async fn upload_one(&self, store: &Store, source: &str, item: &Spooled) -> Result<(), String> {
-        let bytes = std::fs::read(&item.path).map_err(|e| format!("cannot read {}: {e}", item.path.display()))?;
+        let bytes = std::fs::read(&item.path)
+            .map_err(|e| format!("cannot read {}: {e}", item.path.display()))?;
         let path = store.path(&[source, &item.generation, crate::aof::AOF_DIR, &item.name]);
-        let put = tokio::time::timeout(Duration::from_secs(30), store.inner.put(&path, PutPayload::from(bytes))).await;
+        let put = tokio::time::timeout(
+            Duration::from_secs(30),
+            store.inner.put(&path, PutPayload::from(bytes)),
+        )
+        .await;
         match put {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(one_line(&e)),

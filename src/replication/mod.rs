@@ -136,10 +136,7 @@ impl ReplicaLink {
     /// With `rdb_only`, asks the primary (7.0+) to send only the RDB and no
     /// command stream; older servers send a full sync, and the caller stops after
     /// the RDB.
-    pub async fn full_sync(
-        self,
-        rdb_only: bool,
-    ) -> Result<(FullSyncInfo, RdbTransfer), ReplError> {
+    pub async fn full_sync(self, rdb_only: bool) -> Result<(FullSyncInfo, RdbTransfer), ReplError> {
         match self.sync(None, rdb_only).await? {
             Sync::Full(info, transfer) => Ok((info, transfer)),
             Sync::Continue { .. } => Err(ReplError::Protocol(
@@ -154,11 +151,7 @@ impl ReplicaLink {
         self.sync(Some((replid, offset)), false).await
     }
 
-    async fn sync(
-        mut self,
-        from: Option<(&str, u64)>,
-        rdb_only: bool,
-    ) -> Result<Sync, ReplError> {
+    async fn sync(mut self, from: Option<(&str, u64)>, rdb_only: bool) -> Result<Sync, ReplError> {
         let addr = self.conn.addr.clone();
         let refused = |command: &str, message: String| ReplError::Refused {
             addr: addr.clone(),

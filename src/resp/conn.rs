@@ -148,10 +148,12 @@ impl Conn {
         let mut top = None;
         while owed > 0 {
             owed -= 1;
-            if self.buf.first() == Some(&b'*') || (self.buf.is_empty() && {
-                self.fill(waiting_for).await?;
-                self.buf.first() == Some(&b'*')
-            }) {
+            if self.buf.first() == Some(&b'*')
+                || (self.buf.is_empty() && {
+                    self.fill(waiting_for).await?;
+                    self.buf.first() == Some(&b'*')
+                })
+            {
                 let line = self.read_line(waiting_for).await?;
                 let n: i64 = line[1..].parse().map_err(|_| {
                     ReplError::Protocol(format!("{}: bad array length {line}", self.addr))

@@ -11,6 +11,17 @@ pub struct Azurite {
     /// The CA that signed its certificate, when it serves HTTPS.
     ca: Option<std::path::PathBuf>,
     child: Child,
+    /// The command line, to start it again after `stop`.
+    argv: Vec<std::ffi::OsString>,
+}
+
+fn spawn(argv: &[std::ffi::OsString]) -> Child {
+    Command::new(tools())
+        .args(argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start azurite-blob (run scripts/setup)")
 }
 
 fn tools() -> std::path::PathBuf {
@@ -38,17 +49,19 @@ impl Azurite {
         );
         let dir = tempfile::tempdir().unwrap();
         let port = super::redis::free_port();
-        let mut cmd = Command::new(bin);
+        let mut argv: Vec<std::ffi::OsString> = vec![];
         if let Some(t) = tls {
-            cmd.arg("--oauth")
-                .arg("basic")
-                .arg("--cert")
-                .arg(&t.cert)
-                .arg("--key")
-                .arg(&t.key);
+            argv.extend([
+                "--oauth".into(),
+                "basic".into(),
+                "--cert".into(),
+                t.cert.clone().into(),
+                "--key".into(),
+                t.key.clone().into(),
+            ]);
         }
-        let child = cmd
-            .args([
+        argv.extend(
+            [
                 "--blobHost",
                 "127.0.0.1",
                 "--blobPort",
@@ -58,18 +71,46 @@ impl Azurite {
                 "--loose",
                 "--skipApiVersionCheck",
                 "--location",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start azurite-blob (run scripts/setup)");
+            ]
+            .iter()
+            .map(std::ffi::OsString::from),
+        );
+        argv.push(dir.path().into());
+        let child = spawn(&argv);
         let a = Azurite {
             port,
             dir,
             ca: tls.map(|t| t.ca.clone()),
             child,
+            argv,
         };
+        a.wait_listening();
+        a
+    }
+
+    /// Stops the service (SIGTERM, so it saves its metadata): storage is down.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again on the same port and data folder.
+    pub fn start_again(&mut self) {
+        self.child = spawn(&self.argv);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
+        let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -78,7 +119,6 @@ impl Azurite {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        a
     }
 
     pub fn endpoint(&self) -> String {

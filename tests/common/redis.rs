@@ -21,7 +21,9 @@ fn spawn_redis(args: &[String]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): run scripts/setup to install it"))
+        .unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): run scripts/setup to install it")
+        })
 }
 
 pub fn free_port() -> u16 {
