@@ -220,7 +220,26 @@ async fn point_in_time_restore_matches_the_primary() {
     let (work, store) = workspace();
     let primary = RedisServer::start(&[]);
     fill_all_types(&mut primary.client());
-    let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    // systemd's notification socket: the daemon says READY, then STOPPING.
+    let notify_path = work.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut d = Daemon::start_env(
+        work.path(),
+        &primary.url(),
+        &store,
+        &[],
+        &[("NOTIFY_SOCKET", notify_path.display().to_string())],
+    );
+    let mut got = String::new();
+    let mut buf = [0u8; 512];
+    while !got.contains("READY=1") {
+        let n = notify.recv(&mut buf).expect("no READY=1 from the daemon");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got.push('\n');
+    }
     write_batch(&primary, "a", 200);
     d.wait_durable(&primary);
     let moment = now_rfc3339();
@@ -263,6 +282,35 @@ async fn point_in_time_restore_matches_the_primary() {
     assert_eq!(code, 0, "verify: {err}");
     assert!(err.contains("ok "), "{err}");
     d.stop();
+    while !got.contains("STOPPING=1") {
+        let n = notify.recv(&mut buf).expect("no STOPPING=1 on SIGTERM");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got.push('\n');
+    }
+}
+
+/// The shipped unit passes `systemd-analyze verify`.
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/redvault.service"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("redvault.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/redvault", env!("CARGO_BIN_EXE_redvault")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze is missing: run scripts/setup");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
 /// WAIT 1 on the primary returns only once the write's segment is in storage:
