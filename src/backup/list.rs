@@ -19,6 +19,33 @@ pub struct GenerationInfo {
     /// Why a manifest that exists could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// AOF segments (the daemon's): how many, the offset they reach, and any
+    /// ranges missing between the base and the last one.
+    pub segments: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aof_end: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holes: Vec<(u64, u64)>,
+    #[serde(skip)]
+    ranges: Vec<(u64, u64)>,
+}
+
+impl GenerationInfo {
+    pub fn new(source: &str, generation: &str) -> Self {
+        GenerationInfo {
+            source: source.into(),
+            generation: generation.into(),
+            complete: false,
+            stored_bytes: 0,
+            objects: 0,
+            manifest: None,
+            problem: None,
+            segments: 0,
+            aof_end: None,
+            holes: vec![],
+            ranges: vec![],
+        }
+    }
 }
 
 pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, String> {
@@ -46,19 +73,16 @@ pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationI
         }
         let g = gens
             .entry((parts[0].clone(), parts[1].clone()))
-            .or_insert_with(|| GenerationInfo {
-                source: parts[0].clone(),
-                generation: parts[1].clone(),
-                complete: false,
-                stored_bytes: 0,
-                objects: 0,
-                manifest: None,
-                problem: None,
-            });
+            .or_insert_with(|| GenerationInfo::new(&parts[0], &parts[1]));
         g.stored_bytes += o.size;
         g.objects += 1;
         if parts.len() == 3 && parts[2] == MANIFEST {
             g.complete = true;
+        }
+        if parts.len() == 4 && parts[2] == crate::aof::AOF_DIR {
+            if let Some(r) = crate::aof::parse_segment_name(&parts[3]) {
+                g.ranges.push(r);
+            }
         }
     }
     for g in gens.values_mut().filter(|g| g.complete) {
@@ -79,6 +103,21 @@ pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationI
             Err(e) => {
                 g.complete = false;
                 g.problem = Some(one_line(&e));
+            }
+        }
+    }
+    for g in gens.values_mut() {
+        g.ranges.sort();
+        g.ranges.dedup_by_key(|r| r.0);
+        g.segments = g.ranges.len();
+        g.aof_end = g.ranges.last().map(|r| r.1);
+        if let Some(m) = &g.manifest {
+            let mut at = m.redis.offset;
+            for &(from, to) in &g.ranges {
+                if from > at {
+                    g.holes.push((at, from));
+                }
+                at = at.max(to);
             }
         }
     }

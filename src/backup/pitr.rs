@@ -263,17 +263,14 @@ async fn flush(
     }
     conn.write_raw(batch).await.map_err(|e| e.to_string())?;
     for offset in pending.drain(..) {
-        match conn
+        let reply = conn
             .read_any("the reply to a replayed command")
             .await
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Error(m) => {
-                return Err(format!(
-                    "the target refused the command at offset {offset}: {m}"
-                ))
-            }
-            _ => {}
+            .map_err(|e| e.to_string())?;
+        if let Reply::Error(m) = reply {
+            return Err(format!(
+                "the target refused the command at offset {offset}: {m}"
+            ));
         }
     }
     batch.clear();

@@ -141,15 +141,9 @@ mod tests {
     use super::*;
 
     fn g(id: &str, complete: bool) -> GenerationInfo {
-        GenerationInfo {
-            source: "s".into(),
-            generation: id.into(),
-            complete,
-            stored_bytes: 0,
-            objects: 1,
-            manifest: None,
-            problem: None,
-        }
+        let mut g = GenerationInfo::new("s", id);
+        g.complete = complete;
+        g
     }
 
     #[test]

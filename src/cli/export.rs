@@ -178,6 +178,20 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
             })
             .unwrap_or_else(|| "-".into());
         let state = if g.complete { "complete" } else { "incomplete" };
+        let keys = if g.segments > 0 {
+            format!(
+                "{keys}; {} segments to offset {}{}",
+                g.segments,
+                g.aof_end.unwrap_or(0),
+                if g.holes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; HOLES {:?}", g.holes)
+                }
+            )
+        } else {
+            keys
+        };
         println!(
             "{:<24} {:<34} {:<21} {:>12} {:<10} {}",
             g.source,

@@ -4,6 +4,7 @@
 use chrono::Utc;
 use std::str::FromStr;
 
+#[derive(Debug)]
 pub struct BaseSchedule {
     schedule: cron::Schedule,
     pub text: String,

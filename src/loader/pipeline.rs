@@ -74,7 +74,7 @@ pub async fn import(
                     Msg::Entry(e) => {
                         loader.push(e).await?;
                         n += 1;
-                        if n % 1024 == 0 {
+                        if n.is_multiple_of(1024) {
                             progress(loader.stats());
                         }
                     }

@@ -196,10 +196,10 @@ impl ReplicaLink {
                     .map(str::to_string)
                     .or_else(|| from.map(|(r, _)| r.to_string()))
                     .unwrap_or_default();
-                return Ok(Sync::Continue {
+                Ok(Sync::Continue {
                     replid,
                     conn: self.conn,
-                });
+                })
             }
             (Some("FULLRESYNC"), Some(replid), Some(offset)) => {
                 let info = FullSyncInfo {
