@@ -244,6 +244,7 @@ async fn point_in_time_restore_matches_the_primary() {
     d.wait_durable(&primary);
     let moment = now_rfc3339();
     let digest_then = primary.digest();
+    let offset_then = repl_offset(&primary);
     std::thread::sleep(Duration::from_millis(50));
     write_batch(&primary, "b", 200);
     primary.client().cmd(&[b"DEL", b"a:1", b"a:2"]).unwrap();
@@ -487,6 +488,68 @@ async fn storage_outage_loses_nothing() {
     );
 }
 
+/// A spool too small for an outage: the link is dropped (said in the log and
+/// metrics), and once storage is back a new generation starts; nothing of the
+/// final state is lost and the gap is counted.
+#[tokio::test]
+async fn full_spool_starts_a_new_generation() {
+    let (work, _) = workspace();
+    let mut az = common::azurite::Azurite::start();
+    az.create_container("backups");
+    let env: Vec<(&str, String)> = az.env();
+    let config = work.path().join("small-spool.toml");
+    std::fs::write(&config, "[daemon]\nspool_max_bytes = 20000\n").unwrap();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let mut env_cfg = env.clone();
+    env_cfg.push(("REDVAULT_CONFIG", config.display().to_string()));
+    let d = Daemon::start_env(work.path(), &primary.url(), "az://backups", &[], &env_cfg);
+    d.wait_durable(&primary);
+    az.stop();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    while d.metric("spool_full") != Some(1) {
+        assert!(
+            Instant::now() < deadline && n < 2000,
+            "the spool never filled: {}",
+            d.log()
+        );
+        write_batch(&primary, &format!("fill{n}"), 20);
+        n += 1;
+    }
+    assert!(d.log().contains("is full"), "{}", d.log());
+    assert_eq!(d.metric("up"), Some(0), "a full spool drops the link");
+    az.start_again();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while d.metric("bases_total").unwrap_or(0) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no new generation after the outage: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write_batch(&primary, "after", 10);
+    d.wait_durable(&primary);
+    assert!(d.metric("gaps_total").unwrap() >= 1);
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args([
+            "restore",
+            "--redis",
+            &dst.url(),
+            "--from",
+            "az://backups",
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -614,4 +677,86 @@ async fn holes_and_tampering_are_reported() {
         one_line_error(&err).contains("has a hole from offset"),
         "{err}"
     );
+}
+
+/// A base schedule makes new generations, retention keeps the newest ones, and
+/// SIGHUP re-reads the config and carries on with the same generation.
+#[tokio::test]
+async fn schedule_retention_and_reload() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let config = work.path().join("redvault.toml");
+    std::fs::write(&config, "[daemon]\nkeep_last = 1\n").unwrap();
+    let port = free_port();
+    let log = work.path().join("sched.log");
+    let child = redvault()
+        .env("REDVAULT_LOG", "info")
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "daemon",
+            "--redis",
+            &primary.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--base-every",
+            "*/2 * * * * *",
+        ])
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--segment-interval-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, port, log };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.metric("bases_total").unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "no scheduled bases: {}", d.log());
+        write_batch(&primary, "tick", 5);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, stdout, err) = run(redvault().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0, "{err}");
+    let gens: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let complete = gens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["complete"] == true)
+        .count();
+    assert!(
+        complete <= 2,
+        "keep_last = 1 keeps the newest complete one (and one being made): {gens}"
+    );
+
+    // SIGHUP: the config is re-read and the sessions go on from the checkpoint.
+    std::fs::write(&config, "[daemon]\nkeep_last = 2\n").unwrap();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(d.child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("SIGHUP: config re-read") {
+        assert!(Instant::now() < deadline, "no reload: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write_batch(&primary, "after-reload", 10);
+    d.wait_durable(&primary);
+    // Stopped first: with bases every 2 s, retention could prune what a slow
+    // restore is reading.
+    d.stop();
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
 }

@@ -139,6 +139,7 @@ pub async fn run_daemon(
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let registry: crate::daemon::metrics::Registry = Default::default();
     let mut http_started = false;
     loop {
         let d = config.daemon.clone().unwrap_or_default();
@@ -150,15 +151,24 @@ pub async fn run_daemon(
         std::fs::create_dir_all(&state)
             .with_context(|| format!("cannot create state directory {}", state.display()))?;
         let checkpoints = Arc::new(Checkpoints::open(&state)?);
-        let sources = sources(&args, &config, &checkpoints, &state)?;
-        let metrics: Vec<Arc<SourceMetrics>> = sources.iter().map(|s| s.metrics.clone()).collect();
+        let mut sources = sources(&args, &config, &checkpoints, &state)?;
+        {
+            // Counters carry on across a reload for sources that stay.
+            let mut reg = registry.write().expect("metrics registry");
+            for s in sources.iter_mut() {
+                if let Some(old) = reg.iter().find(|m| m.name == s.name) {
+                    s.metrics = old.clone();
+                }
+            }
+            *reg = sources.iter().map(|s| s.metrics.clone()).collect();
+        }
         if !http_started {
             let listen = args
                 .listen
                 .clone()
                 .or(d.listen.clone())
                 .unwrap_or_else(|| "127.0.0.1:9187".into());
-            start_http(&listen, metrics.clone())
+            start_http(&listen, registry.clone())
                 .await
                 .map_err(anyhow::Error::msg)?;
             http_started = true;

@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct SourceMetrics {
     pub name: String,
     pub connected: AtomicBool,
+    /// A base snapshot is being taken (healthy, though the stream is not followed yet).
+    pub in_base: AtomicBool,
     /// Unix seconds of the last complete base snapshot / stored segment.
     pub last_base_time: AtomicU64,
     pub last_segment_time: AtomicU64,
@@ -33,6 +35,9 @@ impl SourceMetrics {
         })
     }
 }
+
+/// The sources being served; replaced on a config reload.
+pub type Registry = Arc<std::sync::RwLock<Vec<Arc<SourceMetrics>>>>;
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -155,12 +160,12 @@ pub fn render(sources: &[Arc<SourceMetrics>]) -> String {
 
 /// Serves /metrics and /healthz until the task is dropped. Healthy: every source
 /// has its link up and nothing waits in the spool for longer than a minute.
-pub async fn serve(listener: tokio::net::TcpListener, sources: Vec<Arc<SourceMetrics>>) {
+pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let sources = sources.clone();
+        let sources = registry.read().map(|r| r.clone()).unwrap_or_default();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let n =
@@ -179,7 +184,7 @@ pub async fn serve(listener: tokio::net::TcpListener, sources: Vec<Arc<SourceMet
                     let bad: Vec<String> = sources
                         .iter()
                         .filter(|s| {
-                            !s.connected.load(Relaxed)
+                            !(s.connected.load(Relaxed) || s.in_base.load(Relaxed))
                                 || (s.spool_bytes.load(Relaxed) > 0
                                     && now.saturating_sub(s.last_segment_time.load(Relaxed)) > 60)
                         })

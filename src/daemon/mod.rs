@@ -14,14 +14,14 @@ pub mod spool;
 
 pub use session::{run_source, SourceSettings};
 
-use metrics::SourceMetrics;
-use std::sync::Arc;
+use metrics::Registry;
 
-/// Serves /metrics and /healthz on `addr` (loopback by default).
-pub async fn start_http(addr: &str, sources: Vec<Arc<SourceMetrics>>) -> Result<(), String> {
+/// Serves /metrics and /healthz on `addr` (loopback by default) for the sources
+/// in `registry`.
+pub async fn start_http(addr: &str, registry: Registry) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tokio::spawn(metrics::serve(listener, sources));
+    tokio::spawn(metrics::serve(listener, registry));
     Ok(())
 }
