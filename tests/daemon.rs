@@ -260,6 +260,15 @@ async fn point_in_time_restore_matches_the_primary() {
         "restore --at {moment} differs from the primary then"
     );
 
+    let (dst, (code, _, err)) =
+        restore(work.path(), &store, &["--offset", &offset_then.to_string()]);
+    assert_eq!(code, 0, "restore --offset: {err}");
+    assert_eq!(
+        dst.digest(),
+        digest_then,
+        "restore --offset {offset_then} differs from the primary then"
+    );
+
     let (dst, (code, stdout, err)) = restore(work.path(), &store, &[]);
     assert_eq!(code, 0, "restore: {err}");
     assert_eq!(
