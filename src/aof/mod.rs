@@ -58,19 +58,9 @@ impl Record {
     }
 }
 
-pub fn resp_command(args: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// Appends one record to a segment's plaintext.
 pub fn encode_record(buf: &mut Vec<u8>, offset: u64, time_ms: u64, args: &[Vec<u8>]) {
-    let resp = resp_command(args);
+    let resp = crate::resp::encode_command(args);
     buf.extend_from_slice(&offset.to_le_bytes());
     buf.extend_from_slice(&time_ms.to_le_bytes());
     buf.extend_from_slice(&(resp.len() as u32).to_le_bytes());

@@ -4,7 +4,7 @@
 
 use super::list::{list, GenerationInfo};
 use super::timeline::{timeline, Timeline};
-use crate::aof::{decode_records, open_segment, resp_command, KeyCache, Record, AOF_DIR};
+use crate::aof::{decode_records, open_segment, KeyCache, Record, AOF_DIR};
 use crate::kek::Kek;
 use crate::replication::{LinkOptions, RedisUrl, Reply};
 use crate::store::{one_line, Store};
@@ -241,7 +241,7 @@ pub async fn replay(
             if !r.is_replayable() {
                 continue;
             }
-            batch.extend_from_slice(&resp_command(&r.args));
+            batch.extend_from_slice(&crate::resp::encode_command(&r.args));
             pending.push(r.offset);
             stats.commands += 1;
             if pending.len() >= 512 || batch.len() >= 4 << 20 {

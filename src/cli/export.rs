@@ -25,15 +25,31 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn open(&self, config: &Config) -> anyhow::Result<Store> {
-        let url = self.store.as_deref().or(config.store.as_deref()).ok_or_else(|| {
-            anyhow::anyhow!("no storage given: pass --to URL, set REDVAULT_STORE, or set store in the config file")
-        })?;
-        Ok(Store::open_with(
-            url,
-            self.prefix.as_deref().or(config.prefix.as_deref()),
-            &config.store_context(url)?,
-        )?)
+        open_store(
+            self.store.as_deref(),
+            "--to",
+            self.prefix.as_deref(),
+            config,
+        )
     }
+}
+
+/// The store from a flag (`flag` names it in the error), else the config; the
+/// prefix likewise.
+pub fn open_store(
+    url: Option<&str>,
+    flag: &str,
+    prefix: Option<&str>,
+    config: &Config,
+) -> anyhow::Result<Store> {
+    let url = url.or(config.store.as_deref()).ok_or_else(|| {
+        anyhow::anyhow!("no storage given: pass {flag} URL, set REDVAULT_STORE, or set store in the config file")
+    })?;
+    Ok(Store::open_with(
+        url,
+        prefix.or(config.prefix.as_deref()),
+        &config.store_context(url)?,
+    )?)
 }
 
 #[derive(Debug, Args)]

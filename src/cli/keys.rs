@@ -26,14 +26,12 @@ pub struct KeysStoreArgs {
 
 impl KeysStoreArgs {
     fn open(&self, config: &Config) -> anyhow::Result<Store> {
-        let url = self.store.as_deref().or(config.store.as_deref()).ok_or_else(|| {
-            anyhow::anyhow!("no storage given: pass --from URL, set REDVAULT_STORE, or set store in the config file")
-        })?;
-        Ok(Store::open_with(
-            url,
-            self.prefix.as_deref().or(config.prefix.as_deref()),
-            &config.store_context(url)?,
-        )?)
+        super::export::open_store(
+            self.store.as_deref(),
+            "--from",
+            self.prefix.as_deref(),
+            config,
+        )
     }
 }
 

@@ -16,6 +16,18 @@ pub enum Reply {
     Integer(i64),
 }
 
+/// A command as a RESP array of bulk strings.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 pub struct Conn {
     io: Box<dyn Transport>,
     pub buf: BytesMut,
@@ -64,14 +76,8 @@ impl Conn {
     }
 
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
         self.io
-            .write_all(&out)
+            .write_all(&encode_command(args))
             .await
             .map_err(|source| ReplError::Io {
                 addr: self.addr.clone(),
@@ -224,14 +230,8 @@ pub struct ConnWriter {
 
 impl ConnWriter {
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
         self.io
-            .write_all(&out)
+            .write_all(&encode_command(args))
             .await
             .map_err(|source| ReplError::Io {
                 addr: self.addr.clone(),

@@ -4,7 +4,7 @@
 mod conn;
 mod url;
 
-pub use conn::{Conn, ConnWriter, Reply, Transport};
+pub use conn::{encode_command, Conn, ConnWriter, Reply, Transport};
 pub use url::RedisUrl;
 
 use crate::replication::{LinkOptions, ReplError};
