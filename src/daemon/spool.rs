@@ -100,7 +100,9 @@ impl Spool {
         sealed: &[u8],
     ) -> Result<(), SpoolError> {
         let used = self.used();
-        if used + sealed.len() as u64 > self.max_bytes {
+        // An empty spool takes any one segment, so a segment bigger than the
+        // bound cannot stall the stream for ever.
+        if used > 0 && used + sealed.len() as u64 > self.max_bytes {
             return Err(SpoolError::Full {
                 dir: self.dir.display().to_string(),
                 used,
