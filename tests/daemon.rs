@@ -190,8 +190,18 @@ fn write_batch(r: &RedisServer, tag: &str, n: usize) {
 }
 
 fn restore(work: &Path, store: &str, extra: &[&str]) -> (RedisServer, (i32, String, String)) {
+    restore_env(work, store, extra, &[])
+}
+
+fn restore_env(
+    work: &Path,
+    store: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (RedisServer, (i32, String, String)) {
     let dst = RedisServer::start(&[]);
     let r = run(redvault()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args([
             "--json",
             "restore",
@@ -475,20 +485,7 @@ async fn storage_outage_loses_nothing() {
     az.start_again();
     d.wait_durable(&primary);
     assert_eq!(d.metric("spool_bytes"), Some(0));
-    let dst = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args([
-            "restore",
-            "--redis",
-            &dst.url(),
-            "--from",
-            "az://backups",
-            "--source",
-            "cache1",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pem")));
+    let (dst, (code, _, err)) = restore_env(work.path(), "az://backups", &[], &env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         dst.digest(),
@@ -541,20 +538,7 @@ async fn full_spool_starts_a_new_generation() {
     write_batch(&primary, "after", 10);
     d.wait_durable(&primary);
     assert!(d.metric("gaps_total").unwrap() >= 1);
-    let dst = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args([
-            "restore",
-            "--redis",
-            &dst.url(),
-            "--from",
-            "az://backups",
-            "--source",
-            "cache1",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pem")));
+    let (dst, (code, _, err)) = restore_env(work.path(), "az://backups", &[], &env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
 }

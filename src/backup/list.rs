@@ -48,26 +48,40 @@ impl GenerationInfo {
     }
 }
 
-pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, String> {
+/// Every object under the prefix (or one source), with its path parts below
+/// the prefix: `[source, generation, name...]`.
+pub(super) async fn objects_below(
+    store: &Store,
+    source: Option<&str>,
+) -> Result<Vec<(Vec<String>, object_store::ObjectMeta)>, String> {
     let root = match source {
         Some(s) => store.path(&[s]),
         None => store.prefix.clone(),
     };
     let depth = store.prefix.parts().count();
-    let objects: Vec<_> = store
+    let objects: Vec<object_store::ObjectMeta> = store
         .inner
         .list(Some(&root))
         .try_collect()
         .await
         .map_err(|e| format!("storage {}: cannot list: {}", store.url, one_line(&e)))?;
+    Ok(objects
+        .into_iter()
+        .map(|o| {
+            let parts = o
+                .location
+                .parts()
+                .skip(depth)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            (parts, o)
+        })
+        .collect())
+}
+
+pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, String> {
     let mut gens: BTreeMap<(String, String), GenerationInfo> = BTreeMap::new();
-    for o in objects {
-        let parts: Vec<String> = o
-            .location
-            .parts()
-            .skip(depth)
-            .map(|p| p.as_ref().to_string())
-            .collect();
+    for (parts, o) in objects_below(store, source).await? {
         if parts.len() < 3 {
             continue;
         }

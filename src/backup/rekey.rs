@@ -7,7 +7,6 @@ use crate::kek::Kek;
 use crate::keyring::{Keyring, WrappedEntry};
 use crate::store::{one_line, Store};
 use base64::Engine;
-use futures::TryStreamExt;
 use object_store::PutPayload;
 
 /// One keyring found under the prefix.
@@ -37,28 +36,11 @@ async fn keyring_paths(
     store: &Store,
     source: Option<&str>,
 ) -> Result<Vec<(String, String)>, String> {
-    let root = match source {
-        Some(s) => store.path(&[s]),
-        None => store.prefix.clone(),
-    };
-    let depth = store.prefix.parts().count();
-    let objects: Vec<_> = store
-        .inner
-        .list(Some(&root))
-        .try_collect()
-        .await
-        .map_err(|e| format!("storage {}: cannot list: {}", store.url, one_line(&e)))?;
-    let mut out: Vec<(String, String)> = objects
+    let mut out: Vec<(String, String)> = super::list::objects_below(store, source)
+        .await?
         .into_iter()
-        .filter_map(|o| {
-            let parts: Vec<String> = o
-                .location
-                .parts()
-                .skip(depth)
-                .map(|p| p.as_ref().to_string())
-                .collect();
-            (parts.len() == 3 && parts[2] == KEYRING).then(|| (parts[0].clone(), parts[1].clone()))
-        })
+        .filter(|(parts, _)| parts.len() == 3 && parts[2] == KEYRING)
+        .map(|(parts, _)| (parts[0].clone(), parts[1].clone()))
         .collect();
     out.sort();
     Ok(out)
