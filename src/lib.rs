@@ -1,21 +1,30 @@
 //! redvault: encrypted, point-in-time backups of Redis in object storage.
 //!
-//! The flow (docs/ARCHITECTURE.md): the `sealer` cuts bytes into chunks, compresses
-//! and encrypts them under a data key from the `keyring`, wrapped by a `kek`; the
-//! `opener` reverses it. `format` holds the byte format (docs/FORMAT.md).
+//! The layers, bottom up (docs/ARCHITECTURE.md; `tests/layers.rs` enforces
+//! that a module imports only from its own layer or below):
+//! `text, data_key, command` -> `resp, format` -> `kek, keyring, sealer, opener,
+//! rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect`
+//! -> `backup` -> `settings` -> `daemon` -> `cli`.
 
 pub mod aof;
 pub mod azure;
 pub mod backup;
 pub mod cli;
+pub mod command;
 pub mod daemon;
+pub mod data_key;
 pub mod format;
+pub mod inputs;
+pub mod inspect;
 pub mod kek;
 pub mod keyring;
-pub mod loader;
 pub mod opener;
 pub mod rdb;
 pub mod replication;
 pub mod resp;
 pub mod sealer;
+pub mod settings;
+pub mod source;
 pub mod store;
+pub mod target;
+pub mod text;

@@ -455,7 +455,7 @@ async fn export_to_azure_blob_on_azurite() {
     std::fs::create_dir(&gen_dir).unwrap();
     for name in ["keyring.json", "base.rdb.rv"] {
         let p = store.path(&["cache1", &generation, name]);
-        let bytes = store.inner.get(&p).await.unwrap().bytes().await.unwrap();
+        let bytes = store.read(&p).await.unwrap();
         std::fs::write(gen_dir.join(name), bytes).unwrap();
     }
     let rdb = work.path().join("restored.rdb");

@@ -182,8 +182,8 @@ fn filters_match_the_same_filter_applied_by_hand() {
             Resp::Status(t) => t,
             r => panic!("{r:?}"),
         };
-        let name_ok = redvault::loader::glob_match(b"*:large", &k)
-            || redvault::loader::glob_match(b"hash:*", &k);
+        let name_ok = redvault::target::glob_match(b"*:large", &k)
+            || redvault::target::glob_match(b"hash:*", &k);
         if !(name_ok && (t == "hash" || t == "list")) {
             c.cmd(&[b"DEL", &k]).unwrap();
         }

@@ -1,21 +1,21 @@
 //! AOF segments: the replication command stream after a generation's base
-//! snapshot, cut into sealed objects `aof/<from>-<to>.aof.rv` (offsets zero-padded
-//! to 20 digits, so names sort in stream order). `from` is the replication offset
-//! before the segment's first command, `to` the offset after its last.
+//! snapshot, cut into sealed objects (named by `backup::layout::segment_name`:
+//! `from` is the replication offset before the segment's first command, `to` the
+//! offset after its last).
 //!
 //! Plaintext: records of `offset after (u64 LE) | receive time, Unix ms (u64 LE)
 //! | length (u32 LE) | the command as RESP`. Each segment carries its own keyring
 //! in the header (a daemon session's data key wrapped by the KEK), so a daemon
 //! that restarts with only the public KEK can go on writing segments.
 
+use crate::command::Command;
+use crate::data_key::DataKey;
 use crate::format::{FormatError, ObjectKind};
 use crate::kek::Kek;
-use crate::keyring::{DataKey, Keyring};
+use crate::keyring::Keyring;
 use crate::opener::{Opener, RawHeader};
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
 use std::collections::HashMap;
-
-pub const AOF_DIR: &str = "aof";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AofError {
@@ -25,50 +25,17 @@ pub enum AofError {
     Invalid(String),
 }
 
-/// `00000000000000001234-00000000000000005678.aof.rv`
-pub fn segment_name(from: u64, to: u64) -> String {
-    format!("{from:020}-{to:020}.aof.rv")
-}
-
-/// The offsets in a segment's name.
-pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".aof.rv")?;
-    let (a, b) = stem.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// One command of a segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// The replication offset just after this command.
-    pub offset: u64,
-    /// When redvault received it (Unix ms).
-    pub time_ms: u64,
-    pub args: Vec<Vec<u8>>,
-}
-
-impl Record {
-    /// PING and REPLCONF keep the link alive; they are stored (offsets stay
-    /// contiguous) but not replayed.
-    pub fn is_replayable(&self) -> bool {
-        let Some(name) = self.args.first() else {
-            return false;
-        };
-        !(name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"REPLCONF"))
-    }
-}
-
-/// Appends one record to a segment's plaintext.
-pub fn encode_record(buf: &mut Vec<u8>, offset: u64, time_ms: u64, args: &[Vec<u8>]) {
-    let resp = crate::resp::encode_command(args);
-    buf.extend_from_slice(&offset.to_le_bytes());
-    buf.extend_from_slice(&time_ms.to_le_bytes());
+/// Appends one command as a record to a segment's plaintext.
+pub fn encode_record(buf: &mut Vec<u8>, cmd: &Command) {
+    let resp = crate::resp::encode_command(&cmd.args);
+    buf.extend_from_slice(&cmd.offset.to_le_bytes());
+    buf.extend_from_slice(&cmd.time_ms.to_le_bytes());
     buf.extend_from_slice(&(resp.len() as u32).to_le_bytes());
     buf.extend_from_slice(&resp);
 }
 
-/// The records of a segment's plaintext.
-pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Record>, AofError> {
+/// The commands of a segment's plaintext.
+pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Command>, AofError> {
     let bad = |why: &str| AofError::Invalid(format!("segment {label}: {why}"));
     let mut out = vec![];
     let mut p = plain;
@@ -82,9 +49,9 @@ pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Record>, AofError
         if p.len() < 20 + len {
             return Err(bad("a record is cut short"));
         }
-        let args = parse_resp_array(&p[20..20 + len])
+        let args = crate::resp::decode_command(&p[20..20 + len])
             .ok_or_else(|| bad("a record is not a RESP command"))?;
-        out.push(Record {
+        out.push(Command {
             offset,
             time_ms,
             args,
@@ -92,32 +59,6 @@ pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Record>, AofError
         p = &p[20 + len..];
     }
     Ok(out)
-}
-
-fn parse_resp_array(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
-    fn line<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let i = memchr::memchr(b'\n', b)?;
-        let l = b.get(..i)?.strip_suffix(b"\r")?;
-        *b = &b[i + 1..];
-        Some(l)
-    }
-    let n: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"*")?)
-        .ok()?
-        .parse()
-        .ok()?;
-    let mut args = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"$")?)
-            .ok()?
-            .parse()
-            .ok()?;
-        if b.len() < len + 2 || &b[len..len + 2] != b"\r\n" {
-            return None;
-        }
-        args.push(b[..len].to_vec());
-        b = &b[len + 2..];
-    }
-    b.is_empty().then_some(args)
 }
 
 /// Seals a segment's plaintext, carrying `keyring` (the session's) in its header.
@@ -188,20 +129,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_names_sort() {
+    fn records_round_trip() {
         let mut buf = vec![];
         let cmds = [
-            vec![b"SELECT".to_vec(), b"0".to_vec()],
-            vec![b"SET".to_vec(), b"k\r\n".to_vec(), vec![0, 255, 10]],
+            Command {
+                args: vec![b"SELECT".to_vec(), b"0".to_vec()],
+                offset: 100,
+                time_ms: 5,
+            },
+            Command {
+                args: vec![b"SET".to_vec(), b"k\r\n".to_vec(), vec![0, 255, 10]],
+                offset: 140,
+                time_ms: 6,
+            },
         ];
-        encode_record(&mut buf, 100, 5, &cmds[0]);
-        encode_record(&mut buf, 140, 6, &cmds[1]);
+        encode_record(&mut buf, &cmds[0]);
+        encode_record(&mut buf, &cmds[1]);
         let r = decode_records(&buf, "t").unwrap();
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].args, cmds[1]);
-        assert_eq!((r[1].offset, r[1].time_ms), (140, 6));
+        assert_eq!(r, cmds);
         assert!(decode_records(&buf[..buf.len() - 1], "t").is_err());
-        assert!(segment_name(9, 10) < segment_name(10, 11));
-        assert_eq!(parse_segment_name(&segment_name(7, 99)), Some((7, 99)));
     }
 }

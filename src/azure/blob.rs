@@ -101,7 +101,7 @@ pub fn build(
             ))
         }
     };
-    let inner: MicrosoftAzure = b.build().map_err(|e| crate::store::one_line(&e))?;
+    let inner: MicrosoftAzure = b.build().map_err(|e| crate::text::one_line(&e))?;
     Ok(Arc::new(ExplainingStore {
         inner: Arc::new(inner),
         explain: Arc::new(Explainer {

@@ -4,6 +4,7 @@
 use super::claims::Claims;
 use super::transport::{is_loopback, EndpointOverride};
 use super::AzureSettings;
+use crate::text::one_line;
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, Transport, Url};
 use azure_identity::{
@@ -323,15 +324,4 @@ fn client_options(s: &AzureSettings) -> Result<ClientOptions, IdentityError> {
         ))));
     }
     Ok(options)
-}
-
-/// azure_core messages can span lines and carry a help link; keep one line.
-pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
-    let text = e.to_string();
-    let text = text
-        .split("To troubleshoot, visit")
-        .next()
-        .unwrap_or(&text)
-        .trim();
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

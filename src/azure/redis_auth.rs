@@ -3,7 +3,7 @@
 
 use super::identity::Identity;
 use super::REDIS_SCOPE;
-use crate::resp::{RedisAuth, RedisCredentials};
+use crate::resp::{CredentialError, RedisAuth, RedisCredentials};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -21,20 +21,20 @@ impl EntraRedisAuth {
 
 #[async_trait]
 impl RedisAuth for EntraRedisAuth {
-    async fn credentials(&self) -> Result<RedisCredentials, String> {
+    async fn credentials(&self) -> Result<RedisCredentials, CredentialError> {
         let token = self
             .identity
             .token(REDIS_SCOPE)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CredentialError(e.to_string()))?;
         let user = match (&self.user, &token.claims.oid) {
             (Some(u), _) => u.clone(),
             (None, Some(oid)) => oid.clone(),
             (None, None) => {
-                return Err(format!(
+                return Err(CredentialError(format!(
                     "the Redis token of {} carries no object id (oid); set azure.redis.user",
                     self.identity.name()
-                ))
+                )))
             }
         };
         Ok(RedisCredentials {

@@ -1,47 +1,32 @@
-//! Export: one consistent snapshot of a live Redis, streamed through the
-//! replication link straight into storage (sealed, or plain with `--plain`),
+//! Export: one consistent snapshot from a `Source`, streamed straight into
+//! storage (sealed, or plain with `--plain`),
 //! keyring first and manifest last. Nothing of the snapshot touches local disk and
 //! memory stays at a few chunks.
 
-use super::layout::{self, BASE_PLAIN, BASE_SEALED, KEYRING, MANIFEST};
+use super::layout::{self, GenerationDir, BASE_PLAIN, BASE_SEALED};
 use super::manifest::{Manifest, ObjectEntry, RedisInfo, MANIFEST_FORMAT, MANIFEST_VERSION};
-use crate::format::{FormatError, ObjectKind};
-use crate::kek::{Kek, KekError};
-use crate::keyring::{DataKey, Keyring};
+use super::BackupError;
+use crate::data_key::DataKey;
+use crate::format::ObjectKind;
+use crate::kek::Kek;
+use crate::keyring::Keyring;
 use crate::rdb::KeyCounter;
-use crate::replication::{Conn, LinkOptions, RedisUrl, ReplError, ReplicaLink};
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
-use crate::store::{one_line, Store};
+use crate::source::{CommandFeed, Source};
+use crate::store::{Store, StoreError};
+use crate::text::{one_line, rfc3339};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::PutPayload;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error(transparent)]
-    Replication(#[from] ReplError),
-    #[error(transparent)]
-    Kek(#[from] KekError),
-    #[error(transparent)]
-    Format(#[from] FormatError),
-    #[error("storage {url}: {what}: {message}")]
-    Store {
-        url: String,
-        what: String,
-        message: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
 pub struct ExportRequest {
-    pub redis: RedisUrl,
-    pub link: LinkOptions,
+    /// Where the snapshot comes from.
+    pub from: Arc<dyn Source>,
     pub store: Store,
+    /// The source name in the layout.
     pub source: String,
     /// None exports plain (unencrypted) RDB.
     pub kek: Option<Arc<dyn Kek>>,
@@ -62,10 +47,13 @@ pub struct ExportSummary {
 /// Called with (bytes received, size announced by the primary if any).
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Sync);
 
+/// One snapshot into a new generation: keyring first, the base streamed, the
+/// manifest last. On failure, what this run wrote is removed (best effort) and
+/// no manifest exists: nothing looks like a complete backup.
 pub async fn export(
     req: ExportRequest,
     progress: Progress<'_>,
-) -> Result<ExportSummary, ExportError> {
+) -> Result<ExportSummary, BackupError> {
     Ok(export_inner(req, progress, false).await?.0)
 }
 
@@ -75,23 +63,26 @@ pub async fn export(
 pub async fn export_and_follow(
     req: ExportRequest,
     progress: Progress<'_>,
-) -> Result<(ExportSummary, Conn), ExportError> {
-    let (summary, conn) = export_inner(req, progress, true).await?;
-    Ok((summary, conn.expect("follow keeps the link")))
+) -> Result<(ExportSummary, CommandFeed), BackupError> {
+    let (summary, feed) = export_inner(req, progress, true).await?;
+    Ok((summary, feed.expect("follow keeps the stream")))
 }
 
 async fn export_inner(
     req: ExportRequest,
     progress: Progress<'_>,
     follow: bool,
-) -> Result<(ExportSummary, Option<Conn>), ExportError> {
-    layout::check_source_name(&req.source).map_err(ExportError::Invalid)?;
+) -> Result<(ExportSummary, Option<CommandFeed>), BackupError> {
+    layout::check_source_name(&req.source)?;
     let started = Instant::now();
     let store = &req.store;
-    let store_err = |what: &str, e: &dyn std::fmt::Display| ExportError::Store {
-        url: store.url.clone(),
-        what: what.into(),
-        message: one_line(e),
+    let upload_err = |op: &'static str, path: &Path, e: &dyn std::fmt::Display| {
+        BackupError::Store(StoreError::Op {
+            url: store.url.clone(),
+            op,
+            path: path.to_string(),
+            message: one_line(e),
+        })
     };
 
     // Keys first: with no usable KEK, nothing is written and Redis is not asked
@@ -105,36 +96,26 @@ async fn export_inner(
         None => None,
     };
     // Storage reachable and the container there, before the primary forks.
-    {
-        use futures::StreamExt;
-        let mut probe = store.inner.list(Some(&store.prefix));
-        if let Some(Err(e)) = probe.next().await {
-            return Err(store_err("cannot list", &e));
-        }
-    }
+    store.probe().await?;
 
     let created = SystemTime::now();
-    let mut link = ReplicaLink::connect(&req.redis, &req.link).await?;
-    let version = link.server_version().await;
-    let (info, mut transfer) = link.full_sync(!follow).await?;
+    let mut transfer = req.from.snapshot(follow).await?;
+    let info = transfer.info().clone();
+    let version = info.server_version.clone();
     let generation = layout::generation_id(created, &info.replid);
-    let gen_path = store.path(&[&req.source, &generation]);
+    let dir = GenerationDir::new(&req.source, &generation);
     tracing::info!(generation, replid = %info.replid, offset = info.offset, rdb_only = info.rdb_only, "full sync started");
 
     if let Some((_, ring)) = &keys {
-        store
-            .inner
-            .put(&gen_path.child(KEYRING), PutPayload::from(ring.to_json()))
-            .await
-            .map_err(|e| store_err("cannot write keyring.json", &e))?;
+        store.write(&dir.keyring(store), ring.to_json()).await?;
     }
     let base_name = if keys.is_some() {
         BASE_SEALED
     } else {
         BASE_PLAIN
     };
-    let base_path = gen_path.child(base_name);
-    let upload = BufWriter::with_capacity(store.inner.clone(), base_path.clone(), 10 << 20);
+    let base_path = dir.object(store, base_name);
+    let upload = store.upload(&base_path, 10 << 20);
 
     let result = async {
         let mut sink = match &keys {
@@ -155,14 +136,14 @@ async fn export_inner(
         };
         let mut counter = KeyCounter::start();
         let step = async {
-            while let Some(piece) = transfer.next().await? {
+            while let Some(piece) = transfer.next_piece().await? {
                 sink.write(&piece)
                     .await
-                    .map_err(|e| store_err("cannot upload base", &e))?;
+                    .map_err(|e| upload_err("upload", &base_path, &e))?;
                 counter.send(piece).await;
                 progress(transfer.received(), transfer.announced_size());
             }
-            Ok::<_, ExportError>(())
+            Ok::<_, BackupError>(())
         }
         .await;
         if let Err(e) = step {
@@ -181,7 +162,7 @@ async fn export_inner(
         let entry = sink
             .finish()
             .await
-            .map_err(|e| store_err("cannot complete the base upload", &e))?;
+            .map_err(|e| upload_err("complete the upload of", &base_path, &e))?;
         Ok((entry, counts))
     }
     .await;
@@ -193,8 +174,8 @@ async fn export_inner(
         Err(e) => {
             // Leave nothing that looks like a backup: the manifest was never
             // written; also remove what was (best effort).
-            let _ = store.inner.delete(&gen_path.child(KEYRING)).await;
-            let _ = store.inner.delete(&base_path).await;
+            let _ = store.delete(&dir.keyring(store)).await;
+            let _ = store.delete(&base_path).await;
             return Err(e);
         }
     };
@@ -204,8 +185,8 @@ async fn export_inner(
         version: MANIFEST_VERSION,
         generation: generation.clone(),
         source: req.source.clone(),
-        created: layout::rfc3339(created),
-        completed: layout::rfc3339(SystemTime::now()),
+        created: rfc3339(created),
+        completed: rfc3339(SystemTime::now()),
         sealed: keys.is_some(),
         redis: RedisInfo {
             version,
@@ -223,21 +204,17 @@ async fn export_inner(
         mac: None,
     };
     let json = manifest.to_json(keys.as_ref().map(|(d, _)| d));
-    store
-        .inner
-        .put(&gen_path.child(MANIFEST), PutPayload::from(json))
-        .await
-        .map_err(|e| store_err("cannot write manifest.json", &e))?;
+    store.write(&dir.manifest(store), json).await?;
     let summary = ExportSummary {
         generation,
         source: req.source.clone(),
-        location: display_path(store, &gen_path),
+        location: display_path(store, &dir.dir(store)),
         rdb_bytes: transfer.received(),
         stored_bytes: entry.stored_bytes,
         seconds: started.elapsed().as_secs_f64(),
         manifest,
     };
-    Ok((summary, follow.then(|| transfer.into_conn())))
+    Ok((summary, follow.then(|| transfer.into_stream())))
 }
 
 fn display_path(store: &Store, p: &Path) -> String {

@@ -1,21 +1,28 @@
-//! Where things go: `<prefix>/<source>/<generation>/{keyring.json, base.rdb.rv,
-//! manifest.json}`; generation ids sort by time.
+//! Every object path of a backup, in one place:
+//!
+//! ```text
+//! <prefix>/<source>/<generation>/keyring.json
+//! <prefix>/<source>/<generation>/base.rdb.rv        (base.rdb for --plain)
+//! <prefix>/<source>/<generation>/aof/<from>-<to>.aof.rv
+//! <prefix>/<source>/<generation>/manifest.json      written last
+//! ```
+//!
+//! Generation ids sort by time. Nothing outside this file joins path parts.
 
+use super::BackupError;
+use crate::store::Store;
+use object_store::path::Path;
 use std::time::SystemTime;
 
 pub const KEYRING: &str = "keyring.json";
 pub const MANIFEST: &str = "manifest.json";
 pub const BASE_SEALED: &str = "base.rdb.rv";
 pub const BASE_PLAIN: &str = "base.rdb";
-
-/// RFC 3339 UTC with seconds, e.g. `2026-11-23T05:50:12Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub const AOF_DIR: &str = "aof";
 
 /// `20261123T055012Z-<first 8 of replid>`.
 pub fn generation_id(t: SystemTime, replid: &str) -> String {
-    let stamp: String = rfc3339(t)
+    let stamp: String = crate::text::rfc3339(t)
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
@@ -23,8 +30,26 @@ pub fn generation_id(t: SystemTime, replid: &str) -> String {
     format!("{stamp}-{rid}")
 }
 
+/// A generation id's time (`20261123T055012Z-...`), for keep-within.
+pub fn generation_time(id: &str) -> Option<SystemTime> {
+    let stamp = id.split('-').next()?;
+    if stamp.len() != 16 {
+        return None;
+    }
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    humantime::parse_rfc3339(&rfc).ok()
+}
+
 /// A source name must be one safe path segment.
-pub fn check_source_name(name: &str) -> Result<(), String> {
+pub fn check_source_name(name: &str) -> Result<(), BackupError> {
     if name.is_empty()
         || name.len() > 100
         || name.starts_with('.')
@@ -32,9 +57,165 @@ pub fn check_source_name(name: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
+        return Err(BackupError::Invalid(format!(
             "source name {name:?} must be 1-100 characters of A-Z a-z 0-9 - _ . and not start with a dot"
-        ));
+        )));
     }
     Ok(())
+}
+
+/// `00000000000000001234-00000000000000005678.aof.rv`: offsets zero-padded to
+/// 20 digits, so names sort in stream order.
+pub fn segment_name(from: u64, to: u64) -> String {
+    format!("{from:020}-{to:020}.aof.rv")
+}
+
+/// The offsets in a segment's name.
+pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".aof.rv")?;
+    let (a, b) = stem.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// One generation's folder: the paths of its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationDir {
+    pub source: String,
+    pub generation: String,
+}
+
+impl GenerationDir {
+    pub fn new(source: &str, generation: &str) -> Self {
+        GenerationDir {
+            source: source.into(),
+            generation: generation.into(),
+        }
+    }
+
+    pub fn dir(&self, store: &Store) -> Path {
+        store.path(&[&self.source, &self.generation])
+    }
+
+    /// An object directly in the folder (keyring, manifest, base).
+    pub fn object(&self, store: &Store, name: &str) -> Path {
+        store.path(&[&self.source, &self.generation, name])
+    }
+
+    pub fn keyring(&self, store: &Store) -> Path {
+        self.object(store, KEYRING)
+    }
+
+    pub fn manifest(&self, store: &Store) -> Path {
+        self.object(store, MANIFEST)
+    }
+
+    pub fn aof_dir(&self, store: &Store) -> Path {
+        store.path(&[&self.source, &self.generation, AOF_DIR])
+    }
+
+    pub fn segment(&self, store: &Store, name: &str) -> Path {
+        store.path(&[&self.source, &self.generation, AOF_DIR, name])
+    }
+
+    /// `source/generation/name`, for messages.
+    pub fn label(&self, name: &str) -> String {
+        format!("{}/{}/{name}", self.source, self.generation)
+    }
+
+    /// `source/generation/aof/name`, for messages.
+    pub fn segment_label(&self, name: &str) -> String {
+        format!("{}/{}/{AOF_DIR}/{name}", self.source, self.generation)
+    }
+}
+
+/// What an object below the prefix is, by its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKind {
+    Keyring,
+    Manifest,
+    /// Any other object directly in the folder (the base snapshot).
+    Data(String),
+    Segment {
+        name: String,
+        from: u64,
+        to: u64,
+    },
+    /// Something else below a generation (not ours).
+    Other,
+}
+
+/// One object found by `listing`.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub dir: GenerationDir,
+    pub kind: ObjectKind,
+    pub size: u64,
+}
+
+/// Every object of every generation under the prefix (or one source).
+pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>, BackupError> {
+    let root = match source {
+        Some(s) => store.path(&[s]),
+        None => store.prefix.clone(),
+    };
+    let depth = store.prefix.parts().count();
+    let mut out = vec![];
+    for o in store.list(&root).await? {
+        let parts: Vec<String> = o
+            .location
+            .parts()
+            .skip(depth)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        if parts.len() < 3 {
+            continue;
+        }
+        let kind = match (parts.len(), parts[2].as_str()) {
+            (3, KEYRING) => ObjectKind::Keyring,
+            (3, MANIFEST) => ObjectKind::Manifest,
+            (3, name) => ObjectKind::Data(name.to_string()),
+            (4, AOF_DIR) => match parse_segment_name(&parts[3]) {
+                Some((from, to)) => ObjectKind::Segment {
+                    name: parts[3].clone(),
+                    from,
+                    to,
+                },
+                None => ObjectKind::Other,
+            },
+            _ => ObjectKind::Other,
+        };
+        out.push(Listed {
+            dir: GenerationDir::new(&parts[0], &parts[1]),
+            kind,
+            size: o.size,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_and_parse() {
+        assert!(segment_name(9, 10) < segment_name(10, 11));
+        assert_eq!(parse_segment_name(&segment_name(7, 99)), Some((7, 99)));
+        assert_eq!(parse_segment_name("x.aof.rv"), None);
+        let t = humantime::parse_rfc3339("2026-11-23T05:50:12Z").unwrap();
+        let id = generation_id(t, "abcdef0123456789");
+        assert_eq!(id, "20261123T055012Z-abcdef01");
+        assert_eq!(generation_time(&id), Some(t));
+        assert!(check_source_name("cache-1.prod").is_ok());
+        assert!(check_source_name("../x").is_err() && check_source_name("").is_err());
+    }
+
+    #[test]
+    fn paths_come_from_one_place() {
+        let store = Store::open("memory://", Some("p")).unwrap();
+        let g = GenerationDir::new("s", "g");
+        assert_eq!(g.manifest(&store).as_ref(), "p/s/g/manifest.json");
+        assert_eq!(g.segment(&store, "a").as_ref(), "p/s/g/aof/a");
+        assert_eq!(g.segment_label("a"), "s/g/aof/a");
+    }
 }

@@ -1,10 +1,13 @@
 //! Listing the generations under a prefix: complete (manifest present and
-//! readable) or incomplete, with sizes and key counts. Needs no key.
+//! readable) or incomplete, with sizes, key counts, the KEKs that wrap each
+//! data key now (from keyring.json, so a rewrap shows), and AOF segments with
+//! any holes. Needs no key.
 
-use super::layout::MANIFEST;
+use super::layout::{listing, ObjectKind};
 use super::manifest::Manifest;
-use crate::store::{one_line, Store};
-use futures::TryStreamExt;
+use super::BackupError;
+use crate::keyring::Keyring;
+use crate::store::Store;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -16,6 +19,10 @@ pub struct GenerationInfo {
     pub objects: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
+    /// The KEK ids the data key is wrapped under now (keyring.json; the
+    /// manifest's `keks` are those at write time).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keks: Vec<String>,
     /// Why a manifest that exists could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -28,6 +35,8 @@ pub struct GenerationInfo {
     pub holes: Vec<(u64, u64)>,
     #[serde(skip)]
     ranges: Vec<(u64, u64)>,
+    #[serde(skip)]
+    has_keyring: bool,
 }
 
 impl GenerationInfo {
@@ -39,88 +48,63 @@ impl GenerationInfo {
             stored_bytes: 0,
             objects: 0,
             manifest: None,
+            keks: vec![],
             problem: None,
             segments: 0,
             aof_end: None,
             holes: vec![],
             ranges: vec![],
+            has_keyring: false,
         }
+    }
+
+    pub fn dir(&self) -> super::layout::GenerationDir {
+        super::layout::GenerationDir::new(&self.source, &self.generation)
     }
 }
 
-/// Every object under the prefix (or one source), with its path parts below
-/// the prefix: `[source, generation, name...]`.
-pub(super) async fn objects_below(
-    store: &Store,
-    source: Option<&str>,
-) -> Result<Vec<(Vec<String>, object_store::ObjectMeta)>, String> {
-    let root = match source {
-        Some(s) => store.path(&[s]),
-        None => store.prefix.clone(),
-    };
-    let depth = store.prefix.parts().count();
-    let objects: Vec<object_store::ObjectMeta> = store
-        .inner
-        .list(Some(&root))
-        .try_collect()
-        .await
-        .map_err(|e| format!("storage {}: cannot list: {}", store.url, one_line(&e)))?;
-    Ok(objects
-        .into_iter()
-        .map(|o| {
-            let parts = o
-                .location
-                .parts()
-                .skip(depth)
-                .map(|p| p.as_ref().to_string())
-                .collect();
-            (parts, o)
-        })
-        .collect())
-}
-
-pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, String> {
+/// Every generation under the prefix (or of one source), in name order.
+pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, BackupError> {
     let mut gens: BTreeMap<(String, String), GenerationInfo> = BTreeMap::new();
-    for (parts, o) in objects_below(store, source).await? {
-        if parts.len() < 3 {
-            continue;
-        }
+    for o in listing(store, source).await? {
         let g = gens
-            .entry((parts[0].clone(), parts[1].clone()))
-            .or_insert_with(|| GenerationInfo::new(&parts[0], &parts[1]));
+            .entry((o.dir.source.clone(), o.dir.generation.clone()))
+            .or_insert_with(|| GenerationInfo::new(&o.dir.source, &o.dir.generation));
         g.stored_bytes += o.size;
         g.objects += 1;
-        if parts.len() == 3 && parts[2] == MANIFEST {
-            g.complete = true;
-        }
-        if parts.len() == 4 && parts[2] == crate::aof::AOF_DIR {
-            if let Some(r) = crate::aof::parse_segment_name(&parts[3]) {
-                g.ranges.push(r);
-            }
+        match o.kind {
+            ObjectKind::Manifest => g.complete = true,
+            ObjectKind::Keyring => g.has_keyring = true,
+            ObjectKind::Segment { from, to, .. } => g.ranges.push((from, to)),
+            ObjectKind::Data(_) | ObjectKind::Other => {}
         }
     }
-    for g in gens.values_mut().filter(|g| g.complete) {
-        let path = store.path(&[&g.source, &g.generation, MANIFEST]);
-        let read = async {
-            let bytes = store.inner.get(&path).await?.bytes().await?;
-            Ok::<_, object_store::Error>(bytes)
-        }
-        .await;
-        match read {
-            Ok(bytes) => match Manifest::parse(&bytes, path.as_ref()) {
-                Ok(m) => g.manifest = Some(m),
+    for g in gens.values_mut() {
+        let dir = g.dir();
+        if g.complete {
+            let label = dir.manifest(store);
+            match store.read(&label).await {
+                Ok(bytes) => match Manifest::parse(&bytes, label.as_ref()) {
+                    Ok(m) => g.manifest = Some(m),
+                    Err(e) => {
+                        g.complete = false;
+                        g.problem = Some(e.to_string());
+                    }
+                },
                 Err(e) => {
                     g.complete = false;
                     g.problem = Some(e.to_string());
                 }
-            },
-            Err(e) => {
-                g.complete = false;
-                g.problem = Some(one_line(&e));
             }
         }
-    }
-    for g in gens.values_mut() {
+        if g.has_keyring {
+            let path = dir.keyring(store);
+            if let Ok(bytes) = store.read(&path).await {
+                if let Ok(ring) = Keyring::from_json(&bytes, path.as_ref()) {
+                    g.keks = ring.wrapped.iter().map(|w| w.kek.clone()).collect();
+                }
+            }
+        }
         g.ranges.sort();
         g.ranges.dedup_by_key(|r| r.0);
         g.segments = g.ranges.len();

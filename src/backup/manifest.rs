@@ -2,7 +2,7 @@
 //! authenticated with an HMAC under a key derived from the data key, so an edited
 //! manifest is rejected when opened with the KEK.
 
-use crate::keyring::DataKey;
+use crate::data_key::DataKey;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;

@@ -1,11 +1,71 @@
-//! Backups in storage: the layout of a generation, its manifest, export, listing.
+//! Backups in storage: the layout of a generation (every path, `layout.rs`),
+//! its manifest, export, listing, reading a generation back (`read.rs`),
+//! point-in-time planning (`plan.rs`) and restore into a target
+//! (`restore.rs`), verify, retention, and re-wrapping keyrings (`rewrap.rs`).
 
 pub mod export;
 pub mod layout;
 pub mod list;
 pub mod manifest;
-pub mod pitr;
-pub mod rekey;
+pub mod plan;
+pub mod read;
+pub mod restore;
 pub mod retention;
+pub mod rewrap;
 pub mod timeline;
 pub mod verify;
+
+pub use export::{export, export_and_follow, ExportRequest, ExportSummary};
+pub use list::{list, GenerationInfo};
+pub use plan::{plan, Plan, Point};
+pub use read::{open_base, open_inputs, pick_generation, InputOptions};
+pub use restore::{restore, ReplayStats, RestoreSummary};
+pub use retention::{prune, Pruned, Retention};
+pub use rewrap::{rewrap, status, KeyringInfo, Rewrapped};
+pub use verify::{verify, GenerationReport};
+
+use crate::aof::AofError;
+use crate::format::FormatError;
+use crate::inputs::InputError;
+use crate::kek::KekError;
+use crate::keyring::KeyringError;
+use crate::source::SourceError;
+use crate::store::StoreError;
+use crate::target::{LoadInputError, TargetError};
+use manifest::ManifestError;
+
+/// Every error of the backup layer; each message names the object (or the
+/// source and generation) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Aof(#[from] AofError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Load(#[from] LoadInputError),
+    /// Nothing (complete) to read where one was asked for.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that cannot be carried out as asked (a bad name, a point no
+    /// generation covers, several sources where one is needed).
+    #[error("{0}")]
+    Invalid(String),
+    /// An object that is not what the manifest or its place says.
+    #[error("{label}: {why}")]
+    Corrupt { label: String, why: String },
+}

@@ -2,9 +2,10 @@
 //! duration; the newest complete generation is never deleted. Incomplete
 //! generations older than the newest complete one are failed runs and go too.
 
+use super::layout::{generation_time, MANIFEST};
 use super::list::{list, GenerationInfo};
-use crate::store::{one_line, Store};
-use futures::TryStreamExt;
+use super::BackupError;
+use crate::store::Store;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
@@ -14,6 +15,20 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The policy from its two settings as the user writes them (`keep_within`
+    /// as a duration such as `7d` or `36h`): the one parser for flags and config.
+    pub fn parse(keep_last: Option<usize>, keep_within: Option<&str>) -> Result<Self, BackupError> {
+        Ok(Retention {
+            keep_last,
+            keep_within: keep_within
+                .map(|w| {
+                    humantime::parse_duration(w)
+                        .map_err(|e| BackupError::Invalid(format!("keep_within {w:?}: {e}")))
+                })
+                .transpose()?,
+        })
+    }
+
     pub fn is_set(&self) -> bool {
         self.keep_last.is_some() || self.keep_within.is_some()
     }
@@ -25,24 +40,6 @@ pub struct Pruned {
     pub generation: String,
     pub complete: bool,
     pub objects: usize,
-}
-
-/// A generation id's time (`20261123T055012Z-...`), for keep-within.
-fn generation_time(id: &str) -> Option<std::time::SystemTime> {
-    let stamp = id.split('-').next()?;
-    if stamp.len() != 16 {
-        return None;
-    }
-    let rfc = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &stamp[0..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[9..11],
-        &stamp[11..13],
-        &stamp[13..15]
-    );
-    humantime::parse_rfc3339(&rfc).ok()
 }
 
 /// Which generations the policy deletes, per source.
@@ -98,30 +95,24 @@ pub async fn prune(
     source: Option<&str>,
     policy: &Retention,
     dry_run: bool,
-) -> Result<Vec<Pruned>, String> {
+) -> Result<Vec<Pruned>, BackupError> {
     let gens = list(store, source).await?;
     let doomed = select(&gens, policy, std::time::SystemTime::now());
     let mut out = vec![];
     for g in doomed {
-        let dir = store.path(&[&g.source, &g.generation]);
+        let dir = g.dir().dir(store);
         let mut objects = 0;
         if !dry_run {
-            let paths: Vec<_> = store
-                .inner
-                .list(Some(&dir))
-                .map_ok(|m| m.location)
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e))
-                })?;
+            let mut paths: Vec<_> = store
+                .list(&dir)
+                .await?
+                .into_iter()
+                .map(|m| m.location)
+                .collect();
             // The manifest first: a half-deleted generation must not look complete.
-            let mut paths = paths;
-            paths.sort_by_key(|p| p.filename() != Some(super::layout::MANIFEST));
+            paths.sort_by_key(|p| p.filename() != Some(MANIFEST));
             for p in paths {
-                store.inner.delete(&p).await.map_err(|e| {
-                    format!("storage {}: cannot delete {p}: {}", store.url, one_line(&e))
-                })?;
+                store.delete(&p).await?;
                 objects += 1;
             }
             tracing::info!(source = %g.source, generation = %g.generation, objects, "pruned generation");

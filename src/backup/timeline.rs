@@ -2,9 +2,9 @@
 //! offset order, and any holes between them (a hole is never silent: `list`,
 //! `verify` and `restore` name it).
 
-use crate::aof::{parse_segment_name, AOF_DIR};
-use crate::store::{one_line, Store};
-use futures::TryStreamExt;
+use super::layout::{parse_segment_name, GenerationDir};
+use super::BackupError;
+use crate::store::Store;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Segment {
@@ -28,20 +28,13 @@ impl Timeline {
     }
 }
 
-/// Lists `<source>/<generation>/aof/` and checks the offsets follow on from `base`.
+/// Lists the generation's segments and checks the offsets follow on from `base`.
 pub async fn timeline(
     store: &Store,
-    source: &str,
-    generation: &str,
+    dir: &GenerationDir,
     base: u64,
-) -> Result<Timeline, String> {
-    let dir = store.path(&[source, generation, AOF_DIR]);
-    let objects: Vec<_> = store
-        .inner
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| format!("storage {}: cannot list {dir}: {}", store.url, one_line(&e)))?;
+) -> Result<Timeline, BackupError> {
+    let objects = store.list(&dir.aof_dir(store)).await?;
     let mut segments: Vec<Segment> = objects
         .into_iter()
         .filter_map(|o| {

@@ -4,11 +4,13 @@
 //! Redis needed.
 
 use super::list::list;
-use super::pitr::read_segment;
+use super::plan::read_segment;
+use super::read::open_base;
 use super::timeline::timeline;
+use super::BackupError;
 use crate::aof::KeyCache;
+use crate::inputs::drain;
 use crate::kek::Kek;
-use crate::loader::sources::open_backup;
 use crate::store::Store;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,7 +39,7 @@ pub async fn verify(
     generation: Option<&str>,
     kek: &dyn Kek,
     mut progress: impl FnMut(&GenerationReport),
-) -> Result<Vec<GenerationReport>, String> {
+) -> Result<Vec<GenerationReport>, BackupError> {
     let gens = list(store, source).await?;
     let mut out = vec![];
     for g in gens
@@ -66,37 +68,20 @@ pub async fn verify(
         };
         r.first_offset = m.redis.offset;
         r.last_offset = m.redis.offset;
-        match open_backup(store, &g.source, &g.generation, Some(kek)).await {
-            Ok(src) => {
-                let mut reader = src.reader;
-                let drained = tokio::task::spawn_blocking(move || {
-                    std::io::copy(&mut reader, &mut std::io::sink())
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-                let pumped = match src.pump {
-                    Some(p) => p
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string())),
-                    None => Ok(()),
-                };
-                match (pumped, drained) {
-                    (Err(e), _) | (Ok(()), Err(e)) => r.problems.push(format!("base: {e}")),
-                    (Ok(()), Ok(n)) => r.base_bytes = n,
-                }
-            }
+        match open_base(store, &g.source, &g.generation, Some(kek)).await {
+            Ok(input) => match drain(input).await {
+                Ok(n) => r.base_bytes = n,
+                Err(e) => r.problems.push(format!("base: {e}")),
+            },
             Err(e) => r.problems.push(format!("base: {e}")),
         }
-        match timeline(store, &g.source, &g.generation, m.redis.offset).await {
+        let dir = g.dir();
+        match timeline(store, &dir, m.redis.offset).await {
             Ok(t) => {
                 r.holes = t.holes.clone();
                 let mut keys = KeyCache::new();
                 for seg in &t.segments {
-                    match read_segment(store, &g.source, &g.generation, &seg.name, kek, &mut keys)
-                        .await
-                    {
+                    match read_segment(store, &dir, &seg.name, kek, &mut keys).await {
                         Ok(records) => {
                             r.segments += 1;
                             r.commands += records.len() as u64;
@@ -119,11 +104,11 @@ pub async fn verify(
                             }
                             r.last_offset = r.last_offset.max(seg.to);
                         }
-                        Err(e) => r.problems.push(e),
+                        Err(e) => r.problems.push(e.to_string()),
                     }
                 }
             }
-            Err(e) => r.problems.push(e),
+            Err(e) => r.problems.push(e.to_string()),
         }
         progress(&r);
         out.push(r);

@@ -1,30 +1,27 @@
 //! `redvault import` and `redvault inspect`.
 
-use super::config::Config;
-use super::export::redis_url;
+use super::args::{confirm_flush, flush_all, KekArg, RedisArgs};
 use super::output::Output;
 use super::progress::human_bytes;
-use super::seal::KekArg;
-use crate::loader::sources::{
-    is_rdb_name, open_backup, open_blob, open_file, pick_generation, OpenedSource,
+use crate::backup::{open_inputs, InputOptions};
+use crate::inputs::Input;
+use crate::inspect::inspect;
+use crate::settings::Config;
+use crate::store::StoreError;
+use crate::target::{
+    load, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TYPE_NAMES,
 };
-use crate::loader::{
-    import, show_key, type_name, Conflict, Filter, LoadOptions, LoadStats, TYPE_NAMES,
-};
-use crate::rdb::{Item, RdbScanner, ScanOptions};
-use crate::replication::LinkOptions;
-use crate::store::Store;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where to read from: backups in storage, or plain RDB files.
 #[derive(Debug, Args)]
 pub struct FromArgs {
     /// A backup store URL (file:///dir, az://container, s3://, gs://), or a plain
-    /// RDB file or blob (path or URL ending .rdb, .rdb.gz, .rdb.zst). Repeatable.
+    /// RDB file or blob (path or URL ending .rdb, .rdb.gz, .rdb.zst). Repeat
+    /// --from for several.
     #[arg(long = "from", required = true)]
     pub from: Vec<String>,
     /// Path prefix inside the store.
@@ -42,10 +39,9 @@ pub struct FromArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The target Redis: redis://[user[:password]@]host:port (password also from
-    /// REDVAULT_REDIS_PASSWORD).
-    #[arg(long, env = "REDVAULT_REDIS")]
-    pub redis: Option<String>,
+    /// The target Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     #[command(flatten)]
     pub from: FromArgs,
     /// Load only these source databases (repeatable).
@@ -81,9 +77,6 @@ pub struct ImportArgs {
     /// Count what would load; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Seconds without a reply from Redis before giving up.
-    #[arg(long, env = "REDVAULT_REDIS_TIMEOUT")]
-    pub redis_timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -95,76 +88,37 @@ pub struct InspectArgs {
     pub top: usize,
 }
 
-fn is_store_url(s: &str) -> bool {
-    [
-        "file://",
-        "memory://",
-        "az://",
-        "azure://",
-        "abfs://",
-        "abfss://",
-        "s3://",
-        "s3a://",
-        "gs://",
-        "https://",
-        "http://",
-    ]
-    .iter()
-    .any(|p| s.starts_with(p))
-}
-
-/// Opens every --from: backups (newest complete generation unless --generation)
-/// and plain files.
-async fn open_sources(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<OpenedSource>> {
-    let mut out = vec![];
-    for from in &args.from {
-        if is_store_url(from) && is_rdb_name(from) {
-            out.push(open_blob(from, &config.store_context(from)?).await?);
-        } else if is_store_url(from) {
-            let store = Store::open_with(
-                from,
-                args.prefix.as_deref().or(config.prefix.as_deref()),
-                &config.store_context(from)?,
-            )?;
-            let (source, generation) = pick_generation(
-                &store,
-                args.source.as_deref().or(config.source.as_deref()),
-                args.generation.as_deref(),
-            )
-            .await?;
-            let kek = match args.kek.kek.as_deref().or(config.kek.as_deref()) {
-                Some(_) => Some(args.kek.open(config)?),
-                None => None,
-            };
-            out.push(open_backup(&store, &source, &generation, kek.as_deref()).await?);
-        } else {
-            out.push(open_file(std::path::Path::new(from))?);
-        }
-    }
-    Ok(out)
+/// Opens every --from through the library's one dispatch.
+async fn open_from(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<Input>> {
+    let kek = config.maybe_kek(args.kek.kek.as_deref())?;
+    let context = |url: &str| {
+        config.store_context(url).map_err(|e| StoreError::Unusable {
+            url: url.into(),
+            reason: e.to_string(),
+        })
+    };
+    let opts = InputOptions {
+        prefix: args.prefix.as_deref().or(config.prefix.as_deref()),
+        source: args.source.as_deref().or(config.source.as_deref()),
+        generation: args.generation.as_deref(),
+        kek,
+        context: &context,
+    };
+    Ok(open_inputs(&args.from, &opts).await?)
 }
 
 pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
-    let url = redis_url(args.redis.as_deref(), config)?;
+    let url = args.redis.url(config)?;
     for t in &args.types {
         if !TYPE_NAMES.contains(&t.as_str()) {
             bail!("unknown --type {t}; one of {}", TYPE_NAMES.join(", "));
         }
     }
-    let mut link = LinkOptions {
-        auth: config.redis_auth()?,
-        ..Default::default()
-    };
-    if let Some(t) = args.redis_timeout.or(config.redis_timeout) {
-        link.read_timeout = Duration::from_secs(t.max(1));
-    }
-    let sources = open_sources(&args.from, config).await?;
+    let link = args.redis.connect_options(config)?;
+    let sources = open_from(&args.from, config).await?;
     if args.flush && !args.dry_run {
-        confirm_flush(&args, &url)?;
-        let mut conn = crate::resp::connect(&url, &link).await?;
-        if let crate::resp::Reply::Error(e) = conn.command(&[b"FLUSHALL"]).await? {
-            bail!("the target refused FLUSHALL: {e}");
-        }
+        confirm_flush(args.yes, &url)?;
+        flush_all(&url, &link).await?;
     }
     let opts = LoadOptions {
         connections: args.connections.max(1),
@@ -209,7 +163,12 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         ));
         bar.tick();
     };
-    let result = import(&url, &link, opts, sources, &progress).await;
+    let result = async {
+        let mut target = RedisTarget::connect(&url, &link, opts).await?;
+        load(&mut target, sources, &progress).await?;
+        Ok::<_, anyhow::Error>(target.finish().await?)
+    }
+    .await;
     bar.finish_and_clear();
     let stats = result?;
     let secs = started.elapsed().as_secs_f64();
@@ -243,93 +202,10 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
     Ok(())
 }
 
-fn confirm_flush(args: &ImportArgs, url: &crate::resp::RedisUrl) -> anyhow::Result<()> {
-    if args.yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("--flush deletes every key in {url:?}; add --yes to confirm");
-    }
-    eprint!("--flush deletes every key in {url:?}. Type yes to go on: ");
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("reading the answer")?;
-    if line.trim() != "yes" {
-        bail!("not confirmed; nothing was changed");
-    }
-    Ok(())
-}
-
-#[derive(Default, serde::Serialize)]
-struct Inspection {
-    source: String,
-    rdb_version: u32,
-    aux: BTreeMap<String, String>,
-    keys: u64,
-    keys_per_db: BTreeMap<u64, u64>,
-    keys_per_type: BTreeMap<String, u64>,
-    functions: u64,
-    biggest: Vec<(String, u64, String, u64)>,
-}
-
 pub async fn run_inspect(args: InspectArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
-    let top = args.top;
     let mut reports = vec![];
-    for src in open_sources(&args.from, config).await? {
-        let OpenedSource {
-            label,
-            reader,
-            pump,
-            ..
-        } = src;
-        let lbl = label.clone();
-        let scan =
-            tokio::task::spawn_blocking(move || -> Result<Inspection, crate::rdb::RdbError> {
-                let mut s = RdbScanner::new(reader, ScanOptions::default())?;
-                let mut r = Inspection {
-                    source: lbl,
-                    rdb_version: s.version(),
-                    ..Default::default()
-                };
-                let mut sizes: Vec<(u64, u64, Vec<u8>, u8)> = vec![];
-                while let Some(item) = s.next()? {
-                    match item {
-                        Item::Aux { key, value } => {
-                            r.aux.insert(
-                                String::from_utf8_lossy(&key).into(),
-                                String::from_utf8_lossy(&value).into(),
-                            );
-                        }
-                        Item::Function(_) => r.functions += 1,
-                        Item::Entry(e) => {
-                            r.keys += 1;
-                            *r.keys_per_db.entry(e.db).or_default() += 1;
-                            *r.keys_per_type
-                                .entry(type_name(e.type_byte).into())
-                                .or_default() += 1;
-                            sizes.push((e.value_len, e.db, e.key, e.type_byte));
-                            if sizes.len() > top * 4 + 64 {
-                                sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
-                                sizes.truncate(top);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
-                sizes.truncate(top);
-                r.biggest = sizes
-                    .into_iter()
-                    .map(|(n, db, k, t)| (show_key(&k), db, type_name(t).to_string(), n))
-                    .collect();
-                Ok(r)
-            });
-        let scanned = scan.await?;
-        if let Some(p) = pump {
-            p.await??;
-        }
-        reports.push(scanned.with_context(|| label.clone())?);
+    for input in open_from(&args.from, config).await? {
+        reports.push(inspect(input, args.top).await?);
     }
     if out.json {
         println!("{}", serde_json::to_string(&reports)?);

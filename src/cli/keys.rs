@@ -1,10 +1,10 @@
 //! `redvault keys ...`
 
-use super::config::Config;
+use super::args::KekArg;
 use super::output::Output;
-use super::seal::KekArg;
-use crate::backup::rekey::{rewrap, status};
+use crate::backup::{rewrap, status};
 use crate::kek::generate_key_files;
+use crate::settings::Config;
 use crate::store::Store;
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -26,12 +26,7 @@ pub struct KeysStoreArgs {
 
 impl KeysStoreArgs {
     fn open(&self, config: &Config) -> anyhow::Result<Store> {
-        super::export::open_store(
-            self.store.as_deref(),
-            "--from",
-            self.prefix.as_deref(),
-            config,
-        )
+        Ok(config.open_store(self.store.as_deref(), "--from", self.prefix.as_deref())?)
     }
 }
 
@@ -122,7 +117,6 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
                 },
             )
             .await
-            .map_err(anyhow::Error::msg)
             .context("keys rewrap")?;
             let changed = done.iter().filter(|r| r.changed).count();
             out.summary(
@@ -144,7 +138,6 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
             let st = store.open(config)?;
             let rings = status(&st, store.source.as_deref())
                 .await
-                .map_err(anyhow::Error::msg)
                 .context("keys status")?;
             if out.json {
                 println!("{}", serde_json::to_string(&rings)?);

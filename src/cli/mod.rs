@@ -1,7 +1,7 @@
 //! The command line: one subcommand per job. Settings come from flags, REDVAULT_*
 //! environment variables and a TOML config file, in that order of precedence.
 
-mod config;
+mod args;
 mod daemon;
 mod export;
 mod files;
@@ -38,7 +38,7 @@ pub enum Command {
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Seal a file: compress and encrypt it under a fresh data key wrapped by the KEK.
-    Seal(seal::SealArgs),
+    Seal(seal::SealFileArgs),
     /// Open a sealed file (or a backup object, with the keyring.json beside it).
     Unseal(seal::UnsealArgs),
     /// Stream a consistent snapshot of a live Redis into storage, sealed.
@@ -66,7 +66,7 @@ pub fn run() -> i32 {
     init_logging();
     let out = output::Output { json: cli.json };
     let result = (|| -> anyhow::Result<()> {
-        let config = config::Config::load(cli.config.as_deref())?;
+        let config = crate::settings::Config::load(cli.config.as_deref())?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;

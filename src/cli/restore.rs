@@ -1,16 +1,10 @@
 //! `redvault restore` (a point in time), `redvault verify`, `redvault prune`.
 
-use super::config::Config;
-use super::export::{redis_url, StoreArgs};
+use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs};
 use super::output::Output;
-use super::seal::KekArg;
-use crate::backup::pitr::{plan, replay, Point};
-use crate::backup::retention::{prune, Retention};
-use crate::backup::verify::verify;
-use crate::loader::import;
-use crate::loader::sources::open_backup;
-use crate::loader::{Conflict, LoadOptions};
-use crate::replication::LinkOptions;
+use crate::backup::{plan, prune, restore, verify, GenerationReport, Point};
+use crate::settings::Config;
+use crate::target::{Conflict, LoadOptions, RedisTarget};
 use anyhow::{bail, Context};
 use clap::Args;
 use std::time::Instant;
@@ -18,8 +12,8 @@ use std::time::Instant;
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The Redis to restore into.
-    #[arg(long, env = "REDVAULT_REDIS")]
-    pub redis: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Source name in the layout.
@@ -36,9 +30,12 @@ pub struct RestoreArgs {
     /// Only this generation (to its end, or to --at / --offset within it).
     #[arg(long)]
     pub generation: Option<String>,
-    /// Delete every key of the target first (FLUSHALL).
+    /// Delete every key of the target first (FLUSHALL; asks unless --yes).
     #[arg(long)]
     pub flush: bool,
+    /// Confirm --flush without asking.
+    #[arg(long)]
+    pub yes: bool,
     /// Overwrite keys that exist in the target.
     #[arg(long)]
     pub replace: bool,
@@ -48,7 +45,7 @@ pub struct RestoreArgs {
 }
 
 pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
-    let url = redis_url(args.redis.as_deref(), config)?;
+    let url = args.redis.url(config)?;
     let store = args.store.open(config)?;
     let source = args
         .source
@@ -57,11 +54,10 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         .ok_or_else(|| anyhow::anyhow!("no source given: pass --source NAME"))?;
     let kek = args.kek.open(config)?;
     let point = match (&args.at, args.offset) {
-        (Some(at), _) => {
-            let t = humantime::parse_rfc3339_weak(at)
-                .with_context(|| format!("--at {at:?}: not an RFC 3339 time"))?;
-            Point::At(t.duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)
-        }
+        (Some(at), _) => Point::At(
+            crate::text::parse_rfc3339_ms(at)
+                .with_context(|| format!("--at {at:?}: not an RFC 3339 time"))?,
+        ),
         (None, Some(o)) => Point::Offset(o),
         (None, None) => Point::Latest,
     };
@@ -73,19 +69,12 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         point,
         kek.as_ref(),
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
-    let link = LinkOptions {
-        auth: config.redis_auth()?,
-        ..Default::default()
-    };
+    .await?;
+    let link = args.redis.connect_options(config)?;
     if args.flush {
-        let mut conn = crate::resp::connect(&url, &link).await?;
-        if let crate::resp::Reply::Error(e) = conn.command(&[b"FLUSHALL"]).await? {
-            bail!("the target refused FLUSHALL: {e}");
-        }
+        confirm_flush(args.yes, &url)?;
+        flush_all(&url, &link).await?;
     }
-    let base = open_backup(&store, &source, &plan.generation, Some(kek.as_ref())).await?;
     let opts = LoadOptions {
         connections: args.connections.max(1),
         conflict: if args.replace {
@@ -95,10 +84,9 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         },
         ..LoadOptions::default()
     };
-    let stats = import(&url, &link, opts, vec![base], &|_| {}).await?;
-    let replayed = replay(&store, &plan, kek.as_ref(), &url, &link)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut target = RedisTarget::connect(&url, &link, opts).await?;
+    let done = restore(&store, &plan, kek.as_ref(), &mut target).await?;
+    let (stats, replayed) = (done.base, done.replayed);
     let secs = started.elapsed().as_secs_f64();
     out.summary(
         &format!(
@@ -167,13 +155,11 @@ pub async fn run_verify(args: VerifyArgs, config: &Config, out: &Output) -> anyh
             }
         },
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     if reports.is_empty() {
         bail!("nothing to verify in {}", store.url);
     }
-    let bad: Vec<&crate::backup::verify::GenerationReport> =
-        reports.iter().filter(|r| !r.ok()).collect();
+    let bad: Vec<&GenerationReport> = reports.iter().filter(|r| !r.ok()).collect();
     if json {
         println!("{}", serde_json::to_string(&reports)?);
     }
@@ -228,22 +214,11 @@ pub struct PruneArgs {
 
 pub async fn run_prune(args: PruneArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let store = args.store.open(config)?;
-    let d = config.daemon.clone().unwrap_or_default();
-    let policy = Retention {
-        keep_last: args.keep_last.or(d.keep_last),
-        keep_within: args
-            .keep_within
-            .clone()
-            .or(d.keep_within.clone())
-            .map(|w| humantime::parse_duration(&w).with_context(|| format!("keep_within {w:?}")))
-            .transpose()?,
-    };
+    let policy = config.retention(args.keep_last, args.keep_within.as_deref())?;
     if !policy.is_set() {
         bail!("no retention policy: pass --keep-last N and/or --keep-within D, or set them in [daemon]");
     }
-    let pruned = prune(&store, args.source.as_deref(), &policy, args.dry_run)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let pruned = prune(&store, args.source.as_deref(), &policy, args.dry_run).await?;
     if !out.json {
         for p in &pruned {
             eprintln!(

@@ -1,71 +1,25 @@
 //! `redvault seal` and `redvault unseal`: standalone sealed files.
 
-use super::config::Config;
+use super::args::{KekArg, SealArgs};
 use super::files::{open_input, PendingOutput};
 use super::output::Output;
 use super::progress::{bytes_bar, human_bytes};
+use crate::data_key::DataKey;
 use crate::format::ObjectKind;
-use crate::kek::{open_kek, Kek};
-use crate::keyring::{DataKey, Keyring};
+use crate::keyring::Keyring;
 use crate::opener::{Opener, RawHeader};
-use crate::sealer::{default_parallelism, ObjectSpec, SealOptions, Sealer};
+use crate::sealer::{default_parallelism, ObjectSpec, Sealer};
+use crate::settings::Config;
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Args)]
-pub struct KekArg {
-    /// Key-encryption key: path to an RSA key in PEM (public to seal, private to
-    /// unseal), or a Key Vault key https://<vault>.vault.azure.net/keys/<name>[/<version>].
-    #[arg(long, env = "REDVAULT_KEK")]
-    pub kek: Option<String>,
-}
-
-impl KekArg {
-    /// The KEK from the flag, the environment or the config; none is an error
-    /// (fail closed: nothing is written without a key).
-    pub fn open(&self, config: &Config) -> anyhow::Result<Arc<dyn Kek>> {
-        let spec = self
-            .kek
-            .as_deref()
-            .or(config.kek.as_deref())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no KEK given: pass --kek, set REDVAULT_KEK, or set kek in the config file"
-                )
-            })?;
-        let vault = if crate::kek::is_key_vault_spec(spec) {
-            Some(config.vault_options()?)
-        } else {
-            None
-        };
-        Ok(open_kek(spec, vault)?)
-    }
-}
-
-/// How to seal: the KEK, chunk size and compression.
-#[derive(Debug, Args)]
-pub struct SealTuning {
+pub struct SealFileArgs {
     #[command(flatten)]
-    pub kek: KekArg,
-    /// Plaintext bytes per chunk.
-    #[arg(long, env = "REDVAULT_CHUNK_SIZE")]
-    pub chunk_size: Option<u32>,
-    /// zstd level (1 is fast and is the default; 3 packs tighter).
-    #[arg(long, env = "REDVAULT_ZSTD_LEVEL", allow_hyphen_values = true)]
-    pub zstd_level: Option<i32>,
-    /// Store chunks uncompressed.
-    #[arg(long)]
-    pub no_compress: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SealArgs {
-    #[command(flatten)]
-    pub tuning: SealTuning,
+    pub tuning: SealArgs,
     /// File to seal, or `-` for stdin.
     pub input: String,
     /// Sealed file to write, or `-` for stdout.
@@ -85,28 +39,8 @@ pub struct UnsealArgs {
     pub output: String,
 }
 
-pub fn seal_options(args: &SealTuning, config: &Config) -> anyhow::Result<SealOptions> {
-    let mut o = SealOptions::default();
-    if let Some(cs) = args.chunk_size.or(config.seal.chunk_size) {
-        if !(1024..=crate::format::MAX_CHUNK_SIZE).contains(&cs) {
-            bail!("chunk size {cs} out of range (1 KiB to 64 MiB)");
-        }
-        o.chunk_size = cs;
-    }
-    if let Some(l) = args.zstd_level.or(config.seal.zstd_level) {
-        if !zstd::compression_level_range().contains(&l) {
-            bail!("zstd level {l} out of range");
-        }
-        o.zstd_level = Some(l);
-    }
-    if args.no_compress || config.seal.compress == Some(false) {
-        o.zstd_level = None;
-    }
-    Ok(o)
-}
-
-pub async fn seal(args: SealArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
-    let opts = seal_options(&args.tuning, config)?;
+pub async fn seal(args: SealFileArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
+    let opts = config.seal_options(&args.tuning.tuning())?;
     let kek = args.tuning.kek.open(config)?;
     let dek = DataKey::generate();
     let keyring = Keyring::wrap(&dek, kek.as_ref()).await?;

@@ -66,6 +66,28 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// Read-modify-write of `source`'s checkpoint, only while it still follows
+    /// `generation` (a newer base may have replaced it); returns the updated one.
+    pub fn update(
+        &self,
+        source: &str,
+        generation: &str,
+        change: impl FnOnce(&mut Checkpoint),
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let Some(mut cp) = self.get(source)? else {
+            return Ok(None);
+        };
+        if cp.generation != generation {
+            return Ok(None);
+        }
+        let before = cp.clone();
+        change(&mut cp);
+        if cp != before {
+            self.put(source, &cp)?;
+        }
+        Ok(Some(cp))
+    }
+
     pub fn remove(&self, source: &str) -> Result<(), CheckpointError> {
         self.db.remove(source.as_bytes()).map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;

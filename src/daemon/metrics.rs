@@ -38,13 +38,7 @@ impl SourceMetrics {
 
 /// The sources being served; replaced on a config reload.
 pub type Registry = Arc<std::sync::RwLock<Vec<Arc<SourceMetrics>>>>;
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::text::unix_now;
 
 /// The Prometheus text exposition of every source.
 pub fn render(sources: &[Arc<SourceMetrics>]) -> String {

@@ -1,27 +1,76 @@
-//! `redvault daemon`: continuous persistence. Per source, a replication session
-//! writes a base snapshot generation, then rolls the command stream into sealed
-//! AOF segments in that generation, acknowledging to the primary only what
+//! `redvault daemon`: continuous persistence. Per job (one Redis), a replication
+//! session writes a base snapshot generation, then rolls the command stream into
+//! sealed AOF segments in that generation, acknowledging to the primary only what
 //! storage holds. A checkpoint (sled) lets a restart continue the same
 //! generation with `PSYNC <replid> <offset>`; when the primary cannot continue,
-//! a new generation starts and the gap is logged and counted.
+//! a new generation starts and the gap is logged and counted. The supervisor
+//! (`supervisor.rs`) runs every job, reloads on SIGHUP, and talks to systemd.
 
 pub mod checkpoint;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;
+mod segmenter;
 mod session;
 pub mod spool;
+mod supervisor;
 
-pub use session::{run_source, SourceSettings};
+pub use session::{run_job, Job};
+pub use supervisor::{run, DaemonOverrides};
 
+use crate::backup::BackupError;
+use crate::kek::KekError;
+use crate::keyring::KeyringError;
+use crate::settings::SettingsError;
+use crate::source::SourceError;
+use checkpoint::CheckpointError;
 use metrics::Registry;
+use schedule::ScheduleError;
+use spool::SpoolError;
 
-/// Serves /metrics and /healthz on `addr` (loopback by default) for the sources
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Spool(SpoolError),
+    /// The spool is full: storage is not keeping up (the job drops the link
+    /// until it drains, then starts a new generation).
+    #[error(transparent)]
+    SpoolFull(SpoolError),
+    /// The session lost its link or stream (the job retries with backoff).
+    #[error("{0}")]
+    Lost(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Serves /metrics and /healthz on `addr` (loopback by default) for the jobs
 /// in `registry`.
-pub async fn start_http(addr: &str, registry: Registry) -> Result<(), String> {
+pub async fn start_http(addr: &str, registry: Registry) -> Result<(), DaemonError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|source| DaemonError::Listen {
+            addr: addr.into(),
+            source,
+        })?;
     tokio::spawn(metrics::serve(listener, registry));
     Ok(())
 }

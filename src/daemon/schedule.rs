@@ -4,6 +4,14 @@
 use chrono::Utc;
 use std::str::FromStr;
 
+/// A base schedule that does not parse.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("base schedule {text:?}: {reason} (use 15m, 30m, 1h, 6h, 12h, 24h or a cron expression, seconds first)")]
+pub struct ScheduleError {
+    text: String,
+    reason: String,
+}
+
 #[derive(Debug)]
 pub struct BaseSchedule {
     schedule: cron::Schedule,
@@ -13,7 +21,7 @@ pub struct BaseSchedule {
 impl BaseSchedule {
     /// `15m`, `30m`, `1h`, `6h`, `12h`, `24h`, or a cron expression such as
     /// `0 0 */6 * * *` (sec min hour day month weekday).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ScheduleError> {
         let expr = match text {
             "15m" => "0 */15 * * * *",
             "30m" => "0 */30 * * * *",
@@ -23,8 +31,10 @@ impl BaseSchedule {
             "24h" => "0 0 0 * * *",
             other => other,
         };
-        let schedule = cron::Schedule::from_str(expr)
-            .map_err(|e| format!("base schedule {text:?}: {e} (use 15m, 30m, 1h, 6h, 12h, 24h or a cron expression, seconds first)"))?;
+        let schedule = cron::Schedule::from_str(expr).map_err(|e| ScheduleError {
+            text: text.into(),
+            reason: e.to_string(),
+        })?;
         Ok(BaseSchedule {
             schedule,
             text: text.into(),
@@ -56,6 +66,7 @@ mod tests {
         }
         assert!(BaseSchedule::parse("every tuesday")
             .unwrap_err()
+            .to_string()
             .contains("use 15m"));
     }
 }

@@ -1,20 +1,21 @@
-//! One source: the replication session (a new base, or PSYNC continue from the
-//! checkpoint), the command stream cut into sealed segments and spooled, ACKs of
-//! the durable offset, and the supervisor that restarts sessions.
+//! One job (one Redis being backed up): replication sessions (a new base, or
+//! the stream resumed from the checkpoint), the command stream cut into sealed
+//! segments and spooled, ACKs of the durable offset, and the loop that restarts
+//! sessions with backoff.
 
 use super::checkpoint::{Checkpoint, Checkpoints};
 use super::metrics::{unix_now, SourceMetrics};
 use super::schedule::BaseSchedule;
-use super::spool::{Spool, SpoolError};
-use crate::aof::{encode_record, seal_segment, segment_name};
-use crate::backup::export::{export_and_follow, ExportRequest};
-use crate::backup::retention::{prune, Retention};
+use super::segmenter::Segmenter;
+use super::spool::Spool;
+use super::DaemonError;
+use crate::backup::{export_and_follow, prune, ExportRequest, Retention};
+use crate::command::Command;
+use crate::data_key::DataKey;
 use crate::kek::Kek;
-use crate::keyring::{DataKey, Keyring};
-use crate::replication::{
-    AckSender, CommandStream, Conn, LinkOptions, RedisUrl, ReplCommand, ReplicaLink, Sync,
-};
+use crate::keyring::Keyring;
 use crate::sealer::SealOptions;
+use crate::source::{Acker, CommandFeed, Resumed, Source};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,11 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Everything one source needs.
-pub struct SourceSettings {
+/// Everything one job needs: what to back up, where, and how.
+pub struct Job {
+    /// The source name in the layout (and the metrics' `source` label).
     pub name: String,
-    pub redis: RedisUrl,
-    pub link: LinkOptions,
+    pub from: Arc<dyn Source>,
     pub store: Store,
     pub kek: Arc<dyn Kek>,
     pub seal: SealOptions,
@@ -42,26 +43,23 @@ pub struct SourceSettings {
     pub metrics: Arc<SourceMetrics>,
 }
 
-enum End {
+/// Why a session ended without an error.
+enum SessionEnd {
     Shutdown,
     NewBase,
-    SpoolFull(String),
-    Lost(String),
 }
 
-/// Runs sessions for one source until `shutdown` turns true; then waits briefly
-/// for the spool to drain and leaves a checkpoint for the next start.
-pub async fn run_source(
-    s: SourceSettings,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let spool = Spool::open(&s.spool_dir, s.spool_max_bytes, s.metrics.clone())
-        .map_err(|e| e.to_string())?;
+/// Runs sessions for one job until `shutdown` turns true; then waits briefly
+/// for the spool to drain and leaves a checkpoint for the next start. Errors
+/// of a session are logged, counted and retried here with backoff.
+pub async fn run_job(j: Job, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let spool = Spool::open(&j.spool_dir, j.spool_max_bytes, j.metrics.clone())
+        .map_err(DaemonError::Spool)?;
     let (dtx, mut durable) = watch::channel((String::new(), 0u64));
     let uploader = tokio::spawn(
         spool
             .clone()
-            .upload_forever(s.store.clone(), s.name.clone(), dtx),
+            .upload_forever(j.store.clone(), j.name.clone(), dtx),
     );
     let mut force_full = false;
     let mut backoff = Duration::from_secs(1);
@@ -69,28 +67,28 @@ pub async fn run_source(
         if *shutdown.borrow() {
             break;
         }
-        let r = session(&s, &spool, &mut durable, force_full, &mut shutdown).await;
-        s.metrics.connected.store(false, Relaxed);
+        let r = session(&j, &spool, &mut durable, force_full, &mut shutdown).await;
+        j.metrics.connected.store(false, Relaxed);
         match r {
-            Ok(End::Shutdown) => break,
-            Ok(End::NewBase) => {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::NewBase) => {
                 force_full = true;
                 backoff = Duration::from_secs(1);
             }
-            Ok(End::SpoolFull(why)) => {
-                s.metrics.spool_full.store(true, Relaxed);
-                s.metrics.gaps.fetch_add(1, Relaxed);
-                tracing::error!(source = %s.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
+            Err(DaemonError::SpoolFull(why)) => {
+                j.metrics.spool_full.store(true, Relaxed);
+                j.metrics.gaps.fetch_add(1, Relaxed);
+                tracing::error!(source = %j.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
                 while !spool.is_empty() && !*shutdown.borrow() {
-                    apply_durable(&s, &mut durable);
+                    apply_durable(&j, &mut durable);
                     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown.changed()).await;
                 }
-                s.metrics.spool_full.store(false, Relaxed);
+                j.metrics.spool_full.store(false, Relaxed);
                 force_full = true;
             }
-            Ok(End::Lost(e)) | Err(e) => {
-                s.metrics.errors.fetch_add(1, Relaxed);
-                tracing::error!(source = %s.name, "replication session ended: {e}; retrying in {backoff:?}");
+            Err(e) => {
+                j.metrics.errors.fetch_add(1, Relaxed);
+                tracing::error!(source = %j.name, "replication session ended: {e}; retrying in {backoff:?}");
                 let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -101,46 +99,51 @@ pub async fn run_source(
     let deadline = Instant::now() + Duration::from_secs(10);
     while !spool.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        apply_durable(&s, &mut durable);
+        apply_durable(&j, &mut durable);
     }
-    apply_durable(&s, &mut durable);
+    apply_durable(&j, &mut durable);
     uploader.abort();
-    tracing::info!(source = %s.name, spooled_segments_left = !spool.is_empty(), "stopped");
+    tracing::info!(source = %j.name, spooled_segments_left = !spool.is_empty(), "stopped");
     Ok(())
 }
 
-/// Records what storage acknowledged in the checkpoint; returns the durable
-/// offset of the current generation if it moved.
-fn apply_durable(s: &SourceSettings, durable: &mut watch::Receiver<(String, u64)>) -> Option<u64> {
-    if !durable.has_changed().unwrap_or(false) {
-        return None;
+/// Records a durable offset of `generation` in the checkpoint and the metrics;
+/// true if it moved.
+fn record_durable(j: &Job, generation: &str, to: u64) -> Result<bool, DaemonError> {
+    let mut moved = false;
+    j.checkpoints.update(&j.name, generation, |cp| {
+        if to > cp.durable {
+            cp.durable = to;
+            moved = true;
+        }
+    })?;
+    if moved {
+        j.metrics.durable_offset.store(to, Relaxed);
     }
-    let (generation, to) = durable.borrow_and_update().clone();
-    let mut cp = s.checkpoints.get(&s.name).ok().flatten()?;
-    if cp.generation != generation || to <= cp.durable {
-        return None;
-    }
-    cp.durable = to;
-    if let Err(e) = s.checkpoints.put(&s.name, &cp) {
-        tracing::error!(source = %s.name, "{e}");
-    }
-    s.metrics.durable_offset.store(to, Relaxed);
-    Some(to)
+    Ok(moved)
 }
 
-/// A new generation: a full sync whose RDB becomes the base, then the link.
-async fn new_base(s: &SourceSettings) -> Result<(Checkpoint, Conn), String> {
+/// Takes what storage acknowledged (outside a session) into the checkpoint.
+fn apply_durable(j: &Job, durable: &mut watch::Receiver<(String, u64)>) {
+    if !durable.has_changed().unwrap_or(false) {
+        return;
+    }
+    let (generation, to) = durable.borrow_and_update().clone();
+    if let Err(e) = record_durable(j, &generation, to) {
+        tracing::error!(source = %j.name, "{e}");
+    }
+}
+
+/// A new generation: a snapshot that becomes the base, then its stream.
+async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     let req = ExportRequest {
-        redis: s.redis.clone(),
-        link: s.link.clone(),
-        store: s.store.clone(),
-        source: s.name.clone(),
-        kek: Some(s.kek.clone()),
-        seal: s.seal.clone(),
+        from: j.from.clone(),
+        store: j.store.clone(),
+        source: j.name.clone(),
+        kek: Some(j.kek.clone()),
+        seal: j.seal.clone(),
     };
-    let (summary, conn) = export_and_follow(req, &|_, _| {})
-        .await
-        .map_err(|e| e.to_string())?;
+    let (summary, feed) = export_and_follow(req, &|_, _| {}).await?;
     let offset = summary.manifest.redis.offset;
     let cp = Checkpoint {
         replid: summary.manifest.redis.replid.clone(),
@@ -148,160 +151,83 @@ async fn new_base(s: &SourceSettings) -> Result<(Checkpoint, Conn), String> {
         durable: offset,
         spooled: offset,
     };
-    s.checkpoints.put(&s.name, &cp).map_err(|e| e.to_string())?;
-    s.metrics.bases.fetch_add(1, Relaxed);
-    s.metrics.last_base_time.store(unix_now(), Relaxed);
-    s.metrics.durable_offset.store(offset, Relaxed);
-    s.metrics
+    j.checkpoints.put(&j.name, &cp)?;
+    j.metrics.bases.fetch_add(1, Relaxed);
+    j.metrics.last_base_time.store(unix_now(), Relaxed);
+    j.metrics.durable_offset.store(offset, Relaxed);
+    j.metrics
         .uploaded_bytes
         .fetch_add(summary.stored_bytes, Relaxed);
-    tracing::info!(source = %s.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, "base snapshot stored");
-    if s.retention.is_set() {
-        match prune(&s.store, Some(&s.name), &s.retention, false).await {
+    tracing::info!(source = %j.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, "base snapshot stored");
+    if j.retention.is_set() {
+        match prune(&j.store, Some(&j.name), &j.retention, false).await {
             Ok(p) if !p.is_empty() => {
-                tracing::info!(source = %s.name, generations = p.len(), "retention pruned")
+                tracing::info!(source = %j.name, generations = p.len(), "retention pruned")
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(source = %s.name, "retention: {e}"),
+            Err(e) => tracing::error!(source = %j.name, "retention: {e}"),
         }
     }
-    Ok((cp, conn))
+    Ok((cp, feed))
 }
 
-/// The open segment being filled.
-struct Segmenter {
-    generation: String,
-    dek: DataKey,
-    ring: Keyring,
-    buf: Vec<u8>,
-    from: u64,
-    to: u64,
-    first_at: Option<Instant>,
-    has_writes: bool,
-}
-
-impl Segmenter {
-    fn add(&mut self, cmd: &ReplCommand, time_ms: u64) {
-        encode_record(&mut self.buf, cmd.offset, time_ms, &cmd.args);
-        self.to = cmd.offset;
-        self.first_at.get_or_insert_with(Instant::now);
-        let name = cmd.args.first().map(|a| a.as_slice()).unwrap_or_default();
-        if !(name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"REPLCONF")) {
-            self.has_writes = true;
-        }
-    }
-
-    /// Due: writes waiting for the cut interval, or only keepalives for a minute.
-    fn due(&self, interval: Duration, max_bytes: usize) -> bool {
-        let age = self.first_at.map(|t| t.elapsed()).unwrap_or_default();
-        self.buf.len() >= max_bytes
-            || (self.has_writes && age >= interval)
-            || (!self.buf.is_empty() && age >= Duration::from_secs(60))
-    }
-
-    /// Seals what is buffered into the spool and records it in the checkpoint.
-    async fn cut(&mut self, s: &SourceSettings, spool: &Spool) -> Result<(), End> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let name = segment_name(self.from, self.to);
-        let sealed = seal_segment(
-            &self.buf,
-            &self.generation,
-            &name,
-            &self.dek,
-            &self.ring,
-            &s.seal,
-        )
-        .await
-        .map_err(|e| End::Lost(format!("sealing segment {name}: {e}")))?;
-        match spool.push(&self.generation, &name, self.to, &sealed) {
-            Ok(()) => {}
-            Err(e @ SpoolError::Full { .. }) => return Err(End::SpoolFull(e.to_string())),
-            Err(e) => return Err(End::Lost(e.to_string())),
-        }
-        if let Ok(Some(mut cp)) = s.checkpoints.get(&s.name) {
-            if cp.generation == self.generation {
-                cp.spooled = self.to;
-                s.checkpoints
-                    .put(&s.name, &cp)
-                    .map_err(|e| End::Lost(e.to_string()))?;
+/// The stream of the checkpoint's generation, or a new base when there is
+/// none or the source cannot continue it.
+async fn start(j: &Job, force_full: bool) -> Result<(Checkpoint, CommandFeed), DaemonError> {
+    let checkpoint = if force_full {
+        None
+    } else {
+        j.checkpoints.get(&j.name)?
+    };
+    let Some(mut cp) = checkpoint else {
+        return new_base(j).await;
+    };
+    match j.from.resume(&cp.replid, cp.spooled).await? {
+        Resumed::Stream { replid, feed } => {
+            tracing::info!(source = %j.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
+            if replid != cp.replid {
+                cp.replid = replid;
+                j.checkpoints.put(&j.name, &cp)?;
             }
+            Ok((cp, feed))
         }
-        self.buf.clear();
-        self.from = self.to;
-        self.first_at = None;
-        self.has_writes = false;
-        Ok(())
+        Resumed::NeedSnapshot { replid } => {
+            j.metrics.gaps.fetch_add(1, Relaxed);
+            tracing::warn!(source = %j.name, old_generation = %cp.generation, closed_at = cp.spooled, new_replid = %replid, "the primary cannot continue from offset {} (failover, restart or backlog too small): generation {} ends there; a new generation starts (gap)", cp.spooled, cp.generation);
+            new_base(j).await
+        }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn session(
-    s: &SourceSettings,
+    j: &Job,
     spool: &Arc<Spool>,
     durable: &mut watch::Receiver<(String, u64)>,
     force_full: bool,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<End, String> {
+) -> Result<SessionEnd, DaemonError> {
     // This session's data key for its segments, wrapped before anything else:
     // with no usable KEK nothing is written.
     let dek = DataKey::generate();
-    let ring = Keyring::wrap(&dek, s.kek.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
-    let checkpoint = if force_full {
-        None
-    } else {
-        s.checkpoints.get(&s.name).map_err(|e| e.to_string())?
-    };
-    let (mut cp, conn) = match checkpoint {
-        Some(mut cp) => {
-            let link = ReplicaLink::connect(&s.redis, &s.link)
-                .await
-                .map_err(|e| e.to_string())?;
-            match link
-                .resume(&cp.replid, cp.spooled + 1)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Sync::Continue { replid, conn } => {
-                    tracing::info!(source = %s.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
-                    if replid != cp.replid {
-                        cp.replid = replid;
-                        s.checkpoints.put(&s.name, &cp).map_err(|e| e.to_string())?;
-                    }
-                    (cp, conn)
-                }
-                Sync::Full(info, _) => {
-                    s.metrics.gaps.fetch_add(1, Relaxed);
-                    tracing::warn!(source = %s.name, old_generation = %cp.generation, closed_at = cp.spooled, new_replid = %info.replid, "the primary cannot continue from offset {} (failover, restart or backlog too small): generation {} ends there; a new generation starts (gap)", cp.spooled, cp.generation);
-                    new_base(s).await?
-                }
-            }
-        }
-        None => new_base(s).await?,
-    };
-    s.metrics.connected.store(true, Relaxed);
-    s.metrics.received_offset.store(cp.spooled, Relaxed);
-    s.metrics.durable_offset.store(cp.durable, Relaxed);
+    let ring = Keyring::wrap(&dek, j.kek.as_ref()).await?;
+    let (cp, feed) = start(j, force_full).await?;
+    j.metrics.connected.store(true, Relaxed);
+    j.metrics.received_offset.store(cp.spooled, Relaxed);
+    j.metrics.durable_offset.store(cp.durable, Relaxed);
     super::notify::notify(&format!(
         "STATUS={}: following generation {}",
-        s.name, cp.generation
+        j.name, cp.generation
     ));
 
-    let (mut reader, mut acker) = CommandStream::new(conn, cp.spooled).split();
-    let (tx, mut rx) = mpsc::channel::<Result<(ReplCommand, u64), String>>(8192);
+    let CommandFeed {
+        mut reader,
+        mut acker,
+    } = feed;
+    let (tx, mut rx) = mpsc::channel::<Result<Command, String>>(8192);
     let reader_task = tokio::spawn(async move {
         loop {
             let item = match reader.next().await {
-                Ok(Some(cmd)) => Ok((cmd, now_ms())),
+                Ok(Some(cmd)) => Ok(cmd),
                 Ok(None) => Err("the primary closed the replication link".to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -311,47 +237,46 @@ async fn session(
             }
         }
     });
+    let mut seg = Segmenter::new(&cp.generation, cp.spooled, dek, ring);
     let result = follow(
-        s, spool, durable, shutdown, &mut cp, dek, ring, &mut rx, &mut acker,
+        j,
+        spool,
+        durable,
+        shutdown,
+        cp.durable,
+        &mut seg,
+        &mut rx,
+        acker.as_mut(),
     )
     .await;
     reader_task.abort();
     result
 }
 
-async fn ack(acker: &mut AckSender, offset: u64) -> Result<(), End> {
+async fn ack(acker: &mut dyn Acker, offset: u64) -> Result<(), DaemonError> {
     acker
         .ack(offset)
         .await
-        .map_err(|e| End::Lost(format!("sending ACK: {e}")))
+        .map_err(|e| DaemonError::Lost(format!("sending ACK: {e}")))
 }
 
+/// The session's loop: commands into the segment, cuts when due, ACKs of
+/// what storage holds, until a new base is due, shutdown, or the link fails.
+/// Whatever ends it, the open segment is cut first.
 #[allow(clippy::too_many_arguments)]
 async fn follow(
-    s: &SourceSettings,
-    spool: &Arc<Spool>,
+    j: &Job,
+    spool: &Spool,
     durable: &mut watch::Receiver<(String, u64)>,
     shutdown: &mut watch::Receiver<bool>,
-    cp: &mut Checkpoint,
-    dek: DataKey,
-    ring: Keyring,
-    rx: &mut mpsc::Receiver<Result<(ReplCommand, u64), String>>,
-    acker: &mut AckSender,
-) -> Result<End, String> {
-    let mut seg = Segmenter {
-        generation: cp.generation.clone(),
-        dek,
-        ring,
-        buf: Vec::with_capacity(64 << 10),
-        from: cp.spooled,
-        to: cp.spooled,
-        first_at: None,
-        has_writes: false,
-    };
-    let mut durable_offset = cp.durable;
+    mut durable_offset: u64,
+    seg: &mut Segmenter,
+    rx: &mut mpsc::Receiver<Result<Command, String>>,
+    acker: &mut dyn Acker,
+) -> Result<SessionEnd, DaemonError> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut ack_tick = tokio::time::interval(Duration::from_secs(1));
-    let next_base = s
+    let next_base = j
         .schedule
         .as_ref()
         .map(|b| tokio::time::Instant::now() + b.until_next());
@@ -362,71 +287,61 @@ async fn follow(
         }
     };
     tokio::pin!(base_due);
-    let outcome: Result<End, End> = async {
-        // A diskless primary starts the stream only after the first ACK.
-        ack(acker, durable_offset).await?;
-        loop {
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some(Ok((cmd, t))) => {
-                        if cmd.is_getack() {
-                            ack(acker, durable_offset).await?;
-                        }
-                        seg.add(&cmd, t);
-                        s.metrics.received_offset.store(cmd.offset, Relaxed);
-                        if seg.buf.len() >= s.segment_max_bytes {
-                            seg.cut(s, spool).await?;
-                        }
+    // A diskless primary starts the stream only after the first ACK.
+    ack(acker, durable_offset).await?;
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(Ok(cmd)) => {
+                    if cmd.is_getack() {
+                        ack(acker, durable_offset).await?;
                     }
-                    Some(Err(e)) => {
-                        seg.cut(s, spool).await?;
-                        return Err(End::Lost(e));
-                    }
-                    None => {
-                        seg.cut(s, spool).await?;
-                        return Err(End::Lost("the stream reader stopped".into()));
-                    }
-                },
-                _ = tick.tick() => {
-                    if seg.due(s.cut_interval, s.segment_max_bytes) {
-                        seg.cut(s, spool).await?;
+                    seg.add(&cmd);
+                    j.metrics.received_offset.store(cmd.offset, Relaxed);
+                    if seg.buf.len() >= j.segment_max_bytes {
+                        cut_segment(j, seg, spool).await?;
                     }
                 }
-                _ = ack_tick.tick() => ack(acker, durable_offset).await?,
-                changed = durable.changed() => {
-                    if changed.is_ok() {
-                        let (generation, to) = durable.borrow_and_update().clone();
-                        if generation == seg.generation && to > durable_offset {
-                            durable_offset = to;
-                            if let Ok(Some(mut c)) = s.checkpoints.get(&s.name) {
-                                if c.generation == generation && to > c.durable {
-                                    c.durable = to;
-                                    s.checkpoints.put(&s.name, &c).map_err(|e| End::Lost(e.to_string()))?;
-                                }
-                            }
-                            s.metrics.durable_offset.store(to, Relaxed);
-                            // WAIT on the primary returns now: the write is stored.
-                            ack(acker, durable_offset).await?;
-                        }
+                Some(Err(e)) => {
+                    cut_segment(j, seg, spool).await?;
+                    return Err(DaemonError::Lost(e));
+                }
+                None => {
+                    cut_segment(j, seg, spool).await?;
+                    return Err(DaemonError::Lost("the stream reader stopped".into()));
+                }
+            },
+            _ = tick.tick() => {
+                if seg.due(j.cut_interval, j.segment_max_bytes) {
+                    cut_segment(j, seg, spool).await?;
+                }
+            }
+            _ = ack_tick.tick() => ack(acker, durable_offset).await?,
+            changed = durable.changed() => {
+                if changed.is_ok() {
+                    let (generation, to) = durable.borrow_and_update().clone();
+                    if generation == seg.generation && to > durable_offset {
+                        durable_offset = to;
+                        record_durable(j, &generation, to)?;
+                        j.metrics.durable_offset.store(to, Relaxed);
+                        // WAIT on the primary returns now: the write is stored.
+                        ack(acker, durable_offset).await?;
                     }
                 }
-                _ = &mut base_due => {
-                    seg.cut(s, spool).await?;
-                    tracing::info!(source = %s.name, "scheduled base snapshot due");
-                    return Err(End::NewBase);
-                }
-                _ = shutdown.changed() => {
-                    seg.cut(s, spool).await?;
-                    return Err(End::Shutdown);
-                }
+            }
+            _ = &mut base_due => {
+                cut_segment(j, seg, spool).await?;
+                tracing::info!(source = %j.name, "scheduled base snapshot due");
+                return Ok(SessionEnd::NewBase);
+            }
+            _ = shutdown.changed() => {
+                cut_segment(j, seg, spool).await?;
+                return Ok(SessionEnd::Shutdown);
             }
         }
     }
-    .await;
-    if let Ok(Some(c)) = s.checkpoints.get(&s.name) {
-        *cp = c;
-    }
-    match outcome {
-        Ok(end) | Err(end) => Ok(end),
-    }
+}
+
+async fn cut_segment(j: &Job, seg: &mut Segmenter, spool: &Spool) -> Result<(), DaemonError> {
+    seg.cut(&j.name, &j.seal, spool, &j.checkpoints).await
 }

@@ -3,8 +3,8 @@
 //! bytes; an uploader drains it in order, retrying with backoff.
 
 use super::metrics::{unix_now, SourceMetrics};
-use crate::store::{one_line, Store};
-use object_store::PutPayload;
+use crate::backup::layout::{parse_segment_name, GenerationDir};
+use crate::store::Store;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -61,7 +61,7 @@ impl Spool {
             let Some((generation, name)) = file.split_once('~') else {
                 continue;
             };
-            let Some((_, to)) = crate::aof::parse_segment_name(name) else {
+            let Some((_, to)) = parse_segment_name(name) else {
                 continue;
             };
             left.push(Spooled {
@@ -176,15 +176,11 @@ impl Spool {
     async fn upload_one(&self, store: &Store, source: &str, item: &Spooled) -> Result<(), String> {
         let bytes = std::fs::read(&item.path)
             .map_err(|e| format!("cannot read {}: {e}", item.path.display()))?;
-        let path = store.path(&[source, &item.generation, crate::aof::AOF_DIR, &item.name]);
-        let put = tokio::time::timeout(
-            Duration::from_secs(30),
-            store.inner.put(&path, PutPayload::from(bytes)),
-        )
-        .await;
+        let path = GenerationDir::new(source, &item.generation).segment(store, &item.name);
+        let put = tokio::time::timeout(Duration::from_secs(30), store.write(&path, bytes)).await;
         match put {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(one_line(&e)),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no answer from storage within 30 s".into()),
         }
     }

@@ -4,7 +4,7 @@
 use super::{
     FormatError, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN, MIN_CHUNK_SIZE, SALT_LEN,
 };
-use crate::keyring::{DataKey, KEY_ID_LEN};
+use crate::data_key::{DataKey, KEY_ID_LEN};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 

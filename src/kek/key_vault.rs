@@ -5,7 +5,7 @@
 
 use super::{Kek, KekError, WrappedKey, ALG_RSA_OAEP_256};
 use crate::azure::{Identity, VAULT_SCOPE};
-use crate::keyring::DataKey;
+use crate::data_key::DataKey;
 use async_trait::async_trait;
 use base64::Engine;
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! A local RSA key file as the KEK: RSA-OAEP with SHA-256 (Key Vault's RSA-OAEP-256).
 
 use super::{Kek, KekError, WrappedKey, ALG_RSA_OAEP_256};
-use crate::keyring::DataKey;
+use crate::data_key::DataKey;
 use async_trait::async_trait;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::{

@@ -8,7 +8,7 @@ mod local_rsa;
 pub use key_vault::{is_key_vault_spec, KeyVaultKek, KeyVaultOptions};
 pub use local_rsa::{generate_key_files, LocalRsaKek, DEFAULT_BITS, MIN_BITS};
 
-use crate::keyring::DataKey;
+use crate::data_key::DataKey;
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! The keyring: the data key of a backup generation (or a sealed file), wrapped by
 //! one or more KEKs. Re-wrapping under a new KEK rewrites only the keyring.
 
-mod data_key;
-
-pub use data_key::{DataKey, KEY_ID_LEN, KEY_LEN};
+pub use crate::data_key::{DataKey, KEY_ID_LEN, KEY_LEN};
 
 use crate::kek::{Kek, KekError, WrappedKey};
 use base64::Engine;

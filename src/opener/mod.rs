@@ -1,12 +1,12 @@
 //! The opener: a sealed object in, plaintext out in order, chunks authenticated and
 //! decompressed on every core. Nothing unauthenticated is ever returned.
 
+use crate::data_key::DataKey;
 use crate::format::chunk_frame::{ChunkOpenError, LAST_FLAG};
 use crate::format::{
     open_chunk, Compression, FormatError, Header, CHUNK_OVERHEAD, FOOTER_MAGIC, HEADER_MAC_LEN,
     PREFIX_LEN,
 };
-use crate::keyring::DataKey;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use bytes::Bytes;
 use std::collections::VecDeque;

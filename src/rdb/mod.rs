@@ -3,12 +3,14 @@
 //! fields, without decoding values it only needs to copy. One entry in memory at
 //! a time.
 
-mod feed;
+mod channel;
+mod reader;
 mod scanner;
-mod source;
+mod writer;
 
-pub use feed::{count_keys, ChannelReader, KeyCounter};
+pub use channel::{count_keys, ChannelReader, KeyCounter};
 pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};
+pub use writer::put_rdb_len;
 
 /// The newest RDB version the scanner reads.
 pub const MAX_RDB_VERSION: u32 = 12;

@@ -1,6 +1,6 @@
 //! Walking the RDB structure. Type and opcode numbers are Redis's (rdb.h).
 
-use super::source::Source;
+use super::reader::RdbReader;
 use super::{RdbError, MAX_RDB_VERSION};
 use crc::{Crc, Table, CRC_64_REDIS};
 use std::io::Read;
@@ -73,7 +73,7 @@ impl Default for ScanOptions {
 }
 
 pub struct RdbScanner<R> {
-    src: Source<R>,
+    src: RdbReader<R>,
     version: u32,
     db: u64,
     opts: ScanOptions,
@@ -83,7 +83,7 @@ pub struct RdbScanner<R> {
 impl<R: Read> RdbScanner<R> {
     /// Reads the header (`REDIS` and four version digits).
     pub fn new(input: R, opts: ScanOptions) -> Result<Self, RdbError> {
-        let mut src = Source::new(input, opts.verify_checksum);
+        let mut src = RdbReader::new(input, opts.verify_checksum);
         let head: [u8; 9] = src.bytes().map_err(|e| match e {
             RdbError::Truncated { .. } => RdbError::BadMagic,
             e => e,

@@ -3,25 +3,8 @@
 //! offset to acknowledge is the caller's choice (the daemon acknowledges only what
 //! storage holds, so WAIT on the primary means "durable").
 
-use super::{Conn, ReplError, Reply};
-use crate::resp::ConnWriter;
-
-/// One command of the replication stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplCommand {
-    pub args: Vec<Vec<u8>>,
-    /// The replication offset just after this command.
-    pub offset: u64,
-}
-
-impl ReplCommand {
-    /// `REPLCONF GETACK *`: the primary asks for an ACK.
-    pub fn is_getack(&self) -> bool {
-        self.args.len() >= 2
-            && self.args[0].eq_ignore_ascii_case(b"REPLCONF")
-            && self.args[1].eq_ignore_ascii_case(b"GETACK")
-    }
-}
+use crate::command::Command;
+use crate::resp::{Conn, ConnWriter, RedisError as ReplError, Reply};
 
 pub struct CommandStream {
     conn: Conn,
@@ -39,39 +22,39 @@ impl CommandStream {
         self.offset
     }
 
-    /// The next command; None when the primary closes the link.
-    pub async fn next(&mut self) -> Result<Option<ReplCommand>, ReplError> {
-        let addr = self.conn.addr.clone();
-        let line = match self.conn.read_line("the command stream").await {
-            Ok(l) => l,
-            Err(ReplError::Closed { .. }) => return Ok(None),
+    /// The next command, stamped with its offset and the time it arrived;
+    /// None when the primary closes the link.
+    pub async fn next(&mut self) -> Result<Option<Command>, ReplError> {
+        let before = self.conn.consumed;
+        let reply = match self.conn.read_reply("the command stream").await {
+            Ok(r) => r,
+            // Closed between commands is the end; inside one, an error.
+            Err(ReplError::Closed { .. }) if self.conn.consumed == before => return Ok(None),
             Err(e) => return Err(e),
         };
-        let n: usize = line
-            .strip_prefix('*')
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                ReplError::Protocol(format!("{addr}: unexpected {line:?} in the command stream"))
-            })?;
-        let mut consumed = line.len() as u64 + 2;
-        let mut args = Vec::with_capacity(n);
-        for _ in 0..n {
-            match self.conn.read_reply("the command stream").await? {
-                Reply::Bulk(Some(a)) => {
-                    consumed += format!("${}\r\n", a.len()).len() as u64 + a.len() as u64 + 2;
-                    args.push(a);
-                }
+        let Reply::Array(items) = reply else {
+            return Err(ReplError::Protocol(format!(
+                "{}: unexpected {reply:?} in the command stream",
+                self.conn.addr
+            )));
+        };
+        let mut args = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Reply::Bulk(Some(a)) => args.push(a),
                 _ => {
                     return Err(ReplError::Protocol(format!(
-                        "{addr}: a command argument is not a bulk string"
+                        "{}: a command argument is not a bulk string",
+                        self.conn.addr
                     )))
                 }
             }
         }
-        self.offset += consumed;
-        Ok(Some(ReplCommand {
+        self.offset += self.conn.consumed - before;
+        Ok(Some(Command {
             args,
             offset: self.offset,
+            time_ms: crate::text::now_ms(),
         }))
     }
 

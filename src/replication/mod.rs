@@ -2,83 +2,17 @@
 //! PSYNC), receives the RDB snapshot as a byte stream (length-prefixed or diskless
 //! EOF-marker form), and checks the RDB's own CRC64 trailer.
 
+//!
+//! This is the protocol; `crate::source::PsyncSource` puts it behind the
+//! `Source` seam that export and the daemon use.
+
 mod command_stream;
 mod rdb_transfer;
 
-pub use command_stream::{AckSender, CommandStream, ReplCommand};
-
-pub use crate::resp::{Conn, RedisUrl, Reply, Transport};
+pub use command_stream::{AckSender, CommandStream};
 pub use rdb_transfer::RdbTransfer;
 
-use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplError {
-    #[error("cannot connect to Redis at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("Redis at {addr}: no answer within {secs} s while waiting for {waiting_for}")]
-    Timeout {
-        addr: String,
-        secs: u64,
-        waiting_for: String,
-    },
-    #[error("Redis at {addr}: connection error: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("Redis at {addr} closed the connection during {during}")]
-    Closed { addr: String, during: String },
-    #[error("Redis at {addr} refused authentication{}: {message}", user.as_ref().map(|u| format!(" for user {u}")).unwrap_or_default())]
-    Auth {
-        addr: String,
-        user: Option<String>,
-        message: String,
-    },
-    #[error("Redis at {addr}: {user} lacks the permission to run '{command}', which a replica needs ({message})")]
-    NoPermission {
-        addr: String,
-        user: String,
-        command: String,
-        message: String,
-    },
-    #[error("Redis at {addr} refused {command}: {message}")]
-    Refused {
-        addr: String,
-        command: String,
-        message: String,
-    },
-    #[error("Redis at {addr}: the snapshot's CRC64 is {actual:016x}, its trailer says {expected:016x}: the RDB is corrupt")]
-    BadCrc {
-        addr: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{0}")]
-    Protocol(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct LinkOptions {
-    pub connect_timeout: Duration,
-    /// How long to wait for any byte before giving up (keepalives count).
-    pub read_timeout: Duration,
-    /// AUTH with fetched credentials (Entra ID) instead of the URL's password.
-    pub auth: Option<std::sync::Arc<dyn crate::resp::RedisAuth>>,
-}
-
-impl Default for LinkOptions {
-    fn default() -> Self {
-        LinkOptions {
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(60),
-            auth: None,
-        }
-    }
-}
+use crate::resp::{Conn, ConnectOptions, RedisError as ReplError, RedisUrl, Reply};
 
 /// A connection that has authenticated and can start a sync.
 pub struct ReplicaLink {
@@ -87,7 +21,7 @@ pub struct ReplicaLink {
 }
 
 /// How the primary answered PSYNC.
-pub enum Sync {
+pub enum PsyncReply {
     /// `+CONTINUE [new replid]`: the command stream goes on from the offset asked.
     Continue { replid: String, conn: Conn },
     /// `+FULLRESYNC`: a new snapshot, then the stream from its offset.
@@ -104,7 +38,7 @@ pub struct FullSyncInfo {
 }
 
 impl ReplicaLink {
-    pub async fn connect(url: &RedisUrl, opts: &LinkOptions) -> Result<Self, ReplError> {
+    pub async fn connect(url: &RedisUrl, opts: &ConnectOptions) -> Result<Self, ReplError> {
         Ok(ReplicaLink {
             conn: crate::resp::connect(url, opts).await?,
             user: url.user.clone().unwrap_or_else(|| "user default".into()),
@@ -138,8 +72,8 @@ impl ReplicaLink {
     /// the RDB.
     pub async fn full_sync(self, rdb_only: bool) -> Result<(FullSyncInfo, RdbTransfer), ReplError> {
         match self.sync(None, rdb_only).await? {
-            Sync::Full(info, transfer) => Ok((info, transfer)),
-            Sync::Continue { .. } => Err(ReplError::Protocol(
+            PsyncReply::Full(info, transfer) => Ok((info, transfer)),
+            PsyncReply::Continue { .. } => Err(ReplError::Protocol(
                 "the primary answered CONTINUE to PSYNC ? -1".into(),
             )),
         }
@@ -147,11 +81,15 @@ impl ReplicaLink {
 
     /// `PSYNC <replid> <offset>`: carry on from `offset` (the first byte not yet
     /// held) if the primary's backlog still has it, else a full sync.
-    pub async fn resume(self, replid: &str, offset: u64) -> Result<Sync, ReplError> {
+    pub async fn resume(self, replid: &str, offset: u64) -> Result<PsyncReply, ReplError> {
         self.sync(Some((replid, offset)), false).await
     }
 
-    async fn sync(mut self, from: Option<(&str, u64)>, rdb_only: bool) -> Result<Sync, ReplError> {
+    async fn sync(
+        mut self,
+        from: Option<(&str, u64)>,
+        rdb_only: bool,
+    ) -> Result<PsyncReply, ReplError> {
         let addr = self.conn.addr.clone();
         let refused = |command: &str, message: String| ReplError::Refused {
             addr: addr.clone(),
@@ -196,7 +134,7 @@ impl ReplicaLink {
                     .map(str::to_string)
                     .or_else(|| from.map(|(r, _)| r.to_string()))
                     .unwrap_or_default();
-                Ok(Sync::Continue {
+                Ok(PsyncReply::Continue {
                     replid,
                     conn: self.conn,
                 })
@@ -210,7 +148,7 @@ impl ReplicaLink {
                     rdb_only: rdb_only_accepted,
                 };
                 let transfer = RdbTransfer::start(self.conn).await?;
-                Ok(Sync::Full(info, transfer))
+                Ok(PsyncReply::Full(info, transfer))
             }
             _ => Err(ReplError::Protocol(format!(
                 "{addr}: unexpected reply to PSYNC: {line}"

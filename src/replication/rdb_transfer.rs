@@ -2,7 +2,7 @@
 //! `$<length>\r\n<bytes>` (disk-based sync) or `$EOF:<40-byte mark>\r\n<bytes><mark>`
 //! (diskless). Yields the RDB bytes in pieces and checks the CRC64 trailer.
 
-use super::{Conn, ReplError};
+use crate::resp::{Conn, RedisError as ReplError};
 use bytes::{Buf, Bytes};
 use crc::{Crc, Table, CRC_64_REDIS};
 

@@ -1,7 +1,8 @@
-//! A buffered connection to Redis with timeouts, speaking just enough RESP for the
-//! replica handshake. The transport is any byte stream (TCP now, TLS later).
+//! A buffered connection to Redis with timeouts: RESP2 frames in (one parser,
+//! arrays included), commands out (one encoder). The transport is any byte
+//! stream (TCP now, TLS later).
 
-use crate::replication::ReplError;
+use super::RedisError as ReplError;
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -9,30 +10,98 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
+/// One RESP2 reply. A nil bulk string and a nil array are both `Bulk(None)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Status(String),
     Error(String),
     Bulk(Option<Vec<u8>>),
     Integer(i64),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// The first error in this reply, at any depth (EXEC answers an array
+    /// whose elements may be errors).
+    pub fn first_error(&self) -> Option<&str> {
+        match self {
+            Reply::Error(m) => Some(m),
+            Reply::Array(items) => items.iter().find_map(Reply::first_error),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a bulk or status reply.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Bulk(Some(b)) => Some(b),
+            Reply::Status(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+/// Appends a command, as a RESP array of bulk strings, to `buf`: the one
+/// encoder every writer uses (handshake, loader, replay, AOF records).
+pub fn encode_into<A: AsRef<[u8]>>(buf: &mut Vec<u8>, args: &[A]) {
+    buf.push(b'*');
+    buf.extend_from_slice(args.len().to_string().as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    for a in args {
+        let a = a.as_ref();
+        buf.push(b'$');
+        buf.extend_from_slice(a.len().to_string().as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A command as a RESP array of bulk strings.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        let a = a.as_ref();
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out =
+        Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    encode_into(&mut out, args);
     out
+}
+
+/// A RESP array of bulk strings back into its arguments; None if `b` is not
+/// exactly one such array.
+pub fn decode_command(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    fn line<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let i = memchr::memchr(b'\n', b)?;
+        let l = b.get(..i)?.strip_suffix(b"\r")?;
+        *b = &b[i + 1..];
+        Some(l)
+    }
+    let n: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"*")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut args = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let len: usize = std::str::from_utf8(line(&mut b)?.strip_prefix(b"$")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        if b.len() < len + 2 || &b[len..len + 2] != b"\r\n" {
+            return None;
+        }
+        args.push(b[..len].to_vec());
+        b = &b[len + 2..];
+    }
+    b.is_empty().then_some(args)
 }
 
 pub struct Conn {
     io: Box<dyn Transport>,
+    /// Bytes read and not yet consumed (the RDB transfer reads from it directly).
     pub buf: BytesMut,
     pub addr: String,
     pub read_timeout: Duration,
+    /// Bytes consumed as frames so far (keepalive newlines not counted): the
+    /// replication offset advances by exactly this.
+    pub consumed: u64,
 }
 
 impl Conn {
@@ -42,6 +111,7 @@ impl Conn {
             buf: BytesMut::with_capacity(256 << 10),
             addr,
             read_timeout,
+            consumed: 0,
         }
     }
 
@@ -76,13 +146,7 @@ impl Conn {
     }
 
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplError> {
-        self.io
-            .write_all(&encode_command(args))
-            .await
-            .map_err(|source| ReplError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+        self.write_raw(&encode_command(args)).await
     }
 
     /// One line without its CRLF. Bare `\n` keepalives (sent while the primary
@@ -94,6 +158,7 @@ impl Conn {
             }
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let line = self.buf.split_to(i + 1);
+                self.consumed += line.len() as u64;
                 let line = &line[..line.len() - 1];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 return Ok(String::from_utf8_lossy(line).into_owned());
@@ -113,19 +178,63 @@ impl Conn {
         }
     }
 
+    /// One whole reply, arrays included (nested to any depth), read without
+    /// recursion: a stack of arrays still being filled.
     pub async fn read_reply(&mut self, waiting_for: &str) -> Result<Reply, ReplError> {
+        // (elements still owed, elements read so far) per open array.
+        let mut open: Vec<(usize, Vec<Reply>)> = vec![];
+        loop {
+            let mut item = match self.read_one(waiting_for).await? {
+                Frame::Array(n) if n > 0 => {
+                    open.push((n, Vec::with_capacity(n.min(1 << 16))));
+                    continue;
+                }
+                Frame::Array(_) => Reply::Array(vec![]),
+                Frame::Value(r) => r,
+            };
+            // Close every array this item completes.
+            loop {
+                match open.last_mut() {
+                    None => return Ok(item),
+                    Some((owed, items)) => {
+                        items.push(item);
+                        *owed -= 1;
+                        if *owed > 0 {
+                            break;
+                        }
+                        let (_, items) = open.pop().expect("an open array");
+                        item = Reply::Array(items);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One frame: a scalar reply, or the header of an array.
+    async fn read_one(&mut self, waiting_for: &str) -> Result<Frame, ReplError> {
         let line = self.read_line(waiting_for).await?;
         let (kind, rest) = line.split_at(line.len().min(1));
+        let bad = |what: &str| {
+            ReplError::Protocol(format!(
+                "{}: bad {what} {rest:?} while waiting for {waiting_for}",
+                self.addr
+            ))
+        };
         match kind {
-            "+" => Ok(Reply::Status(rest.into())),
-            "-" => Ok(Reply::Error(rest.into())),
-            ":" => Ok(Reply::Integer(rest.parse().unwrap_or(0))),
-            "$" => {
-                let n: i64 = rest.parse().map_err(|_| {
-                    ReplError::Protocol(format!("{}: bad bulk length {rest}", self.addr))
-                })?;
+            "+" => Ok(Frame::Value(Reply::Status(rest.into()))),
+            "-" => Ok(Frame::Value(Reply::Error(rest.into()))),
+            ":" => Ok(Frame::Value(Reply::Integer(rest.parse().unwrap_or(0)))),
+            "*" => {
+                let n: i64 = rest.parse().map_err(|_| bad("array length"))?;
                 if n < 0 {
-                    return Ok(Reply::Bulk(None));
+                    return Ok(Frame::Value(Reply::Bulk(None)));
+                }
+                Ok(Frame::Array(n as usize))
+            }
+            "$" => {
+                let n: i64 = rest.parse().map_err(|_| bad("bulk length"))?;
+                if n < 0 {
+                    return Ok(Frame::Value(Reply::Bulk(None)));
                 }
                 let need = n as usize + 2;
                 while self.buf.len() < need {
@@ -137,7 +246,8 @@ impl Conn {
                     }
                 }
                 let v = self.buf.split_to(need);
-                Ok(Reply::Bulk(Some(v[..n as usize].to_vec())))
+                self.consumed += need as u64;
+                Ok(Frame::Value(Reply::Bulk(Some(v[..n as usize].to_vec()))))
             }
             _ => Err(ReplError::Protocol(format!(
                 "{}: unexpected reply {:?} while waiting for {waiting_for}",
@@ -145,33 +255,6 @@ impl Conn {
                 line.chars().take(60).collect::<String>()
             ))),
         }
-    }
-
-    /// Reads one reply of any shape; arrays (EXEC's, say) are read whole and
-    /// reported as `Integer(length)`; only a top-level error is an error.
-    pub async fn read_any(&mut self, waiting_for: &str) -> Result<Reply, ReplError> {
-        let mut owed: u64 = 1;
-        let mut top = None;
-        while owed > 0 {
-            owed -= 1;
-            if self.buf.first() == Some(&b'*')
-                || (self.buf.is_empty() && {
-                    self.fill(waiting_for).await?;
-                    self.buf.first() == Some(&b'*')
-                })
-            {
-                let line = self.read_line(waiting_for).await?;
-                let n: i64 = line[1..].parse().map_err(|_| {
-                    ReplError::Protocol(format!("{}: bad array length {line}", self.addr))
-                })?;
-                owed += n.max(0) as u64;
-                top.get_or_insert(Reply::Integer(n));
-            } else {
-                let r = self.read_reply(waiting_for).await?;
-                top.get_or_insert(r);
-            }
-        }
-        Ok(top.expect("one reply read"))
     }
 
     pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ReplError> {
@@ -182,6 +265,11 @@ impl Conn {
         );
         self.read_reply(&what).await
     }
+}
+
+enum Frame {
+    Value(Reply),
+    Array(usize),
 }
 
 /// The reading side of a split connection: writes fail (it has none).
@@ -251,11 +339,55 @@ impl Conn {
                 buf: self.buf,
                 addr: self.addr.clone(),
                 read_timeout: self.read_timeout,
+                consumed: self.consumed,
             },
             ConnWriter {
                 io: w,
                 addr: self.addr,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over an in-memory pipe holding `bytes`.
+    async fn conn_over(bytes: &[u8]) -> Conn {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(bytes).await.unwrap();
+        drop(a);
+        Conn::new(Box::new(b), "test".into(), Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn arrays_nested_and_nil_parse_and_count_bytes() {
+        let wire = b"*3\r\n$3\r\nfoo\r\n*2\r\n:1\r\n-ERR no\r\n*-1\r\n+OK\r\n";
+        let mut c = conn_over(wire).await;
+        let r = c.read_reply("t").await.unwrap();
+        assert_eq!(
+            r,
+            Reply::Array(vec![
+                Reply::Bulk(Some(b"foo".to_vec())),
+                Reply::Array(vec![Reply::Integer(1), Reply::Error("ERR no".into())]),
+                Reply::Bulk(None),
+            ])
+        );
+        assert_eq!(r.first_error(), Some("ERR no"));
+        assert_eq!(c.consumed, (wire.len() - 5) as u64);
+        assert_eq!(c.read_reply("t").await.unwrap(), Reply::Status("OK".into()));
+        assert!(
+            c.read_reply("t").await.is_err(),
+            "end of stream is an error"
+        );
+    }
+
+    #[test]
+    fn one_encoder_round_trips() {
+        let args: Vec<Vec<u8>> = vec![b"SET".to_vec(), b"k\r\n".to_vec(), vec![0, 255]];
+        let wire = encode_command(&args);
+        assert_eq!(decode_command(&wire), Some(args));
+        assert_eq!(decode_command(&wire[..wire.len() - 1]), None);
     }
 }

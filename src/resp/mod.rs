@@ -1,105 +1,64 @@
-//! A plain Redis connection: the URL, RESP framing with timeouts, AUTH. Shared by
-//! the replication client and the loader.
+//! A plain Redis connection, shared by every link (replication, loader, replay):
+//! the URL, RESP frames with timeouts (`conn.rs`), connecting with the one set of
+//! connection options and AUTH (`connect.rs`), and the connection errors.
 
 mod conn;
+mod connect;
 mod url;
 
-pub use conn::{encode_command, Conn, ConnWriter, Reply, Transport};
-pub use url::RedisUrl;
+pub use conn::{decode_command, encode_command, encode_into, Conn, ConnWriter, Reply, Transport};
+pub use connect::{
+    authenticate, config_get, connect, redis_version, ConnectOptions, CredentialError, RedisAuth,
+    RedisCredentials,
+};
+pub use url::{RedisUrl, UrlError};
 
-use crate::replication::{LinkOptions, ReplError};
-use async_trait::async_trait;
-use zeroize::Zeroizing;
-
-/// A user name and a short-lived password (a token) for AUTH.
-pub struct RedisCredentials {
-    pub user: String,
-    pub password: Zeroizing<String>,
-    /// Unix seconds after which the password no longer works, if it expires.
-    pub expires_on: Option<i64>,
-}
-
-/// Credentials that are fetched per connection (Entra ID tokens) rather than
-/// written in the URL.
-#[async_trait]
-pub trait RedisAuth: Send + Sync + std::fmt::Debug {
-    async fn credentials(&self) -> Result<RedisCredentials, String>;
-}
-
-/// Sends AUTH with credentials from `auth`; used at connect and again before a
-/// token expires on a long-lived connection.
-pub async fn authenticate(
-    conn: &mut Conn,
-    addr: &str,
-    auth: &dyn RedisAuth,
-) -> Result<RedisCredentials, ReplError> {
-    let creds = auth
-        .credentials()
-        .await
-        .map_err(|message| ReplError::Auth {
-            addr: addr.to_string(),
-            user: None,
-            message,
-        })?;
-    let reply = conn
-        .command(&[b"AUTH", creds.user.as_bytes(), creds.password.as_bytes()])
-        .await?;
-    if let Reply::Error(message) = reply {
-        return Err(ReplError::Auth {
-            addr: addr.to_string(),
-            user: Some(creds.user.clone()),
-            message,
-        });
-    }
-    Ok(creds)
-}
-
-/// Connects and authenticates (password, or ACL user and password, from the URL).
-pub async fn connect(url: &RedisUrl, opts: &LinkOptions) -> Result<Conn, ReplError> {
-    let addr = url.addr();
-    let tcp = tokio::time::timeout(
-        opts.connect_timeout,
-        tokio::net::TcpStream::connect((url.host.as_str(), url.port)),
-    )
-    .await
-    .map_err(|_| ReplError::Connect {
-        addr: addr.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-    })?
-    .map_err(|source| ReplError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
-    let _ = tcp.set_nodelay(true);
-    let mut conn = Conn::new(Box::new(tcp), addr.clone(), opts.read_timeout);
-    if let Some(auth) = &opts.auth {
-        authenticate(&mut conn, &addr, auth.as_ref()).await?;
-    } else if let Some(pass) = &url.password {
-        let reply = match &url.user {
-            Some(u) => {
-                conn.command(&[b"AUTH", u.as_bytes(), pass.as_bytes()])
-                    .await?
-            }
-            None => conn.command(&[b"AUTH", pass.as_bytes()]).await?,
-        };
-        if let Reply::Error(message) = reply {
-            return Err(ReplError::Auth {
-                addr: url.addr(),
-                user: url.user.clone(),
-                message,
-            });
-        }
-    }
-    Ok(conn)
-}
-
-/// The server's version from INFO, if the user may run INFO.
-pub async fn redis_version(conn: &mut Conn) -> Option<String> {
-    match conn.command(&[b"INFO", b"server"]).await.ok()? {
-        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).lines().find_map(|l| {
-            l.strip_prefix("redis_version:")
-                .map(|v| v.trim().to_string())
-        }),
-        _ => None,
-    }
+/// What can go wrong on a Redis link; every message names the address.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("cannot connect to Redis at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("Redis at {addr}: no answer within {secs} s while waiting for {waiting_for}")]
+    Timeout {
+        addr: String,
+        secs: u64,
+        waiting_for: String,
+    },
+    #[error("Redis at {addr}: connection error: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("Redis at {addr} closed the connection during {during}")]
+    Closed { addr: String, during: String },
+    #[error("Redis at {addr} refused authentication{}: {message}", user.as_ref().map(|u| format!(" for user {u}")).unwrap_or_default())]
+    Auth {
+        addr: String,
+        user: Option<String>,
+        message: String,
+    },
+    #[error("Redis at {addr}: {user} lacks the permission to run '{command}', which a replica needs ({message})")]
+    NoPermission {
+        addr: String,
+        user: String,
+        command: String,
+        message: String,
+    },
+    #[error("Redis at {addr} refused {command}: {message}")]
+    Refused {
+        addr: String,
+        command: String,
+        message: String,
+    },
+    #[error("Redis at {addr}: the snapshot's CRC64 is {actual:016x}, its trailer says {expected:016x}: the RDB is corrupt")]
+    BadCrc {
+        addr: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{0}")]
+    Protocol(String),
 }

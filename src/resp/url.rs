@@ -2,6 +2,11 @@
 
 use zeroize::Zeroizing;
 
+/// A Redis URL that cannot be used, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bad Redis URL: {0}")]
+pub struct UrlError(String);
+
 #[derive(Clone)]
 pub struct RedisUrl {
     pub host: String,
@@ -11,16 +16,20 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let u = url::Url::parse(s).map_err(|e| format!("bad Redis URL: {e}"))?;
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let u = url::Url::parse(s).map_err(|e| UrlError(e.to_string()))?;
         match u.scheme() {
             "redis" => {}
-            "rediss" => return Err("TLS (rediss://) is not supported yet; use redis://".into()),
-            other => return Err(format!("bad Redis URL: scheme {other}, expected redis://")),
+            "rediss" => {
+                return Err(UrlError(
+                    "TLS (rediss://) is not supported yet; use redis://".into(),
+                ))
+            }
+            other => return Err(UrlError(format!("scheme {other}, expected redis://"))),
         }
         let host = u
             .host_str()
-            .ok_or("bad Redis URL: no host")?
+            .ok_or_else(|| UrlError("no host".into()))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();

@@ -2,11 +2,11 @@
 //! encrypted on every core while the output stays in order. Memory is bounded by
 //! `parallelism + 1` chunks, whatever the object's size.
 
+use crate::data_key::DataKey;
 use crate::format::{
     seal_chunk_into, Compression, FormatError, Header, ObjectKind, CHUNK_OVERHEAD,
     DEFAULT_CHUNK_SIZE, FOOTER_MAGIC, HEADER_MAC_LEN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN,
 };
-use crate::keyring::DataKey;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use rand::RngCore;
 use sha2::{Digest, Sha256};

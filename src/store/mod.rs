@@ -1,12 +1,22 @@
 //! Storage from a URL, through object_store: `file:///dir`, `memory://`,
-//! `az://container` (or `azure://`, `https://ACCOUNT.blob.core.windows.net/CONTAINER`),
+//! `az://container` (or `azure://`, `https://ACCOUNT.blob.core.windows.net/CONTAINER`,
+//! or a path-style `https://HOST:PORT/ACCOUNT/CONTAINER` endpoint such as Azurite),
 //! `s3://bucket`, `gs://bucket`. Credentials and endpoints come from the standard
-//! environment variables of each backend (AZURE_*, AWS_*, GOOGLE_*), so tests can
-//! point every endpoint at loopback.
+//! environment variables of each backend (AZURE_*, AWS_*, GOOGLE_*) or, for Azure,
+//! the `[azure]` settings, so tests can point every endpoint at loopback.
+//!
+//! `Store` is the only door to object_store: the verbs backups need (write,
+//! read, list, delete, a streaming upload) and nothing else, so rules such as
+//! "create-only" have one place to live. Paths come from `backup::layout`.
 
 use crate::azure::{AzureSettings, Identity};
+use crate::text::one_line;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore, PutPayload};
 use std::sync::Arc;
 
 /// How to authenticate to the stores that need more than the environment: with an
@@ -23,12 +33,23 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("storage {url}: {reason}")]
     Unusable { url: String, reason: String },
+    /// The object is not there (a missing manifest, a deleted segment).
+    #[error("storage {url}: {path} does not exist")]
+    NotFound { url: String, path: String },
+    /// Any other failure of one operation on one object.
+    #[error("storage {url}: cannot {op} {path}: {message}")]
+    Op {
+        url: String,
+        op: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 /// A store and the path prefix every object of this run goes under.
 #[derive(Clone)]
 pub struct Store {
-    pub inner: Arc<dyn ObjectStore>,
+    inner: Arc<dyn ObjectStore>,
     /// Shown in messages; never holds a secret (URLs with credentials are refused).
     pub url: String,
     pub prefix: Path,
@@ -41,7 +62,8 @@ impl Store {
         Self::open_with(url, prefix, &StoreContext::default())
     }
 
-    /// Opens STORE with an optional extra prefix and the given context.
+    /// Opens STORE with an optional extra prefix and the given context. Every
+    /// URL form of one backend goes through the same builder.
     pub fn open_with(
         url: &str,
         prefix: Option<&str>,
@@ -76,35 +98,47 @@ impl Store {
                 Arc::new(object_store::memory::InMemory::new()),
                 Path::default(),
             ),
-            "az" | "azure" | "abfs" | "abfss" if ctx.azure.is_some() => {
-                let (settings, identity) = ctx.azure.as_ref().expect("checked");
-                let store =
-                    crate::azure::blob::build(url, settings, identity.clone()).map_err(bad)?;
-                (store, url_path(&parsed, false))
-            }
             "az" | "azure" | "abfs" | "abfss" | "https" | "http" => {
-                let b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .build()
-                    .map_err(|e| bad(one_line(&e)))?;
-                (
-                    Arc::new(b),
-                    url_path(&parsed, parsed.scheme().starts_with("http")),
-                )
+                let blob = AzureUrl::parse(&parsed).map_err(bad)?;
+                let store = match &ctx.azure {
+                    Some((settings, identity)) => {
+                        let mut settings = settings.clone();
+                        if let Some(a) = &blob.account {
+                            settings.storage.account.get_or_insert(a.clone());
+                        }
+                        if let Some(e) = &blob.endpoint {
+                            settings.storage.endpoint.get_or_insert(e.clone());
+                        }
+                        crate::azure::blob::build(&blob.builder_url, &settings, identity.clone())
+                            .map_err(bad)?
+                    }
+                    None => {
+                        let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_url(&blob.builder_url);
+                        if let Some(a) = &blob.account {
+                            b = b.with_account(a);
+                        }
+                        if let Some(e) = &blob.endpoint {
+                            b = b.with_endpoint(e.clone());
+                        }
+                        Arc::new(b.build().map_err(|e| bad(one_line(&e)))?)
+                    }
+                };
+                (store, blob.prefix)
             }
             "s3" | "s3a" => {
                 let b = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url)
                     .build()
                     .map_err(|e| bad(one_line(&e)))?;
-                (Arc::new(b), url_path(&parsed, false))
+                (Arc::new(b), url_path(&parsed, 0))
             }
             "gs" => {
                 let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .build()
                     .map_err(|e| bad(one_line(&e)))?;
-                (Arc::new(b), url_path(&parsed, false))
+                (Arc::new(b), url_path(&parsed, 0))
             }
             other => return Err(bad(format!("unknown scheme {other}"))),
         };
@@ -119,7 +153,7 @@ impl Store {
         })
     }
 
-    /// `prefix/a/b/...`
+    /// `prefix/a/b/...`; callers take their parts from `backup::layout`.
     pub fn path(&self, parts: &[&str]) -> Path {
         let mut p = self.prefix.clone();
         for part in parts {
@@ -127,20 +161,177 @@ impl Store {
         }
         p
     }
+
+    fn op_err(&self, op: &'static str, path: &Path, e: object_store::Error) -> StoreError {
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                url: self.url.clone(),
+                path: path.to_string(),
+            },
+            e => StoreError::Op {
+                url: self.url.clone(),
+                op,
+                path: path.to_string(),
+                message: one_line(&e),
+            },
+        }
+    }
+
+    /// Writes a whole object.
+    pub async fn write(&self, path: &Path, bytes: impl Into<PutPayload>) -> Result<(), StoreError> {
+        self.inner
+            .put(path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.op_err("write", path, e))
+    }
+
+    /// Reads a whole object (small ones: manifests, keyrings, segments).
+    pub async fn read(&self, path: &Path) -> Result<Bytes, StoreError> {
+        let got = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| self.op_err("read", path, e))?;
+        got.bytes().await.map_err(|e| self.op_err("read", path, e))
+    }
+
+    /// Streams an object (a base snapshot): memory stays at one piece.
+    pub async fn read_stream(
+        &self,
+        path: &Path,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, StoreError> {
+        let got = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| self.op_err("read", path, e))?;
+        Ok(got.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Every object below `dir`, in no particular order.
+    pub async fn list(&self, dir: &Path) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.op_err("list", dir, e))
+    }
+
+    /// Checks that the store answers and the container exists (one listing).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let mut first = self.inner.list(Some(&self.prefix));
+        match first.next().await {
+            Some(Err(e)) => Err(self.op_err("list", &self.prefix, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes one object; deleting what is not there is not an error.
+    pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.op_err("delete", path, e)),
+        }
+    }
+
+    /// A streaming multipart upload to `path` holding at most `capacity` bytes
+    /// in memory; visible only once shut down, gone if aborted.
+    pub fn upload(&self, path: &Path, capacity: usize) -> BufWriter {
+        BufWriter::with_capacity(self.inner.clone(), path.clone(), capacity)
+    }
 }
 
-/// The part of the URL path below the container or bucket. For `https://` Azure
-/// URLs the first path segment is the container.
-fn url_path(u: &url::Url, container_in_path: bool) -> Path {
+/// An Azure Blob URL in any of its forms, as object_store's builder takes it.
+struct AzureUrl {
+    /// `az://container` (or the URL as given for the az family).
+    builder_url: String,
+    account: Option<String>,
+    endpoint: Option<String>,
+    /// The path below the container.
+    prefix: Path,
+}
+
+impl AzureUrl {
+    fn parse(u: &url::Url) -> Result<Self, String> {
+        if !u.scheme().starts_with("http") {
+            return Ok(AzureUrl {
+                builder_url: u.to_string(),
+                account: None,
+                endpoint: None,
+                prefix: url_path(u, 0),
+            });
+        }
+        let host = u.host_str().ok_or("no host")?;
+        let segs: Vec<&str> = u
+            .path_segments()
+            .map(|s| s.filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(account) = host
+            .strip_suffix(".blob.core.windows.net")
+            .or_else(|| host.strip_suffix(".dfs.core.windows.net"))
+        {
+            // https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix
+            let container = segs.first().ok_or("no container in the URL path")?;
+            return Ok(AzureUrl {
+                builder_url: format!("az://{container}"),
+                account: Some(account.to_string()),
+                endpoint: None,
+                prefix: url_path(u, 1),
+            });
+        }
+        // Path style, as Azurite and private endpoints serve it:
+        // https://HOST:PORT/ACCOUNT/CONTAINER/prefix
+        let (Some(account), Some(container)) = (segs.first(), segs.get(1)) else {
+            return Err(
+                "an https:// store is Azure Blob: https://ACCOUNT.blob.core.windows.net/CONTAINER or https://HOST:PORT/ACCOUNT/CONTAINER"
+                    .into(),
+            );
+        };
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(AzureUrl {
+            builder_url: format!("az://{container}"),
+            account: Some(account.to_string()),
+            endpoint: Some(format!("{}://{host}{port}/{account}", u.scheme())),
+            prefix: url_path(u, 2),
+        })
+    }
+}
+
+/// The part of the URL path after its first `skip` segments (the container or
+/// bucket is the host, or is in the path).
+fn url_path(u: &url::Url, skip: usize) -> Path {
     let segs: Vec<&str> = u
         .path_segments()
         .map(|s| s.filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
-    let skip = usize::from(container_in_path);
     Path::from_iter(segs.into_iter().skip(skip))
 }
 
-/// object_store errors can span lines; keep messages to one.
-pub fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().replace('\n', " ")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_url_forms_name_account_container_and_prefix() {
+        let p = |s: &str| AzureUrl::parse(&url::Url::parse(s).unwrap()).unwrap();
+        let a = p("https://acct.blob.core.windows.net/backups/prod/x");
+        assert_eq!(a.builder_url, "az://backups");
+        assert_eq!(a.account.as_deref(), Some("acct"));
+        assert_eq!(a.endpoint, None);
+        assert_eq!(a.prefix.as_ref(), "prod/x");
+        let b = p("https://127.0.0.1:10000/devstoreaccount1/backups/prod");
+        assert_eq!(b.builder_url, "az://backups");
+        assert_eq!(b.account.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(
+            b.endpoint.as_deref(),
+            Some("https://127.0.0.1:10000/devstoreaccount1")
+        );
+        assert_eq!(b.prefix.as_ref(), "prod");
+        let c = p("az://backups/prod");
+        assert_eq!(c.prefix.as_ref(), "prod");
+        assert!(
+            AzureUrl::parse(&url::Url::parse("https://127.0.0.1:10000/only").unwrap()).is_err()
+        );
+    }
 }

@@ -1,22 +1,20 @@
-//! One import: each source's bytes scanned on a blocking thread, entries handed
-//! to the loader, and the first error (fetching, opening, scanning, loading)
-//! reported with its real cause.
+//! Loading inputs into a target: each input's bytes scanned on a blocking
+//! thread, entries and function libraries handed to the target, and the first
+//! error (fetching, opening, scanning, loading) reported with its real cause.
 
-use super::sources::{OpenedSource, SourceError};
-use super::{LoadError, LoadOptions, LoadStats, Loader};
+use super::{LoadStats, Target, TargetError};
+use crate::inputs::{Input, InputError};
 use crate::rdb::{Entry, Item, RdbError, RdbScanner, ScanOptions};
-use crate::replication::LinkOptions;
-use crate::resp::RedisUrl;
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+pub enum LoadInputError {
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Target(#[from] TargetError),
     #[error("{label}: {source}")]
     Rdb { label: String, source: RdbError },
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Input(#[from] InputError),
 }
 
 enum Msg {
@@ -25,22 +23,19 @@ enum Msg {
     Function(Vec<u8>),
 }
 
-/// Loads every source in order into the target; `progress` sees the counts.
-pub async fn import(
-    url: &RedisUrl,
-    link: &LinkOptions,
-    opts: LoadOptions,
-    sources: Vec<OpenedSource>,
+/// Loads every input in order into `target` (without finishing it: the
+/// caller may apply commands next); `progress` sees the counts.
+pub async fn load(
+    target: &mut dyn Target,
+    inputs: Vec<Input>,
     progress: &(dyn Fn(&LoadStats) + Sync),
-) -> Result<LoadStats, ImportError> {
-    let mut loader = Loader::start(url, link, opts).await?;
-    for src in sources {
-        let OpenedSource {
+) -> Result<(), LoadInputError> {
+    for input in inputs {
+        let Input {
             label,
             reader,
             pump,
-            ..
-        } = src;
+        } = input;
         let (tx, mut rx) = mpsc::channel::<Msg>(1024);
         let scanner = tokio::task::spawn_blocking(move || -> Result<(), RdbError> {
             let mut s = RdbScanner::new(
@@ -60,7 +55,7 @@ pub async fn import(
                     _ => continue,
                 };
                 if tx.blocking_send(msg).is_err() {
-                    break; // the loader stopped; it reports why
+                    break; // the target stopped; it reports why
                 }
             }
             Ok(())
@@ -69,38 +64,40 @@ pub async fn import(
         let loaded = async {
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    Msg::Version(v) => loader.begin_source(v)?,
-                    Msg::Function(code) => loader.push_function(code).await?,
+                    Msg::Version(v) => target.begin(v)?,
+                    Msg::Function(code) => target.push_function(code).await?,
                     Msg::Entry(e) => {
-                        loader.push(e).await?;
+                        target.push(e).await?;
                         n += 1;
                         if n.is_multiple_of(1024) {
-                            progress(loader.stats());
+                            progress(target.stats());
                         }
                     }
                 }
             }
-            Ok::<_, LoadError>(())
+            Ok::<_, TargetError>(())
         }
         .await;
         drop(rx);
-        let scanned = scanner.await.map_err(|e| ImportError::Rdb {
+        let scanned = scanner.await.map_err(|e| LoadInputError::Rdb {
             label: label.clone(),
             source: RdbError::Io(e.to_string()),
         })?;
         let pumped = match pump {
-            Some(p) => p.await.map_err(|e| SourceError(e.to_string()))?,
+            Some(p) => p.await.map_err(|e| InputError::Read {
+                label: label.clone(),
+                message: e.to_string(),
+            })?,
             None => Ok(()),
         };
         // The fetch/open error is the cause of a scanner that saw the stream end.
         pumped?;
         loaded?;
-        scanned.map_err(|source| ImportError::Rdb {
+        scanned.map_err(|source| LoadInputError::Rdb {
             label: label.clone(),
             source,
         })?;
     }
-    let stats = loader.finish().await?;
-    progress(&stats);
-    Ok(stats)
+    progress(target.stats());
+    Ok(())
 }

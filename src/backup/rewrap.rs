@@ -2,12 +2,13 @@
 //! version of the same Key Vault key). Only keyring.json objects change; sealed
 //! data and manifests are untouched.
 
-use super::layout::KEYRING;
+use super::layout::{listing, GenerationDir, ObjectKind, KEYRING};
+use super::read::read_keyring;
+use super::BackupError;
 use crate::kek::Kek;
-use crate::keyring::{Keyring, WrappedEntry};
-use crate::store::{one_line, Store};
+use crate::keyring::WrappedEntry;
+use crate::store::Store;
 use base64::Engine;
-use object_store::PutPayload;
 
 /// One keyring found under the prefix.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,39 +33,31 @@ pub struct Rewrapped {
 }
 
 /// Every `<source>/<generation>/keyring.json` under the store's prefix.
-async fn keyring_paths(
+async fn keyring_dirs(
     store: &Store,
     source: Option<&str>,
-) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = super::list::objects_below(store, source)
+) -> Result<Vec<GenerationDir>, BackupError> {
+    let mut out: Vec<GenerationDir> = listing(store, source)
         .await?
         .into_iter()
-        .filter(|(parts, _)| parts.len() == 3 && parts[2] == KEYRING)
-        .map(|(parts, _)| (parts[0].clone(), parts[1].clone()))
+        .filter(|o| o.kind == ObjectKind::Keyring)
+        .map(|o| o.dir)
         .collect();
-    out.sort();
+    out.sort_by(|a, b| (&a.source, &a.generation).cmp(&(&b.source, &b.generation)));
     Ok(out)
 }
 
-async fn read_keyring(store: &Store, source: &str, generation: &str) -> Result<Keyring, String> {
-    let path = store.path(&[source, generation, KEYRING]);
-    let bytes = async { store.inner.get(&path).await?.bytes().await }
-        .await
-        .map_err(|e| format!("cannot read {path}: {}", one_line(&e)))?;
-    Keyring::from_json(&bytes, path.as_ref()).map_err(|e| e.to_string())
-}
-
 /// Which KEKs wrap each generation's data key. Needs no key.
-pub async fn status(store: &Store, source: Option<&str>) -> Result<Vec<KeyringInfo>, String> {
+pub async fn status(store: &Store, source: Option<&str>) -> Result<Vec<KeyringInfo>, BackupError> {
     let mut out = vec![];
-    for (source, generation) in keyring_paths(store, source).await? {
-        let (keks, problem) = match read_keyring(store, &source, &generation).await {
+    for dir in keyring_dirs(store, source).await? {
+        let (keks, problem) = match read_keyring(store, &dir).await {
             Ok(ring) => (ring.wrapped.iter().map(|w| w.kek.clone()).collect(), None),
-            Err(e) => (vec![], Some(e)),
+            Err(e) => (vec![], Some(e.to_string())),
         };
         out.push(KeyringInfo {
-            source,
-            generation,
+            source: dir.source,
+            generation: dir.generation,
             keks,
             problem,
         });
@@ -83,14 +76,17 @@ pub async fn rewrap(
     to: &dyn Kek,
     keep_old: bool,
     mut progress: impl FnMut(&Rewrapped),
-) -> Result<Vec<Rewrapped>, String> {
+) -> Result<Vec<Rewrapped>, BackupError> {
     let mut done = vec![];
-    for (source, generation) in keyring_paths(store, source).await? {
-        let label = format!("{source}/{generation}/{KEYRING}");
-        let ring = read_keyring(store, &source, &generation).await?;
+    for dir in keyring_dirs(store, source).await? {
+        let label = dir.label(KEYRING);
+        let ring = read_keyring(store, &dir).await?;
         let before: Vec<String> = ring.wrapped.iter().map(|w| w.kek.clone()).collect();
-        let dek = ring.unwrap(from, &label).await.map_err(|e| e.to_string())?;
-        let wrapped = to.wrap(&dek).await.map_err(|e| format!("{label}: {e}"))?;
+        let dek = ring.unwrap(from, &label).await?;
+        let wrapped = to.wrap(&dek).await.map_err(|e| BackupError::Corrupt {
+            label: label.clone(),
+            why: e.to_string(),
+        })?;
         let already = before.contains(&wrapped.kek_id);
         let mut new_ring = ring.clone();
         if !already {
@@ -109,21 +105,22 @@ pub async fn rewrap(
                 let back = new_ring
                     .unwrap(to, &label)
                     .await
-                    .map_err(|e| format!("{label}: the new wrapping does not open: {e}"))?;
+                    .map_err(|e| BackupError::Corrupt {
+                        label: label.clone(),
+                        why: format!("the new wrapping does not open: {e}"),
+                    })?;
                 if back.id() != dek.id() {
-                    return Err(format!("{label}: the new wrapping gives another data key"));
+                    return Err(BackupError::Corrupt {
+                        label,
+                        why: "the new wrapping gives another data key".into(),
+                    });
                 }
             }
-            let path = store.path(&[&source, &generation, KEYRING]);
-            store
-                .inner
-                .put(&path, PutPayload::from(new_ring.to_json()))
-                .await
-                .map_err(|e| format!("cannot write {path}: {}", one_line(&e)))?;
+            store.write(&dir.keyring(store), new_ring.to_json()).await?;
         }
         let r = Rewrapped {
-            source,
-            generation,
+            source: dir.source,
+            generation: dir.generation,
             before,
             after: new_ring.wrapped.iter().map(|w| w.kek.clone()).collect(),
             changed,

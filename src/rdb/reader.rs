@@ -1,4 +1,4 @@
-//! The byte source under the scanner: counts the offset (for error messages),
+//! The byte reader under the scanner: counts the offset (for error messages),
 //! keeps the running CRC64, and can capture the bytes of one value.
 
 use super::RdbError;
@@ -7,7 +7,7 @@ use std::io::Read;
 
 static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
-pub struct Source<R> {
+pub struct RdbReader<R> {
     inner: R,
     pub offset: u64,
     crc: Option<Digest<'static, u64, Table<16>>>,
@@ -15,9 +15,9 @@ pub struct Source<R> {
     scratch: Vec<u8>,
 }
 
-impl<R: Read> Source<R> {
+impl<R: Read> RdbReader<R> {
     pub fn new(inner: R, checksum: bool) -> Self {
-        Source {
+        RdbReader {
             inner,
             offset: 0,
             crc: checksum.then(|| CRC64.digest()),

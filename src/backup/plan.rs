@@ -1,0 +1,173 @@
+//! Point-in-time planning: which generation covers the point, and which of its
+//! segments lead up to it. Replay itself is `restore.rs` into a `Target`.
+
+use super::layout::GenerationDir;
+use super::list::{list, GenerationInfo};
+use super::timeline::{timeline, Timeline};
+use super::BackupError;
+use crate::aof::{decode_records, open_segment, KeyCache};
+use crate::command::Command;
+use crate::kek::Kek;
+use crate::store::Store;
+use crate::text::{parse_rfc3339_ms as parse_ms, rfc3339_ms};
+
+/// Where to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Point {
+    /// Everything storage holds.
+    Latest,
+    /// The state at this wall-clock time (Unix ms): commands received up to it.
+    At(u64),
+    /// The state at this replication offset.
+    Offset(u64),
+}
+
+/// What a restore will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: String,
+    pub generation: String,
+    pub base_offset: u64,
+    pub timeline: Timeline,
+    pub point: Point,
+}
+
+/// The time range a generation covers: its base's creation to its last record.
+#[derive(Debug, Clone)]
+pub struct Coverage {
+    pub generation: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub base_offset: u64,
+    pub end_offset: u64,
+}
+
+/// Reads one segment's records.
+pub async fn read_segment(
+    store: &Store,
+    dir: &GenerationDir,
+    name: &str,
+    kek: &dyn Kek,
+    keys: &mut KeyCache,
+) -> Result<Vec<Command>, BackupError> {
+    let label = dir.segment_label(name);
+    let bytes = store.read(&dir.segment(store, name)).await?;
+    let plain = open_segment(&bytes, &dir.generation, name, kek, keys, &label).await?;
+    Ok(decode_records(&plain, &label)?)
+}
+
+async fn coverage(
+    store: &Store,
+    g: &GenerationInfo,
+    kek: &dyn Kek,
+    keys: &mut KeyCache,
+) -> Result<(Coverage, Timeline), BackupError> {
+    let m = g
+        .manifest
+        .as_ref()
+        .ok_or_else(|| BackupError::NotFound(format!("{}: no manifest", g.generation)))?;
+    let base_offset = m.redis.offset;
+    let dir = g.dir();
+    let t = timeline(store, &dir, base_offset).await?;
+    let from_ms = parse_ms(&m.created).unwrap_or(0);
+    let mut to_ms = parse_ms(&m.completed).unwrap_or(from_ms);
+    if let Some(last) = t.segments.last() {
+        let recs = read_segment(store, &dir, &last.name, kek, keys).await?;
+        if let Some(r) = recs.last() {
+            to_ms = to_ms.max(r.time_ms);
+        }
+    }
+    Ok((
+        Coverage {
+            generation: g.generation.clone(),
+            from_ms,
+            to_ms,
+            base_offset,
+            end_offset: t.end(base_offset),
+        },
+        t,
+    ))
+}
+
+/// Chooses the generation for `point`; a point no generation covers is refused,
+/// naming what is covered.
+pub async fn plan(
+    store: &Store,
+    source: &str,
+    generation: Option<&str>,
+    point: Point,
+    kek: &dyn Kek,
+) -> Result<Plan, BackupError> {
+    let mut gens: Vec<GenerationInfo> = list(store, Some(source))
+        .await?
+        .into_iter()
+        .filter(|g| g.complete && generation.is_none_or(|want| want == g.generation))
+        .collect();
+    gens.sort_by(|a, b| b.generation.cmp(&a.generation)); // newest first
+    if gens.is_empty() {
+        return Err(BackupError::NotFound(match generation {
+            Some(g) => format!(
+                "no complete generation {g} of source {source} in {}",
+                store.url
+            ),
+            None => format!("no complete backup of source {source} in {}", store.url),
+        }));
+    }
+    let mut keys = KeyCache::new();
+    let mut seen: Vec<Coverage> = vec![];
+    for g in &gens {
+        let (c, t) = coverage(store, g, kek, &mut keys).await?;
+        let fits = match point {
+            Point::Latest => true,
+            Point::At(ms) => ms >= c.from_ms && ms <= c.to_ms,
+            Point::Offset(o) => o >= c.base_offset && o <= c.end_offset,
+        };
+        if fits {
+            if let Some((a, b)) = t.holes.first() {
+                let needed = match point {
+                    Point::Offset(o) => o > *a,
+                    _ => true,
+                };
+                if needed {
+                    return Err(BackupError::Invalid(format!(
+                        "generation {} has a hole from offset {a} to {b} (segments missing); restore up to --offset {a} or an earlier point",
+                        g.generation
+                    )));
+                }
+            }
+            return Ok(Plan {
+                source: source.into(),
+                generation: g.generation.clone(),
+                base_offset: c.base_offset,
+                timeline: t,
+                point,
+            });
+        }
+        seen.push(c);
+    }
+    seen.reverse();
+    let ranges = seen
+        .iter()
+        .map(|c| match point {
+            Point::Offset(_) => format!(
+                "{}: offsets {}..{}",
+                c.generation, c.base_offset, c.end_offset
+            ),
+            _ => format!(
+                "{}: {} to {}",
+                c.generation,
+                rfc3339_ms(c.from_ms),
+                rfc3339_ms(c.to_ms)
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let asked = match point {
+        Point::At(ms) => rfc3339_ms(ms),
+        Point::Offset(o) => format!("offset {o}"),
+        Point::Latest => "the latest state".into(),
+    };
+    Err(BackupError::Invalid(format!(
+        "{asked} is outside what the backups of {source} cover ({ranges})"
+    )))
+}

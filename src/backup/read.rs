@@ -1,0 +1,219 @@
+//! Reading a generation back: which one (the named one, or the newest
+//! complete), its manifest authenticated with the data key, its base snapshot
+//! opened chunk by chunk with the object's header checked to belong here and
+//! its plaintext digest compared with the manifest. Also the dispatch of
+//! `--from` values to backups, blobs and files.
+
+use super::layout::{GenerationDir, KEYRING, MANIFEST};
+use super::list::list;
+use super::manifest::Manifest;
+use super::BackupError;
+use crate::data_key::DataKey;
+use crate::inputs::{
+    is_rdb_name, is_store_url, open_blob, open_file, pump_bytes, Input, InputError,
+};
+use crate::kek::Kek;
+use crate::keyring::Keyring;
+use crate::opener::{Opener, RawHeader};
+use crate::rdb::ChannelReader;
+use crate::sealer::default_parallelism;
+use crate::store::{Store, StoreContext, StoreError};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The generation to restore: the named one, or the newest complete one.
+/// Returns (source, generation).
+pub async fn pick_generation(
+    store: &Store,
+    source: Option<&str>,
+    generation: Option<&str>,
+) -> Result<(String, String), BackupError> {
+    let gens = list(store, source).await?;
+    let complete: Vec<_> = gens.iter().filter(|g| g.complete).collect();
+    if let Some(g) = generation {
+        let found: Vec<_> = gens.iter().filter(|x| x.generation == g).collect();
+        return match found.as_slice() {
+            [] => Err(BackupError::NotFound(format!(
+                "generation {g} not found in {}",
+                store.url
+            ))),
+            [one] if !one.complete => Err(BackupError::NotFound(format!(
+                "generation {g} is incomplete (no manifest): it cannot be restored"
+            ))),
+            [one] => Ok((one.source.clone(), one.generation.clone())),
+            _ => Err(BackupError::Invalid(format!(
+                "generation {g} exists under several sources; pass --source"
+            ))),
+        };
+    }
+    let mut sources: Vec<&str> = complete.iter().map(|g| g.source.as_str()).collect();
+    sources.dedup();
+    match sources.as_slice() {
+        [] => Err(BackupError::NotFound(format!(
+            "no complete backup in {}{}",
+            store.url,
+            source
+                .map(|s| format!(" for source {s}"))
+                .unwrap_or_default()
+        ))),
+        [_] => {
+            let g = complete
+                .iter()
+                .max_by(|a, b| a.generation.cmp(&b.generation))
+                .expect("one complete generation");
+            Ok((g.source.clone(), g.generation.clone()))
+        }
+        many => Err(BackupError::Invalid(format!(
+            "several sources in {}: {}; pass --source",
+            store.url,
+            many.join(", ")
+        ))),
+    }
+}
+
+/// A generation's keyring, parsed (not unwrapped).
+pub async fn read_keyring(store: &Store, dir: &GenerationDir) -> Result<Keyring, BackupError> {
+    let bytes = store.read(&dir.keyring(store)).await?;
+    Ok(Keyring::from_json(&bytes, &dir.label(KEYRING))?)
+}
+
+/// A generation's manifest: authenticated with the data key when sealed (the
+/// key is returned with it); a plain one is taken as it is, with a warning.
+pub async fn open_manifest(
+    store: &Store,
+    dir: &GenerationDir,
+    kek: Option<&dyn Kek>,
+) -> Result<(Manifest, Option<DataKey>), BackupError> {
+    let bytes = store.read(&dir.manifest(store)).await?;
+    let label_m = dir.label(MANIFEST);
+    let unverified = Manifest::parse(&bytes, &label_m)?;
+    if !unverified.sealed {
+        tracing::warn!(
+            "{}/{} is a plain (unencrypted) export",
+            dir.source,
+            dir.generation
+        );
+        return Ok((unverified, None));
+    }
+    let kek = kek.ok_or_else(|| {
+        BackupError::Invalid("the backup is sealed: pass --kek with the private key".into())
+    })?;
+    let ring = read_keyring(store, dir).await?;
+    let dek = ring.unwrap(kek, &dir.label(KEYRING)).await?;
+    Ok((Manifest::open(&bytes, &dek, &label_m)?, Some(dek)))
+}
+
+/// Opens a generation's base snapshot as an input: keyring unwrapped with the
+/// KEK, manifest authenticated, the object's header checked to belong to this
+/// generation, its chunks opened, and its plaintext digest compared with the
+/// manifest at the end of the stream.
+pub async fn open_base(
+    store: &Store,
+    source: &str,
+    generation: &str,
+    kek: Option<&dyn Kek>,
+) -> Result<Input, BackupError> {
+    let dir = GenerationDir::new(source, generation);
+    let (manifest, dek) = open_manifest(store, &dir, kek).await?;
+    let object = manifest
+        .objects
+        .iter()
+        .find(|o| o.kind == "rdb")
+        .ok_or_else(|| BackupError::Corrupt {
+            label: dir.label(MANIFEST),
+            why: "it lists no RDB object".into(),
+        })?
+        .clone();
+    let label = dir.label(&object.name);
+    let stream = store.read_stream(&dir.object(store, &object.name)).await?;
+    let mut body = tokio_util::io::StreamReader::new(stream);
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+    let expected_sha = object.plaintext_sha256.clone();
+    let pump_label = label.clone();
+    let pump = match dek {
+        Some(dek) => {
+            let raw = RawHeader::read(&mut body, &label).await?;
+            // A sealed object moved in from another generation or name is refused.
+            if raw.header.generation != generation || raw.header.object_name != object.name {
+                return Err(BackupError::Corrupt {
+                    label,
+                    why: format!(
+                        "the object belongs to {}/{}, not to this generation",
+                        raw.header.generation, raw.header.object_name
+                    ),
+                });
+            }
+            let mut opener = Opener::new(body, &raw, &dek, &label, default_parallelism())?;
+            drop(dek);
+            tokio::spawn(async move {
+                let mut sha = Sha256::new();
+                while let Some(chunk) = opener.next_chunk().await? {
+                    sha.update(&chunk);
+                    if tx.send(chunk).await.is_err() {
+                        return Ok(()); // the scanner stopped; it reports why
+                    }
+                }
+                check_digest(&pump_label, &expected_sha, sha)
+            })
+        }
+        None => tokio::spawn(async move {
+            let mut sha = Sha256::new();
+            if !pump_bytes(&mut body, &tx, &pump_label, |b| sha.update(b)).await? {
+                return Ok(()); // the scanner stopped; it reports why
+            }
+            check_digest(&pump_label, &expected_sha, sha)
+        }),
+    };
+    Ok(Input {
+        label,
+        reader: Box::new(ChannelReader::new(rx)),
+        pump: Some(pump),
+    })
+}
+
+fn check_digest(label: &str, expected: &str, sha: Sha256) -> Result<(), InputError> {
+    let got = hex::encode(sha.finalize());
+    if got != expected {
+        return Err(InputError::Digest {
+            label: label.into(),
+            got,
+            expected: expected.into(),
+        });
+    }
+    Ok(())
+}
+
+/// How `--from` values are opened.
+pub struct InputOptions<'a> {
+    pub prefix: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub generation: Option<&'a str>,
+    /// The KEK, for sealed backups (a plain one needs none).
+    pub kek: Option<Arc<dyn Kek>>,
+    /// How to open the store of a URL (Azure settings and identity).
+    pub context: &'a (dyn Fn(&str) -> Result<StoreContext, StoreError> + Sync),
+}
+
+/// Opens every `--from`: a store URL is a backup (its newest complete
+/// generation unless `generation`), a store URL ending `.rdb[.gz|.zst]` a
+/// plain blob, anything else a local file.
+pub async fn open_inputs(
+    from: &[String],
+    opts: &InputOptions<'_>,
+) -> Result<Vec<Input>, BackupError> {
+    let mut out = vec![];
+    for spec in from {
+        if is_store_url(spec) && is_rdb_name(spec) {
+            out.push(open_blob(spec, &(opts.context)(spec)?).await?);
+        } else if is_store_url(spec) {
+            let store = Store::open_with(spec, opts.prefix, &(opts.context)(spec)?)?;
+            let (source, generation) =
+                pick_generation(&store, opts.source, opts.generation).await?;
+            out.push(open_base(&store, &source, &generation, opts.kek.as_deref()).await?);
+        } else {
+            out.push(open_file(std::path::Path::new(spec))?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,120 @@
+//! Flags shared by several commands, declared once: where the backups are,
+//! which KEK, how to reach Redis, how to seal. Each turns into the library's
+//! settings (`crate::settings`), which fall back to the config file.
+
+use crate::kek::Kek;
+use crate::resp::{ConnectOptions, RedisUrl};
+use crate::settings::{Config, SealTuning};
+use crate::store::Store;
+use clap::Args;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Storage URL: file:///dir, az://container, https://ACCOUNT.blob.core.windows.net/CONTAINER, s3://bucket, gs://bucket.
+    #[arg(long = "to", visible_alias = "from", env = "REDVAULT_STORE")]
+    pub store: Option<String>,
+    /// Path prefix inside the store.
+    #[arg(long, env = "REDVAULT_PREFIX")]
+    pub prefix: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn open(&self, config: &Config) -> anyhow::Result<Store> {
+        Ok(config.open_store(self.store.as_deref(), "--to", self.prefix.as_deref())?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct KekArg {
+    /// Key-encryption key: path to an RSA key in PEM (public to seal, private to
+    /// unseal), or a Key Vault key https://<vault>.vault.azure.net/keys/<name>[/<version>].
+    #[arg(long, env = "REDVAULT_KEK")]
+    pub kek: Option<String>,
+}
+
+impl KekArg {
+    /// The KEK from the flag, the environment or the config; none is an error.
+    pub fn open(&self, config: &Config) -> anyhow::Result<Arc<dyn Kek>> {
+        Ok(config.open_kek(self.kek.as_deref())?)
+    }
+}
+
+/// How to reach one Redis: the URL and the read timeout.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// The Redis: redis://[user[:password]@]host:port. The password can also
+    /// come from REDVAULT_REDIS_PASSWORD (kept out of the process list).
+    #[arg(long, env = "REDVAULT_REDIS")]
+    pub redis: Option<String>,
+    /// Seconds without a byte from Redis before giving up.
+    #[arg(long, env = "REDVAULT_REDIS_TIMEOUT")]
+    pub redis_timeout: Option<u64>,
+}
+
+impl RedisArgs {
+    pub fn url(&self, config: &Config) -> anyhow::Result<RedisUrl> {
+        Ok(config.redis_url(self.redis.as_deref())?)
+    }
+
+    /// The one set of connection options every Redis link of a command uses.
+    pub fn connect_options(&self, config: &Config) -> anyhow::Result<ConnectOptions> {
+        Ok(config.connect_options(self.redis_timeout)?)
+    }
+}
+
+/// How to seal: the KEK, chunk size and compression.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub kek: KekArg,
+    /// Plaintext bytes per chunk.
+    #[arg(long, env = "REDVAULT_CHUNK_SIZE")]
+    pub chunk_size: Option<u32>,
+    /// zstd level (1 is fast and is the default; 3 packs tighter).
+    #[arg(long, env = "REDVAULT_ZSTD_LEVEL", allow_hyphen_values = true)]
+    pub zstd_level: Option<i32>,
+    /// Store chunks uncompressed.
+    #[arg(long)]
+    pub no_compress: bool,
+}
+
+impl SealArgs {
+    pub fn tuning(&self) -> SealTuning {
+        SealTuning {
+            chunk_size: self.chunk_size,
+            zstd_level: self.zstd_level,
+            no_compress: self.no_compress,
+        }
+    }
+}
+
+/// Confirms a FLUSHALL of `url` (`--flush`): `--yes`, or "yes" typed at a
+/// terminal; refused without a terminal. Shared by import and restore.
+pub fn confirm_flush(yes: bool, url: &RedisUrl) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("--flush deletes every key in {url:?}; add --yes to confirm");
+    }
+    eprint!("--flush deletes every key in {url:?}. Type yes to go on: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?;
+    if line.trim() != "yes" {
+        anyhow::bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
+/// FLUSHALL on the target (after `confirm_flush`).
+pub async fn flush_all(url: &RedisUrl, link: &ConnectOptions) -> anyhow::Result<()> {
+    let mut conn = crate::resp::connect(url, link).await?;
+    if let crate::resp::Reply::Error(e) = conn.command(&[b"FLUSHALL"]).await? {
+        anyhow::bail!("the target refused FLUSHALL: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The open AOF segment being filled: commands appended as records, cut (sealed
+//! and spooled) when due, and the cut recorded in the checkpoint.
+
+use super::checkpoint::Checkpoints;
+use super::spool::{Spool, SpoolError};
+use super::DaemonError;
+use crate::aof::{encode_record, seal_segment};
+use crate::backup::layout::segment_name;
+use crate::command::Command;
+use crate::data_key::DataKey;
+use crate::keyring::Keyring;
+use crate::sealer::SealOptions;
+use std::time::{Duration, Instant};
+
+pub(super) struct Segmenter {
+    pub generation: String,
+    dek: DataKey,
+    ring: Keyring,
+    pub buf: Vec<u8>,
+    from: u64,
+    to: u64,
+    first_at: Option<Instant>,
+    has_writes: bool,
+}
+
+impl Segmenter {
+    /// A segment starting after `offset`, sealed with the session's key.
+    pub fn new(generation: &str, offset: u64, dek: DataKey, ring: Keyring) -> Self {
+        Segmenter {
+            generation: generation.into(),
+            dek,
+            ring,
+            buf: Vec::with_capacity(64 << 10),
+            from: offset,
+            to: offset,
+            first_at: None,
+            has_writes: false,
+        }
+    }
+
+    pub fn add(&mut self, cmd: &Command) {
+        encode_record(&mut self.buf, cmd);
+        self.to = cmd.offset;
+        self.first_at.get_or_insert_with(Instant::now);
+        if !cmd.is_keepalive() {
+            self.has_writes = true;
+        }
+    }
+
+    /// Due: writes waiting for the cut interval, or only keepalives for a minute.
+    pub fn due(&self, interval: Duration, max_bytes: usize) -> bool {
+        let age = self.first_at.map(|t| t.elapsed()).unwrap_or_default();
+        self.buf.len() >= max_bytes
+            || (self.has_writes && age >= interval)
+            || (!self.buf.is_empty() && age >= Duration::from_secs(60))
+    }
+
+    /// Seals what is buffered into the spool and records it in the checkpoint.
+    pub async fn cut(
+        &mut self,
+        name: &str,
+        seal: &SealOptions,
+        spool: &Spool,
+        checkpoints: &Checkpoints,
+    ) -> Result<(), DaemonError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let segment = segment_name(self.from, self.to);
+        let sealed = seal_segment(
+            &self.buf,
+            &self.generation,
+            &segment,
+            &self.dek,
+            &self.ring,
+            seal,
+        )
+        .await
+        .map_err(|e| DaemonError::Lost(format!("sealing segment {segment}: {e}")))?;
+        match spool.push(&self.generation, &segment, self.to, &sealed) {
+            Ok(()) => {}
+            Err(e @ SpoolError::Full { .. }) => return Err(DaemonError::SpoolFull(e)),
+            Err(e) => return Err(DaemonError::Spool(e)),
+        }
+        let to = self.to;
+        checkpoints.update(name, &self.generation, |cp| cp.spooled = to)?;
+        self.buf.clear();
+        self.from = self.to;
+        self.first_at = None;
+        self.has_writes = false;
+        Ok(())
+    }
+}

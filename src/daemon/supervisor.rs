@@ -1,0 +1,197 @@
+//! The daemon's supervisor: builds every job from flags and config, runs them
+//! until SIGTERM/SIGINT, re-reads the config on SIGHUP and restarts the jobs
+//! with it (each continues its generation from the checkpoint; metrics carry
+//! over for jobs that stay), and reports to systemd (READY, STATUS, WATCHDOG,
+//! RELOADING, STOPPING).
+
+use super::checkpoint::Checkpoints;
+use super::metrics::{Registry, SourceMetrics};
+use super::notify::{notify, watchdog_interval};
+use super::schedule::BaseSchedule;
+use super::{run_job, start_http, DaemonError, Job};
+use crate::backup::layout::check_source_name;
+use crate::settings::{defaults, Config, SealTuning};
+use crate::source::PsyncSource;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// What flags set for the daemon; each falls back to the config's `[daemon]`.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOverrides {
+    /// One job's Redis (else the config's `[[daemon.sources]]`).
+    pub redis: Option<String>,
+    pub redis_timeout: Option<u64>,
+    pub source: Option<String>,
+    pub store: Option<String>,
+    pub prefix: Option<String>,
+    pub kek: Option<String>,
+    pub seal: SealTuning,
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub base_every: Option<String>,
+    pub keep_last: Option<usize>,
+    pub keep_within: Option<String>,
+    pub segment_interval_ms: Option<u64>,
+}
+
+/// Builds every job's settings from flags and config.
+fn jobs(
+    o: &DaemonOverrides,
+    config: &Config,
+    checkpoints: &Arc<Checkpoints>,
+    state: &Path,
+) -> Result<Vec<Job>, DaemonError> {
+    let d = config.daemon.clone().unwrap_or_default();
+    let mut wanted: Vec<(String, Option<String>)> = vec![];
+    if o.redis.is_some() || d.sources.is_empty() {
+        let url = config.redis_url(o.redis.as_deref())?;
+        let name = o
+            .source
+            .clone()
+            .or(config.source.clone())
+            .unwrap_or_else(|| url.source_name());
+        wanted.push((name, o.redis.clone().or(config.redis.clone())));
+    } else {
+        for s in &d.sources {
+            wanted.push((s.name.clone(), Some(s.redis.clone())));
+        }
+    }
+    let kek = config.open_kek(o.kek.as_deref())?;
+    let store = config.open_store(o.store.as_deref(), "--to", o.prefix.as_deref())?;
+    let seal = config.seal_options(&o.seal)?;
+    let schedule_text = o.base_every.clone().or(d.base_every.clone());
+    if let Some(t) = &schedule_text {
+        BaseSchedule::parse(t)?;
+    }
+    let retention = config.retention(o.keep_last, o.keep_within.as_deref())?;
+    let link = config.connect_options(o.redis_timeout)?;
+    let mut out = vec![];
+    for (name, redis) in wanted {
+        check_source_name(&name)?;
+        let url = config.redis_url(redis.as_deref())?;
+        out.push(Job {
+            from: Arc::new(PsyncSource::new(url, link.clone())),
+            store: store.clone(),
+            kek: kek.clone(),
+            seal: seal.clone(),
+            checkpoints: checkpoints.clone(),
+            spool_dir: state.join("spool").join(&name),
+            spool_max_bytes: d.spool_max_bytes.unwrap_or(defaults::SPOOL_MAX_BYTES),
+            cut_interval: Duration::from_millis(
+                o.segment_interval_ms
+                    .or(d.segment_interval_ms)
+                    .unwrap_or(defaults::SEGMENT_INTERVAL_MS)
+                    .max(10),
+            ),
+            segment_max_bytes: d
+                .segment_max_bytes
+                .unwrap_or(defaults::SEGMENT_MAX_BYTES)
+                .max(4096),
+            schedule: schedule_text
+                .as_deref()
+                .map(BaseSchedule::parse)
+                .transpose()?,
+            retention: retention.clone(),
+            metrics: SourceMetrics::new(&name),
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; `config_path` is re-read on SIGHUP.
+pub async fn run(
+    o: DaemonOverrides,
+    config_path: Option<PathBuf>,
+    mut config: Config,
+) -> Result<(), DaemonError> {
+    let sig = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| DaemonError::Invalid(format!("{name} handler: {e}")))
+    };
+    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+    let registry: Registry = Default::default();
+    let mut http_started = false;
+    loop {
+        let d = config.daemon.clone().unwrap_or_default();
+        let state = o
+            .state_dir
+            .clone()
+            .or(d.state_dir.clone())
+            .ok_or_else(|| DaemonError::Invalid("no state directory: pass --state-dir, set daemon.state_dir, or run under systemd with StateDirectory=".into()))?;
+        std::fs::create_dir_all(&state).map_err(|e| {
+            DaemonError::Invalid(format!(
+                "cannot create state directory {}: {e}",
+                state.display()
+            ))
+        })?;
+        let checkpoints = Arc::new(Checkpoints::open(&state)?);
+        let mut jobs = jobs(&o, &config, &checkpoints, &state)?;
+        {
+            // Counters carry on across a reload for jobs that stay.
+            let mut reg = registry.write().expect("metrics registry");
+            for j in jobs.iter_mut() {
+                if let Some(old) = reg.iter().find(|m| m.name == j.name) {
+                    j.metrics = old.clone();
+                }
+            }
+            *reg = jobs.iter().map(|j| j.metrics.clone()).collect();
+        }
+        if !http_started {
+            let listen = o
+                .listen
+                .clone()
+                .or(d.listen.clone())
+                .unwrap_or_else(|| defaults::LISTEN.into());
+            start_http(&listen, registry.clone()).await?;
+            http_started = true;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+        let mut tasks = vec![];
+        for j in jobs {
+            tasks.push(tokio::spawn(run_job(j, stop_rx.clone())));
+        }
+        tracing::info!(sources = ?names, "daemon running");
+        notify("READY=1");
+        notify(&format!("STATUS=following {}", names.join(", ")));
+        let mut watchdog =
+            tokio::time::interval(watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+        let reload = loop {
+            tokio::select! {
+                _ = term.recv() => break false,
+                _ = int.recv() => break false,
+                _ = hup.recv() => match Config::load(config_path.as_deref()) {
+                    Ok(c) => {
+                        tracing::info!("SIGHUP: config re-read; restarting the sessions with it");
+                        notify("RELOADING=1");
+                        config = c;
+                        break true;
+                    }
+                    Err(e) => tracing::error!("SIGHUP: the config is not valid, keeping the running one: {e}"),
+                },
+                _ = watchdog.tick() => notify("WATCHDOG=1"),
+            }
+        };
+        if !reload {
+            notify("STOPPING=1");
+            tracing::info!("stopping: flushing open segments and checkpointing");
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("{e}"),
+                Err(e) => tracing::error!("source task: {e}"),
+            }
+        }
+        drop(checkpoints);
+        if !reload {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Settings: the TOML config schema, its defaults, and the builders every
+//! command and the daemon's reload share (store, KEK, Redis connection, seal
+//! options, retention). Flags and REDVAULT_* environment variables (handled by
+//! clap in cli/) take precedence over the file; the file over the defaults here.
+
+use crate::azure::{AzureSettings, Identity, IdentityError};
+use crate::backup::{BackupError, Retention};
+use crate::kek::{open_kek, Kek, KekError, KeyVaultOptions};
+use crate::resp::{ConnectOptions, RedisUrl, UrlError};
+use crate::sealer::SealOptions;
+use crate::store::{Store, StoreContext, StoreError};
+use serde::Deserialize;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// The daemon's defaults, stated once (the config example repeats them in prose).
+pub mod defaults {
+    /// /healthz and /metrics address.
+    pub const LISTEN: &str = "127.0.0.1:9187";
+    /// Local spool bound, bytes.
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// Cut a segment at this size, bytes.
+    pub const SEGMENT_MAX_BYTES: usize = 8 << 20;
+    /// Cut a segment this long after its first write, ms.
+    pub const SEGMENT_INTERVAL_MS: u64 = 1000;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    /// A setting that is missing, or out of range; the message says which flag,
+    /// variable or key sets it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// How to seal, as flags give it (each falls back to `[seal]`).
+#[derive(Debug, Clone, Default)]
+pub struct SealTuning {
+    pub chunk_size: Option<u32>,
+    pub zstd_level: Option<i32>,
+    pub no_compress: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// KEK: a path to a PEM key file.
+    pub kek: Option<String>,
+    /// The Redis to back up: redis://[user[:password]@]host:port.
+    pub redis: Option<String>,
+    /// Storage URL (file://, az://, s3://, gs://).
+    pub store: Option<String>,
+    /// Path prefix inside the store.
+    pub prefix: Option<String>,
+    /// Source name (defaults to host-port).
+    pub source: Option<String>,
+    /// Seconds without a byte from Redis before giving up.
+    pub redis_timeout: Option<u64>,
+    #[serde(default)]
+    pub seal: SealConfig,
+    /// The daemon: state, schedules, retention, sources.
+    pub daemon: Option<DaemonConfig>,
+    /// Azure identity, storage, Key Vault and Redis authentication.
+    pub azure: Option<AzureSettings>,
+    /// The one identity of this process, made on first use.
+    #[serde(skip)]
+    identity: OnceLock<Arc<Identity>>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Checkpoint and spool directory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// /healthz and /metrics address (default 127.0.0.1:9187).
+    pub listen: Option<String>,
+    /// New base snapshot: 15m, 30m, 1h, 6h, 12h, 24h or a cron expression.
+    pub base_every: Option<String>,
+    pub keep_last: Option<usize>,
+    /// e.g. "7d".
+    pub keep_within: Option<String>,
+    /// Cut a segment this long after its first write (default 1000 ms).
+    pub segment_interval_ms: Option<u64>,
+    /// ... or at this size (default 8 MiB).
+    pub segment_max_bytes: Option<usize>,
+    /// Local spool bound (default 1 GiB).
+    pub spool_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub sources: Vec<DaemonSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSource {
+    pub name: String,
+    pub redis: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    pub chunk_size: Option<u32>,
+    pub zstd_level: Option<i32>,
+    pub compress: Option<bool>,
+}
+
+impl Config {
+    /// The Azure identity (managed identity by default), made once.
+    pub fn identity(&self) -> Result<Arc<Identity>, SettingsError> {
+        if let Some(i) = self.identity.get() {
+            return Ok(i.clone());
+        }
+        let settings = self.azure.clone().unwrap_or_default();
+        let made = Arc::new(Identity::new(&settings)?);
+        Ok(self.identity.get_or_init(|| made).clone())
+    }
+
+    /// How to open the store at `url`: Azure Blob by the `[azure]` settings when
+    /// there are any (the identity is made only for an Azure URL).
+    pub fn store_context(&self, url: &str) -> Result<StoreContext, SettingsError> {
+        let is_azure = [
+            "az://", "azure://", "abfs://", "abfss://", "https://", "http://",
+        ]
+        .iter()
+        .any(|p| url.starts_with(p));
+        Ok(match &self.azure {
+            Some(s) if is_azure => {
+                let by_identity = s.storage.auth.as_deref().unwrap_or("identity") == "identity";
+                StoreContext {
+                    azure: Some((s.clone(), by_identity.then(|| self.identity()).transpose()?)),
+                }
+            }
+            _ => StoreContext::default(),
+        })
+    }
+
+    /// How to reach Key Vault, for a KEK given as a Key Vault key URL.
+    pub fn vault_options(&self) -> Result<KeyVaultOptions, SettingsError> {
+        let settings = self.azure.clone().unwrap_or_default();
+        let ca_pem = match &settings.ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| {
+                SettingsError::Invalid(format!("cannot read ca_file {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        Ok(KeyVaultOptions {
+            identity: self.identity()?,
+            ca_pem,
+            verify_challenge_resource: settings.key_vault.verify_challenge_resource.unwrap_or(true),
+        })
+    }
+
+    /// Entra ID authentication to Redis, when `[azure.redis] entra_id = true`.
+    pub fn redis_auth(&self) -> Result<Option<Arc<dyn crate::resp::RedisAuth>>, SettingsError> {
+        match &self.azure {
+            Some(s) if s.redis.entra_id => Ok(Some(Arc::new(
+                crate::azure::redis_auth::EntraRedisAuth::new(
+                    self.identity()?,
+                    s.redis.user.clone(),
+                ),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        // toml's messages span several lines; keep the error to one.
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: shown,
+            message: e.message().to_string(),
+        })
+    }
+
+    /// The Redis URL from a flag, else the config; the password may come from
+    /// REDVAULT_REDIS_PASSWORD (kept out of the process list).
+    pub fn redis_url(&self, arg: Option<&str>) -> Result<RedisUrl, SettingsError> {
+        let s = arg.or(self.redis.as_deref()).ok_or_else(|| {
+            SettingsError::Invalid(
+                "no Redis given: pass --redis URL, set REDVAULT_REDIS, or set redis in the config file"
+                    .into(),
+            )
+        })?;
+        let mut url = RedisUrl::parse(s)?;
+        if let Ok(p) = std::env::var("REDVAULT_REDIS_PASSWORD") {
+            url.password = Some(Zeroizing::new(p));
+        }
+        Ok(url)
+    }
+
+    /// The one set of connection options for every Redis link: the timeout
+    /// from a flag or `redis_timeout`, Entra ID credentials from `[azure.redis]`.
+    pub fn connect_options(
+        &self,
+        timeout_arg: Option<u64>,
+    ) -> Result<ConnectOptions, SettingsError> {
+        let mut o = ConnectOptions {
+            auth: self.redis_auth()?,
+            ..Default::default()
+        };
+        if let Some(t) = timeout_arg.or(self.redis_timeout) {
+            o.read_timeout = Duration::from_secs(t.max(1));
+        }
+        Ok(o)
+    }
+
+    /// The store from a flag (`flag` names it in the error), else the config;
+    /// the prefix likewise.
+    pub fn open_store(
+        &self,
+        url: Option<&str>,
+        flag: &str,
+        prefix: Option<&str>,
+    ) -> Result<Store, SettingsError> {
+        let url = url.or(self.store.as_deref()).ok_or_else(|| {
+            SettingsError::Invalid(format!(
+                "no storage given: pass {flag} URL, set REDVAULT_STORE, or set store in the config file"
+            ))
+        })?;
+        Ok(Store::open_with(
+            url,
+            prefix.or(self.prefix.as_deref()),
+            &self.store_context(url)?,
+        )?)
+    }
+
+    /// The KEK from a flag, else the config; none is an error (fail closed:
+    /// nothing is written without a key).
+    pub fn open_kek(&self, arg: Option<&str>) -> Result<Arc<dyn Kek>, SettingsError> {
+        let spec = arg.or(self.kek.as_deref()).ok_or_else(|| {
+            SettingsError::Invalid(
+                "no KEK given: pass --kek, set REDVAULT_KEK, or set kek in the config file".into(),
+            )
+        })?;
+        let vault = if crate::kek::is_key_vault_spec(spec) {
+            Some(self.vault_options()?)
+        } else {
+            None
+        };
+        Ok(open_kek(spec, vault)?)
+    }
+
+    /// The KEK if one is given at all (a plain backup needs none).
+    pub fn maybe_kek(&self, arg: Option<&str>) -> Result<Option<Arc<dyn Kek>>, SettingsError> {
+        match arg.or(self.kek.as_deref()) {
+            Some(_) => Ok(Some(self.open_kek(arg)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Seal options from flags, else `[seal]`, else the defaults.
+    pub fn seal_options(&self, t: &SealTuning) -> Result<SealOptions, SettingsError> {
+        let mut o = SealOptions::default();
+        if let Some(cs) = t.chunk_size.or(self.seal.chunk_size) {
+            if !(1024..=crate::format::MAX_CHUNK_SIZE).contains(&cs) {
+                return Err(SettingsError::Invalid(format!(
+                    "chunk size {cs} out of range (1 KiB to 64 MiB)"
+                )));
+            }
+            o.chunk_size = cs;
+        }
+        if let Some(l) = t.zstd_level.or(self.seal.zstd_level) {
+            if !zstd::compression_level_range().contains(&l) {
+                return Err(SettingsError::Invalid(format!(
+                    "zstd level {l} out of range"
+                )));
+            }
+            o.zstd_level = Some(l);
+        }
+        if t.no_compress || self.seal.compress == Some(false) {
+            o.zstd_level = None;
+        }
+        Ok(o)
+    }
+
+    /// Retention from flags, else `[daemon]` (the one place it is parsed).
+    pub fn retention(
+        &self,
+        keep_last: Option<usize>,
+        keep_within: Option<&str>,
+    ) -> Result<Retention, SettingsError> {
+        let d = self.daemon.clone().unwrap_or_default();
+        Ok(Retention::parse(
+            keep_last.or(d.keep_last),
+            keep_within.or(d.keep_within.as_deref()),
+        )?)
+    }
+}

@@ -1,0 +1,119 @@
+//! The replication link as a `Source`: redvault connects as a replica
+//! (REPLCONF, PSYNC), receives the RDB and then the command stream.
+
+use super::{
+    Acker, CommandFeed, CommandReader, Resumed, Snapshot, SnapshotInfo, Source, SourceError,
+};
+use crate::command::Command;
+use crate::replication::{AckSender, CommandStream, PsyncReply, RdbTransfer, ReplicaLink};
+use crate::resp::{ConnectOptions, RedisUrl};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// A Redis primary (or replica) reached with PSYNC.
+pub struct PsyncSource {
+    url: RedisUrl,
+    opts: ConnectOptions,
+}
+
+impl PsyncSource {
+    pub fn new(url: RedisUrl, opts: ConnectOptions) -> Self {
+        PsyncSource { url, opts }
+    }
+}
+
+#[async_trait]
+impl Source for PsyncSource {
+    fn describe(&self) -> String {
+        format!("Redis at {}", self.url.addr())
+    }
+
+    async fn snapshot(&self, then_stream: bool) -> Result<Box<dyn Snapshot>, SourceError> {
+        let mut link = ReplicaLink::connect(&self.url, &self.opts).await?;
+        let server_version = link.server_version().await;
+        let (info, transfer) = link.full_sync(!then_stream).await?;
+        Ok(Box::new(PsyncSnapshot {
+            info: SnapshotInfo {
+                replid: info.replid,
+                offset: info.offset,
+                rdb_only: info.rdb_only,
+                server_version,
+            },
+            transfer,
+        }))
+    }
+
+    async fn resume(&self, replid: &str, held: u64) -> Result<Resumed, SourceError> {
+        let link = ReplicaLink::connect(&self.url, &self.opts).await?;
+        Ok(match link.resume(replid, held + 1).await? {
+            PsyncReply::Continue { replid, conn } => Resumed::Stream {
+                replid,
+                feed: feed(CommandStream::new(conn, held)),
+            },
+            PsyncReply::Full(info, _) => Resumed::NeedSnapshot {
+                replid: info.replid,
+            },
+        })
+    }
+}
+
+struct PsyncSnapshot {
+    info: SnapshotInfo,
+    transfer: RdbTransfer,
+}
+
+#[async_trait]
+impl Snapshot for PsyncSnapshot {
+    fn info(&self) -> &SnapshotInfo {
+        &self.info
+    }
+
+    async fn next_piece(&mut self) -> Result<Option<Bytes>, SourceError> {
+        Ok(self.transfer.next().await?)
+    }
+
+    fn received(&self) -> u64 {
+        self.transfer.received()
+    }
+
+    fn announced_size(&self) -> Option<u64> {
+        self.transfer.announced_size()
+    }
+
+    fn rdb_version(&self) -> Option<u32> {
+        self.transfer.rdb_version()
+    }
+
+    fn into_stream(self: Box<Self>) -> CommandFeed {
+        feed(CommandStream::new(
+            self.transfer.into_conn(),
+            self.info.offset,
+        ))
+    }
+}
+
+fn feed(stream: CommandStream) -> CommandFeed {
+    let (reader, acker) = stream.split();
+    CommandFeed {
+        reader: Box::new(Reader(reader)),
+        acker: Box::new(Ack(acker)),
+    }
+}
+
+struct Reader(CommandStream);
+
+#[async_trait]
+impl CommandReader for Reader {
+    async fn next(&mut self) -> Result<Option<Command>, SourceError> {
+        Ok(self.0.next().await?)
+    }
+}
+
+struct Ack(AckSender);
+
+#[async_trait]
+impl Acker for Ack {
+    async fn ack(&mut self, offset: u64) -> Result<(), SourceError> {
+        Ok(self.0.ack(offset).await?)
+    }
+}

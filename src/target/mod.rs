@@ -1,0 +1,187 @@
+//! Where restored data goes: entries of a snapshot, then commands of the
+//! stream, into a Redis. [`RedisTarget`] is the one implementation: the RESTORE
+//! loader (`restore.rs`) and point-in-time replay (`replay.rs`) over one
+//! pipelined writer (`pipeline.rs`) on a few connections. `load.rs` drives a
+//! target from RDB inputs (scanner thread -> entries).
+//!
+//! A cluster target (slot-routed over standalone ones) or the replication feed
+//! implements the same trait and gets the target suite (`tests/target_suite.rs`).
+
+mod filter;
+mod load;
+mod pipeline;
+mod replay;
+mod restore;
+
+pub use filter::{glob_match, type_name, Filter, TYPE_NAMES};
+pub use load::{load, LoadInputError};
+pub use restore::RedisTarget;
+
+use crate::command::Command;
+use crate::rdb::Entry;
+use crate::resp::RedisError;
+use async_trait::async_trait;
+
+/// Where entries and commands go.
+///
+/// Contract: `begin` before each snapshot's entries; entries may land in any
+/// order; `apply` commands land in the order given, after every entry pushed
+/// before them; nothing is retried (the first refusal stops the load and is
+/// returned, naming the key or the offset); `finish` waits for every reply.
+#[async_trait]
+pub trait Target: Send {
+    /// A snapshot of this RDB version follows; refused (before any key is
+    /// sent) if the target cannot read it.
+    fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError>;
+
+    /// One key of the snapshot (filters, expiry and conflicts apply).
+    async fn push(&mut self, e: Entry) -> Result<(), TargetError>;
+
+    /// One function library of the snapshot (its code).
+    async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError>;
+
+    /// One command of the stream (a write to replay).
+    async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError>;
+
+    /// The counts so far.
+    fn stats(&self) -> &LoadStats;
+
+    /// Sends what is batched and waits for every reply; the final counts.
+    async fn finish(&mut self) -> Result<LoadStats, TargetError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Stop at the first key that exists in the target, and name it.
+    Fail,
+    Replace,
+    /// Leave existing keys, count them.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub connections: usize,
+    /// Commands per batch on one connection.
+    pub pipeline: usize,
+    /// Bytes per batch on one connection (commands in flight are bounded by
+    /// connections x 2 batches).
+    pub batch_bytes: usize,
+    pub conflict: Conflict,
+    pub filter: Filter,
+    pub target_db: Option<u64>,
+    pub dry_run: bool,
+    /// The largest bulk string the target accepts (proto-max-bulk-len).
+    pub max_bulk: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            connections: 4,
+            pipeline: 512,
+            batch_bytes: 4 << 20,
+            conflict: Conflict::Fail,
+            filter: Filter::default(),
+            target_db: None,
+            dry_run: false,
+            max_bulk: 512 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LoadStats {
+    /// Function libraries restored (FUNCTION RESTORE).
+    pub functions: u64,
+    pub seen: u64,
+    pub loaded: u64,
+    pub skipped_existing: u64,
+    pub expired: u64,
+    pub filtered: u64,
+    pub bytes: u64,
+    /// Commands of the stream applied.
+    pub commands: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Connect(#[from] RedisError),
+    #[error("key {key} already exists in db {db} of the target; use --replace, --skip-existing or --flush")]
+    KeyExists { key: String, db: u64 },
+    #[error("the target refused key {key} (db {db}): {message}")]
+    Refused {
+        key: String,
+        db: u64,
+        message: String,
+    },
+    #[error("the target refused function library {library}: {message}")]
+    Function { library: String, message: String },
+    #[error("the target refused the command at offset {offset}: {message}")]
+    Command { offset: u64, message: String },
+    #[error("a loader connection ended unexpectedly: {0}")]
+    Worker(String),
+    #[error("the target refused SELECT {db}: {message}")]
+    Select { db: u64, message: String },
+    #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}")]
+    TooLarge {
+        key: String,
+        db: u64,
+        size: u64,
+        max: u64,
+    },
+    #[error("the RDB is version {source_version}; the target (Redis {target}) reads up to RDB {target_max}: loading into an older Redis is not supported yet")]
+    TargetTooOld {
+        source_version: u32,
+        target: String,
+        target_max: u32,
+    },
+}
+
+/// A key name for messages: printable, binary bytes escaped.
+pub fn show_key(k: &[u8]) -> String {
+    k.escape_ascii().to_string()
+}
+
+/// The newest RDB version a Redis version reads (for RESTORE payloads).
+pub fn max_rdb_for(redis_version: &str) -> u32 {
+    let mut it = redis_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    match (major, minor) {
+        (m, _) if m >= 8 => 12,
+        (7, n) if n >= 4 => 12,
+        (7, n) if n >= 2 => 11,
+        (7, _) => 10,
+        (5 | 6, _) => 9,
+        (4, _) => 8,
+        (3, n) if n >= 2 => 7,
+        (2, n) if n >= 6 => 6,
+        _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_rdb_for;
+
+    #[test]
+    fn rdb_versions_each_redis_reads() {
+        for (v, max) in [
+            ("2.4.17", 5),
+            ("2.8.24", 6),
+            ("3.2.12", 7),
+            ("4.0.14", 8),
+            ("5.0.14", 9),
+            ("6.2.14", 9),
+            ("7.0.15", 10),
+            ("7.2.5", 11),
+            ("7.4.1", 12),
+            ("8.0.2", 12),
+        ] {
+            assert_eq!(max_rdb_for(v), max, "{v}");
+        }
+    }
+}

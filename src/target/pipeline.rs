@@ -1,0 +1,349 @@
+//! The one pipelined writer to Redis: commands are encoded into a batch per
+//! connection, each batch sent whole and its replies read and checked by that
+//! connection's worker task. At most two batches wait per connection, so memory
+//! is bounded by connections x 2 x batch bytes. Long-lived connections AUTH
+//! again before a fetched token expires.
+
+use super::{show_key, Conflict, TargetError};
+use crate::resp::{encode_into, Conn, RedisAuth, RedisError, Reply};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// What one queued command's reply must be.
+pub(super) enum Expect {
+    /// A re-AUTH with a fresh token on a long-lived connection.
+    Auth {
+        user: String,
+    },
+    Select(u64),
+    Function {
+        library: String,
+    },
+    Restore {
+        key: Vec<u8>,
+        db: u64,
+    },
+    /// A replayed command: anything but an error.
+    Command {
+        offset: u64,
+    },
+}
+
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    expect: Vec<Expect>,
+}
+
+enum Job {
+    Batch(Batch),
+    /// Answered once every batch sent before it has its replies.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// What the workers counted from the replies.
+#[derive(Default)]
+pub(super) struct Replies {
+    pub loaded: u64,
+    pub skipped: u64,
+    pub functions: u64,
+    pub commands: u64,
+}
+
+/// Re-AUTH this long before a token expires (the token cache refreshes it 300 s
+/// before; this leaves a minute of margin after that).
+const REAUTH_MARGIN_SECS: i64 = 240;
+
+fn reauth_due(expires_on: Option<i64>) -> i64 {
+    expires_on.map_or(i64::MAX, |t| t - REAUTH_MARGIN_SECS)
+}
+
+fn unix_now() -> i64 {
+    crate::text::unix_now() as i64
+}
+
+pub(super) struct Pipeline {
+    senders: Vec<mpsc::Sender<Job>>,
+    workers: Vec<JoinHandle<Result<Replies, TargetError>>>,
+    batches: Vec<Batch>,
+    /// The database each connection has selected.
+    conn_db: Vec<u64>,
+    max_commands: usize,
+    max_bytes: usize,
+    auth: Option<Arc<dyn RedisAuth>>,
+    reauth_due: Vec<i64>,
+}
+
+impl Pipeline {
+    /// One worker per connection; `first_expiry` is when the connections'
+    /// fetched credentials expire (Unix s), if they do.
+    pub fn new(
+        conns: Vec<Conn>,
+        conflict: Conflict,
+        max_commands: usize,
+        max_bytes: usize,
+        auth: Option<Arc<dyn RedisAuth>>,
+        first_expiry: Option<i64>,
+    ) -> Self {
+        let n = conns.len();
+        let mut senders = vec![];
+        let mut workers = vec![];
+        for conn in conns {
+            let (tx, rx) = mpsc::channel(2);
+            senders.push(tx);
+            workers.push(tokio::spawn(worker(conn, rx, conflict)));
+        }
+        Pipeline {
+            senders,
+            workers,
+            batches: (0..n).map(|_| Batch::default()).collect(),
+            conn_db: vec![0; n],
+            max_commands: max_commands.max(1),
+            max_bytes,
+            auth,
+            reauth_due: vec![reauth_due(first_expiry); n],
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Queues `SELECT db` on connection `c` unless it has that db selected.
+    pub fn select(&mut self, c: usize, db: u64) {
+        if self.conn_db[c] != db {
+            let b = &mut self.batches[c];
+            encode_into(
+                &mut b.buf,
+                &[b"SELECT".as_slice(), db.to_string().as_bytes()],
+            );
+            b.expect.push(Expect::Select(db));
+            self.conn_db[c] = db;
+        }
+    }
+
+    /// Queues one command on connection `c`; true when its batch is full and
+    /// should be flushed.
+    pub fn queue(&mut self, c: usize, args: &[&[u8]], expect: Expect) -> bool {
+        let b = &mut self.batches[c];
+        encode_into(&mut b.buf, args);
+        b.expect.push(expect);
+        b.expect.len() >= self.max_commands || b.buf.len() >= self.max_bytes
+    }
+
+    /// Forgets the database a replayed SELECT chose (the stream selects its own).
+    pub fn assume_db(&mut self, c: usize, db: u64) {
+        self.conn_db[c] = db;
+    }
+
+    /// Sends connection `c`'s batch (waiting while two are in flight).
+    pub async fn flush(&mut self, c: usize) -> Result<(), TargetError> {
+        let mut batch = std::mem::take(&mut self.batches[c]);
+        if batch.expect.is_empty() {
+            return Ok(());
+        }
+        if let Some(auth) = self
+            .auth
+            .as_ref()
+            .filter(|_| unix_now() >= self.reauth_due[c])
+        {
+            // The token is about to expire: AUTH again ahead of this batch.
+            let creds = auth
+                .credentials()
+                .await
+                .map_err(|e| TargetError::Worker(e.0))?;
+            let mut buf = Vec::with_capacity(batch.buf.len() + 64);
+            encode_into(
+                &mut buf,
+                &[
+                    b"AUTH".as_slice(),
+                    creds.user.as_bytes(),
+                    creds.password.as_bytes(),
+                ],
+            );
+            buf.extend_from_slice(&batch.buf);
+            batch.buf = buf;
+            batch.expect.insert(
+                0,
+                Expect::Auth {
+                    user: creds.user.clone(),
+                },
+            );
+            self.reauth_due[c] = reauth_due(creds.expires_on).max(unix_now() + 30);
+        }
+        if self.senders[c].send(Job::Batch(batch)).await.is_err() {
+            // The worker stopped on an error: collect it.
+            return Err(self.fail().await);
+        }
+        Ok(())
+    }
+
+    /// Flushes every connection and waits until all their replies are read:
+    /// what was queued before has landed.
+    pub async fn barrier(&mut self) -> Result<(), TargetError> {
+        for c in 0..self.senders.len() {
+            self.flush(c).await?;
+        }
+        let mut waits = vec![];
+        for s in &self.senders {
+            let (tx, rx) = oneshot::channel();
+            if s.send(Job::Barrier(tx)).await.is_err() {
+                return Err(self.fail().await);
+            }
+            waits.push(rx);
+        }
+        for w in waits {
+            if w.await.is_err() {
+                return Err(self.fail().await);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first worker error, after stopping all of them.
+    async fn fail(&mut self) -> TargetError {
+        self.senders.clear();
+        let mut first = None;
+        for w in self.workers.drain(..) {
+            if let Ok(Err(e)) = w.await {
+                first.get_or_insert(e);
+            }
+        }
+        first.unwrap_or_else(|| TargetError::Worker("no error was reported".into()))
+    }
+
+    /// Sends what is batched, waits for every reply, and returns the counts.
+    pub async fn finish(&mut self) -> Result<Replies, TargetError> {
+        for c in 0..self.senders.len() {
+            self.flush(c).await?;
+        }
+        self.senders.clear();
+        let mut total = Replies::default();
+        let mut first_err = None;
+        for w in self.workers.drain(..) {
+            match w.await {
+                Ok(Ok(s)) => {
+                    total.loaded += s.loaded;
+                    total.skipped += s.skipped;
+                    total.functions += s.functions;
+                    total.commands += s.commands;
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(TargetError::Worker(e.to_string()));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+}
+
+/// One connection: writes a batch, then reads and checks its replies.
+async fn worker(
+    mut conn: Conn,
+    mut rx: mpsc::Receiver<Job>,
+    conflict: Conflict,
+) -> Result<Replies, TargetError> {
+    let mut stats = Replies::default();
+    while let Some(job) = rx.recv().await {
+        let batch = match job {
+            Job::Batch(b) => b,
+            Job::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        conn.write_raw(&batch.buf).await?;
+        for exp in batch.expect {
+            let reply = conn.read_reply("the reply to RESTORE").await?;
+            check(exp, reply, conflict, &mut stats, &conn.addr)?;
+        }
+    }
+    Ok(stats)
+}
+
+fn check(
+    exp: Expect,
+    reply: Reply,
+    conflict: Conflict,
+    stats: &mut Replies,
+    addr: &str,
+) -> Result<(), TargetError> {
+    let unexpected = || "unexpected reply".to_string();
+    match (exp, reply) {
+        (Expect::Auth { .. }, Reply::Status(_)) => {}
+        (Expect::Auth { user }, reply) => {
+            return Err(TargetError::Connect(RedisError::Auth {
+                addr: addr.to_string(),
+                user: Some(user),
+                message: match reply {
+                    Reply::Error(m) => m,
+                    _ => unexpected(),
+                },
+            }))
+        }
+        (Expect::Select(_), Reply::Status(_)) => {}
+        (Expect::Select(db), Reply::Error(message)) => {
+            return Err(TargetError::Select { db, message })
+        }
+        (Expect::Select(db), _) => {
+            return Err(TargetError::Select {
+                db,
+                message: unexpected(),
+            })
+        }
+        (Expect::Function { .. }, Reply::Status(_)) => stats.functions += 1,
+        (Expect::Function { .. }, Reply::Error(m))
+            if conflict == Conflict::Skip && m.contains("already exists") =>
+        {
+            stats.skipped += 1
+        }
+        (Expect::Function { library }, Reply::Error(message)) => {
+            return Err(TargetError::Function { library, message })
+        }
+        (Expect::Function { library }, _) => {
+            return Err(TargetError::Function {
+                library,
+                message: unexpected(),
+            })
+        }
+        (Expect::Restore { .. }, Reply::Status(_)) => stats.loaded += 1,
+        (Expect::Restore { key, db }, Reply::Error(m)) if m.starts_with("BUSYKEY") => {
+            if conflict == Conflict::Skip {
+                stats.skipped += 1;
+            } else {
+                return Err(TargetError::KeyExists {
+                    key: show_key(&key),
+                    db,
+                });
+            }
+        }
+        (Expect::Restore { key, db }, Reply::Error(message)) => {
+            return Err(TargetError::Refused {
+                key: show_key(&key),
+                db,
+                message,
+            })
+        }
+        (Expect::Restore { key, db }, _) => {
+            return Err(TargetError::Refused {
+                key: show_key(&key),
+                db,
+                message: unexpected(),
+            })
+        }
+        // Only a top-level error fails a replayed command (EXEC's array may
+        // hold errors of its own, as on the primary).
+        (Expect::Command { offset }, Reply::Error(message)) => {
+            return Err(TargetError::Command { offset, message })
+        }
+        (Expect::Command { .. }, _) => stats.commands += 1,
+    }
+    Ok(())
+}

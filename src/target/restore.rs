@@ -1,0 +1,213 @@
+//! `RedisTarget`: a Redis reached on a few connections. Entries become
+//! `RESTORE key ttl payload [ABSTTL] [REPLACE]` built from the scanner's raw
+//! value bytes (which keeps every type exactly), spread round-robin over the
+//! connections; keys already expired are skipped and counted; conflicts follow
+//! the policy. Commands go through `replay.rs` on the same writer.
+
+use super::pipeline::{Expect, Pipeline};
+use super::{max_rdb_for, show_key, Conflict, LoadOptions, LoadStats, Target, TargetError};
+use crate::command::Command;
+use crate::rdb::{put_rdb_len, restore_payload, Entry};
+use crate::resp::{ConnectOptions, RedisError, RedisUrl};
+use async_trait::async_trait;
+
+pub struct RedisTarget {
+    pub(super) opts: LoadOptions,
+    pub(super) pipe: Pipeline,
+    next: usize,
+    pub(super) stats: LoadStats,
+    payload_version: u16,
+    /// The target's Redis version, if INFO told it.
+    target: Option<String>,
+    /// Whether replay has started (entries before it have landed).
+    pub(super) replaying: bool,
+}
+
+impl RedisTarget {
+    /// Connects `opts.connections` times (none for a dry run) and reads the
+    /// target's version and proto-max-bulk-len.
+    pub async fn connect(
+        url: &RedisUrl,
+        link: &ConnectOptions,
+        opts: LoadOptions,
+    ) -> Result<Self, TargetError> {
+        let n = if opts.dry_run {
+            0
+        } else {
+            opts.connections.max(1)
+        };
+        let mut target = None;
+        let mut max_bulk = opts.max_bulk;
+        let expiry = match (&link.auth, n) {
+            (Some(a), 1..) => {
+                a.credentials()
+                    .await
+                    .map_err(|e| {
+                        TargetError::Connect(RedisError::Auth {
+                            addr: url.addr(),
+                            user: None,
+                            message: e.0,
+                        })
+                    })?
+                    .expires_on
+            }
+            _ => None,
+        };
+        let mut conns = vec![];
+        for i in 0..n {
+            let mut conn = crate::resp::connect(url, link).await?;
+            if i == 0 {
+                target = crate::resp::redis_version(&mut conn).await;
+                if let Some(max) = crate::resp::config_get(&mut conn, "proto-max-bulk-len")
+                    .await
+                    .and_then(|v| v.parse().ok())
+                {
+                    max_bulk = max;
+                }
+            }
+            conns.push(conn);
+        }
+        let pipe = Pipeline::new(
+            conns,
+            opts.conflict,
+            opts.pipeline,
+            opts.batch_bytes,
+            link.auth.clone(),
+            expiry,
+        );
+        Ok(RedisTarget {
+            opts: LoadOptions { max_bulk, ..opts },
+            pipe,
+            next: 0,
+            stats: LoadStats::default(),
+            payload_version: 0,
+            target,
+            replaying: false,
+        })
+    }
+}
+
+#[async_trait]
+impl Target for RedisTarget {
+    fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
+        if let Some(v) = &self.target {
+            let max = max_rdb_for(v);
+            if rdb_version > max {
+                return Err(TargetError::TargetTooOld {
+                    source_version: rdb_version,
+                    target: v.clone(),
+                    target_max: max,
+                });
+            }
+        }
+        self.payload_version = rdb_version as u16;
+        Ok(())
+    }
+
+    async fn push(&mut self, e: Entry) -> Result<(), TargetError> {
+        self.stats.seen += 1;
+        if !self.opts.filter.accepts(&e) {
+            self.stats.filtered += 1;
+            return Ok(());
+        }
+        let now = crate::text::now_ms() as i64;
+        if e.expire_ms.is_some_and(|t| t <= now) {
+            self.stats.expired += 1;
+            return Ok(());
+        }
+        let db = self.opts.target_db.unwrap_or(e.db);
+        let payload = restore_payload(&e.raw, self.payload_version);
+        if payload.len() as u64 > self.opts.max_bulk {
+            return Err(TargetError::TooLarge {
+                key: show_key(&e.key),
+                db,
+                size: payload.len() as u64,
+                max: self.opts.max_bulk,
+            });
+        }
+        self.stats.bytes += payload.len() as u64;
+        if self.opts.dry_run {
+            self.stats.loaded += 1;
+            return Ok(());
+        }
+        let c = self.next;
+        self.pipe.select(c, db);
+        let ttl = e
+            .expire_ms
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "0".into());
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", &e.key, ttl.as_bytes(), &payload];
+        if e.expire_ms.is_some() {
+            args.push(b"ABSTTL");
+        }
+        if self.opts.conflict == Conflict::Replace {
+            args.push(b"REPLACE");
+        }
+        let full = self.pipe.queue(
+            c,
+            &args,
+            Expect::Restore {
+                key: e.key.clone(),
+                db,
+            },
+        );
+        if full {
+            self.pipe.flush(c).await?;
+            self.next = (c + 1) % self.pipe.connections();
+        }
+        Ok(())
+    }
+
+    /// A function library (its code, as FUNCTION2 stores it): FUNCTION RESTORE,
+    /// with the conflict policy (REPLACE; or APPEND, where an existing library
+    /// fails, or is counted as skipped).
+    async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError> {
+        let library = library_name(&code);
+        if self.opts.dry_run {
+            self.stats.functions += 1;
+            return Ok(());
+        }
+        let mut payload = vec![0xF5];
+        put_rdb_len(&mut payload, code.len() as u64);
+        payload.extend_from_slice(&code);
+        // Functions exist from RDB 10 (Redis 7.0) on.
+        let payload = restore_payload(&payload, self.payload_version.max(10));
+        let policy: &[u8] = if self.opts.conflict == Conflict::Replace {
+            b"REPLACE"
+        } else {
+            b"APPEND"
+        };
+        self.pipe.queue(
+            0,
+            &[b"FUNCTION", b"RESTORE", &payload, policy],
+            Expect::Function { library },
+        );
+        Ok(())
+    }
+
+    async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError> {
+        self.apply_command(cmd).await
+    }
+
+    fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    async fn finish(&mut self) -> Result<LoadStats, TargetError> {
+        let r = self.pipe.finish().await?;
+        self.stats.skipped_existing += r.skipped;
+        self.stats.loaded += r.loaded;
+        self.stats.functions += r.functions;
+        self.stats.commands += r.commands;
+        Ok(self.stats.clone())
+    }
+}
+
+/// The library name from a `#!lua name=NAME` first line.
+fn library_name(code: &[u8]) -> String {
+    let first = code.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(first)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("name=").map(String::from))
+        .unwrap_or_else(|| "(unnamed)".into())
+}

@@ -1,0 +1,57 @@
+//! Small helpers every layer shares: one-line messages and wall-clock time.
+//! The bottom layer: it imports nothing of the crate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An error (or any message) on one line: several backends' messages span lines.
+pub fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+/// Wall-clock time as Unix milliseconds (0 before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Wall-clock time as Unix seconds (0 before 1970).
+pub fn unix_now() -> u64 {
+    now_ms() / 1000
+}
+
+/// RFC 3339 UTC with seconds, e.g. `2026-11-23T05:50:12Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// RFC 3339 UTC with milliseconds, from Unix ms.
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Unix ms of an RFC 3339 time (`2026-11-23T10:15:00Z`, fractions allowed); None
+/// if it does not parse.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(text)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_and_lines_join() {
+        assert_eq!(
+            parse_rfc3339_ms(&rfc3339_ms(1_700_000_000_123)),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_rfc3339_ms("not a time"), None);
+        assert_eq!(one_line(&"a\nb"), "a b");
+    }
+}
