@@ -3,7 +3,7 @@
 //! The layers, bottom up (docs/ARCHITECTURE.md; `tests/layers.rs` enforces
 //! that a module imports only from its own layer or below):
 //! `text, data_key, command` -> `resp, format` -> `kek, keyring, sealer, opener,
-//! rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect`
+//! rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect, sealed_file`
 //! -> `backup` -> `settings` -> `daemon` -> `cli`.
 
 pub mod aof;
@@ -22,6 +22,7 @@ pub mod opener;
 pub mod rdb;
 pub mod replication;
 pub mod resp;
+pub mod sealed_file;
 pub mod sealer;
 pub mod settings;
 pub mod source;

@@ -26,7 +26,7 @@ struct World {
     tokens: TokenEndpoint,
     vault: KeyVault,
     /// Kept running until the test ends.
-    _azurite: Option<Azurite>,
+    azurite: Option<Azurite>,
     config: PathBuf,
 }
 
@@ -66,7 +66,7 @@ impl World {
             _ca: ca,
             tokens,
             vault,
-            _azurite: azurite,
+            azurite,
             config,
         }
     }
@@ -181,6 +181,20 @@ async fn export_and_import_with_managed_identity_and_key_vault() {
     let (code, _, err) = w.import(&dst.url(), "az://backups", &kek, None);
     assert_eq!(code, 0, "import: {err}");
     assert_eq!(dst.digest(), src.digest(), "restored data differs");
+
+    // The https:// form of the same container goes through the same [azure]
+    // settings (identity, token endpoint, CA), here a loopback endpoint.
+    let https = format!(
+        "{}/devstoreaccount1/backups",
+        w.azurite.as_ref().unwrap().endpoint()
+    );
+    let (code, stdout, err) = run(w.cmd().args(["--json", "list", "--from", &https]));
+    assert_eq!(code, 0, "list {https}: {err}");
+    assert_eq!(json(&stdout)[0]["generation"], generation.as_str());
+    let dst2 = RedisServer::start(&[]);
+    let (code, _, err) = w.import(&dst2.url(), &https, &kek, None);
+    assert_eq!(code, 0, "import from {https}: {err}");
+    assert_eq!(dst2.digest(), src.digest(), "restored data differs");
 
     let reqs = w.tokens.requests();
     assert!(reqs.iter().all(|r| r.identity == "system"), "{reqs:?}");
@@ -428,6 +442,18 @@ async fn local_key_rotation() {
         .args(["keys", "rewrap", "--from", &store, "--kek", &old, "--to"])
         .arg(dir.join("new.pub.pem")));
     assert_eq!(code, 0, "{err}");
+    // list and keys status agree on the KEK that wraps the data key now.
+    let (code, stdout, err) = run(w.cmd().args(["--json", "keys", "status", "--from", &store]));
+    assert_eq!(code, 0, "{err}");
+    let now = json(&stdout)[0]["keks"].clone();
+    let (code, stdout, err) = run(w.cmd().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0, "{err}");
+    let listed = json(&stdout)[0].clone();
+    assert_eq!(listed["keks"], now, "{listed}");
+    assert_ne!(
+        listed["keks"], listed["manifest"]["keks"],
+        "the manifest keeps the KEK at write time; list shows the current one"
+    );
     let dst = RedisServer::start(&[]);
     let (code, _, err) = w.import(&dst.url(), &store, &old, None);
     assert_eq!(code, 1);

@@ -753,3 +753,54 @@ async fn schedule_retention_and_reload() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
 }
+
+/// `restore --flush` asks, as `import --flush` does: without a terminal it
+/// needs --yes and changes nothing; with it the target equals the source.
+#[test]
+fn restore_flush_asks_like_import() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--redis",
+            &primary.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let dst = RedisServer::start(&[]);
+    dst.client().ok(&["SET", "precious", "1"]);
+    let restore_into = |extra: &[&str]| {
+        run(redvault()
+            .args([
+                "restore",
+                "--redis",
+                &dst.url(),
+                "--from",
+                &store,
+                "--source",
+                "cache1",
+                "--kek",
+            ])
+            .arg(work.path().join("kek.pem"))
+            .args(extra)
+            .stdin(Stdio::null()))
+    };
+    let (code, _, err) = restore_into(&["--flush"]);
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("add --yes"), "{err}");
+    assert_eq!(
+        dst.client().ok(&["EXISTS", "precious"]),
+        Resp::Int(1),
+        "nothing was flushed"
+    );
+    let (code, _, err) = restore_into(&["--flush", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}

@@ -135,13 +135,26 @@ fn plain_and_compressed_rdb_files_and_blobs_import() {
         .status()
         .unwrap()
         .success());
-    for file in [&rdb, &zst] {
-        let target = RedisServer::start(&[]);
-        let (code, _, err) = run(redvault()
-            .args(["import", "--redis", &target.url(), "--from"])
-            .arg(file));
-        assert_eq!(code, 0, "{}: {err}", file.display());
-        assert_eq!(target.digest(), src.digest(), "{}", file.display());
+    let gz = b.dir.join("dump.rdb.gz");
+    let gzipped = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(&rdb)
+        .output()
+        .unwrap();
+    assert!(gzipped.status.success());
+    std::fs::write(&gz, gzipped.stdout).unwrap();
+    // Each as a local path and as a blob by store URL.
+    for file in [&rdb, &zst, &gz] {
+        for from in [
+            file.display().to_string(),
+            format!("file://{}", file.display()),
+        ] {
+            let target = RedisServer::start(&[]);
+            let (code, _, err) =
+                run(redvault().args(["import", "--redis", &target.url(), "--from", &from]));
+            assert_eq!(code, 0, "{from}: {err}");
+            assert_eq!(target.digest(), src.digest(), "{from}");
+        }
     }
 }
 

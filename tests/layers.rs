@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "kek", "keyring", "sealer", "opener", "rdb", "azure", "store", "aof",
     ],
     &["replication"],
-    &["source", "inputs", "target", "inspect"],
+    &["source", "inputs", "target", "inspect", "sealed_file"],
     &["backup"],
     &["settings"],
     &["daemon"],

@@ -238,19 +238,25 @@ async fn session(
         }
     });
     let mut seg = Segmenter::new(&cp.generation, cp.spooled, dek, ring);
-    let result = follow(
-        j,
-        spool,
+    let mut wires = Wires {
         durable,
         shutdown,
-        cp.durable,
-        &mut seg,
-        &mut rx,
-        acker.as_mut(),
-    )
-    .await;
+        commands: &mut rx,
+        acker: acker.as_mut(),
+    };
+    let result = follow(j, spool, &mut wires, &mut seg, cp.durable).await;
     reader_task.abort();
     result
+}
+
+/// What a session listens to and talks on.
+struct Wires<'a> {
+    /// (generation, offset) storage has acknowledged.
+    durable: &'a mut watch::Receiver<(String, u64)>,
+    shutdown: &'a mut watch::Receiver<bool>,
+    /// The command stream, read by the reader task.
+    commands: &'a mut mpsc::Receiver<Result<Command, String>>,
+    acker: &'a mut dyn Acker,
 }
 
 async fn ack(acker: &mut dyn Acker, offset: u64) -> Result<(), DaemonError> {
@@ -263,16 +269,12 @@ async fn ack(acker: &mut dyn Acker, offset: u64) -> Result<(), DaemonError> {
 /// The session's loop: commands into the segment, cuts when due, ACKs of
 /// what storage holds, until a new base is due, shutdown, or the link fails.
 /// Whatever ends it, the open segment is cut first.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     j: &Job,
     spool: &Spool,
-    durable: &mut watch::Receiver<(String, u64)>,
-    shutdown: &mut watch::Receiver<bool>,
-    mut durable_offset: u64,
+    w: &mut Wires<'_>,
     seg: &mut Segmenter,
-    rx: &mut mpsc::Receiver<Result<Command, String>>,
-    acker: &mut dyn Acker,
+    mut durable_offset: u64,
 ) -> Result<SessionEnd, DaemonError> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut ack_tick = tokio::time::interval(Duration::from_secs(1));
@@ -288,13 +290,13 @@ async fn follow(
     };
     tokio::pin!(base_due);
     // A diskless primary starts the stream only after the first ACK.
-    ack(acker, durable_offset).await?;
+    ack(w.acker, durable_offset).await?;
     loop {
         tokio::select! {
-            m = rx.recv() => match m {
+            m = w.commands.recv() => match m {
                 Some(Ok(cmd)) => {
                     if cmd.is_getack() {
-                        ack(acker, durable_offset).await?;
+                        ack(w.acker, durable_offset).await?;
                     }
                     seg.add(&cmd);
                     j.metrics.received_offset.store(cmd.offset, Relaxed);
@@ -316,16 +318,16 @@ async fn follow(
                     cut_segment(j, seg, spool).await?;
                 }
             }
-            _ = ack_tick.tick() => ack(acker, durable_offset).await?,
-            changed = durable.changed() => {
+            _ = ack_tick.tick() => ack(w.acker, durable_offset).await?,
+            changed = w.durable.changed() => {
                 if changed.is_ok() {
-                    let (generation, to) = durable.borrow_and_update().clone();
+                    let (generation, to) = w.durable.borrow_and_update().clone();
                     if generation == seg.generation && to > durable_offset {
                         durable_offset = to;
                         record_durable(j, &generation, to)?;
                         j.metrics.durable_offset.store(to, Relaxed);
                         // WAIT on the primary returns now: the write is stored.
-                        ack(acker, durable_offset).await?;
+                        ack(w.acker, durable_offset).await?;
                     }
                 }
             }
@@ -334,7 +336,7 @@ async fn follow(
                 tracing::info!(source = %j.name, "scheduled base snapshot due");
                 return Ok(SessionEnd::NewBase);
             }
-            _ = shutdown.changed() => {
+            _ = w.shutdown.changed() => {
                 cut_segment(j, seg, spool).await?;
                 return Ok(SessionEnd::Shutdown);
             }
