@@ -28,6 +28,22 @@ async fn targets(dst: &RedisServer) -> Vec<(&'static str, Box<dyn Target>)> {
     )]
 }
 
+/// The `n`th implementation writing into a fresh server (`prepare`d first);
+/// None past the last.
+async fn nth_target(
+    n: usize,
+    prepare: impl Fn(&RedisServer),
+) -> Option<(RedisServer, &'static str, Box<dyn Target>)> {
+    let dst = RedisServer::start(&[]);
+    prepare(&dst);
+    let mut all = targets(&dst).await;
+    if n >= all.len() {
+        return None;
+    }
+    let (name, t) = all.remove(n);
+    Some((dst, name, t))
+}
+
 /// The source's RDB, written to a file (a plain RDB input).
 async fn snapshot_file(src: &RedisServer, dir: &std::path::Path) -> std::path::PathBuf {
     let source = PsyncSource::new(
@@ -76,12 +92,9 @@ async fn entries_then_commands_land_exactly_and_in_order() {
     c.ok(&["SELECT", "0"]);
     c.ok(&["SET", "last", "z"]);
     for n in 0.. {
-        let dst = RedisServer::start(&[]);
-        let mut all = targets(&dst).await;
-        if n >= all.len() {
+        let Some((dst, name, mut t)) = nth_target(n, |_| {}).await else {
             break;
-        }
-        let (name, mut t) = all.remove(n);
+        };
         load(t.as_mut(), vec![open_file(&rdb).unwrap()], &|_| {})
             .await
             .unwrap();
@@ -101,12 +114,9 @@ async fn refusals_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let rdb = snapshot_file(&src, dir.path()).await;
     for n in 0.. {
-        let dst = RedisServer::start(&[]);
-        let mut all = targets(&dst).await;
-        if n >= all.len() {
+        let Some((_dst, name, mut t)) = nth_target(n, |_| {}).await else {
             break;
-        }
-        let (name, mut t) = all.remove(n);
+        };
         // An RDB version newer than the target reads: refused up front.
         match t.begin(99) {
             Err(TargetError::TargetTooOld { source_version, .. }) => {
@@ -120,9 +130,11 @@ async fn refusals_are_named() {
         assert!(e.contains("offset 4242"), "{name}: {e}");
 
         // Under the fail policy an existing key is named.
-        let dst = RedisServer::start(&[]);
-        dst.client().ok(&["SET", "taken", "already"]);
-        let (name, mut t) = targets(&dst).await.remove(n);
+        let (_dst, name, mut t) = nth_target(n, |dst| {
+            dst.client().ok(&["SET", "taken", "already"]);
+        })
+        .await
+        .unwrap();
         let loaded = load(t.as_mut(), vec![open_file(&rdb).unwrap()], &|_| {}).await;
         let e = match loaded {
             Err(e) => e.to_string(),

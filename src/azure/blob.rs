@@ -41,12 +41,29 @@ impl CredentialProvider for TokenProvider {
     }
 }
 
+/// Why the Blob client could not be built (a setting, a file, the environment).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BlobConfigError(String);
+
+impl From<&str> for BlobConfigError {
+    fn from(s: &str) -> Self {
+        BlobConfigError(s.into())
+    }
+}
+
+impl From<String> for BlobConfigError {
+    fn from(s: String) -> Self {
+        BlobConfigError(s)
+    }
+}
+
 /// Builds the store for an `az://container/...` URL from the `[azure]` settings.
 pub fn build(
     url: &str,
     settings: &AzureSettings,
     identity: Option<Arc<Identity>>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+) -> Result<Arc<dyn ObjectStore>, BlobConfigError> {
     let mut b = MicrosoftAzureBuilder::from_env().with_url(url);
     let account = settings
         .storage
@@ -96,9 +113,7 @@ pub fn build(
             Who::Named("the SAS token".into())
         }
         other => {
-            return Err(format!(
-                "azure.storage.auth {other:?}: use identity, key or sas"
-            ))
+            return Err(format!("azure.storage.auth {other:?}: use identity, key or sas").into())
         }
     };
     let inner: MicrosoftAzure = b.build().map_err(|e| crate::text::one_line(&e))?;

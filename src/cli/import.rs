@@ -8,9 +8,7 @@ use crate::inputs::Input;
 use crate::inspect::inspect;
 use crate::settings::Config;
 use crate::store::StoreError;
-use crate::target::{
-    load, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TYPE_NAMES,
-};
+use crate::target::{import, Conflict, Filter, LoadOptions, LoadStats, TYPE_NAMES};
 use anyhow::bail;
 use clap::Args;
 use std::io::IsTerminal;
@@ -163,12 +161,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         ));
         bar.tick();
     };
-    let result = async {
-        let mut target = RedisTarget::connect(&url, &link, opts).await?;
-        load(&mut target, sources, &progress).await?;
-        Ok::<_, anyhow::Error>(target.finish().await?)
-    }
-    .await;
+    let result = import(&url, &link, opts, sources, &progress).await;
     bar.finish_and_clear();
     let stats = result?;
     let secs = started.elapsed().as_secs_f64();

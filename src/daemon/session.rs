@@ -15,7 +15,7 @@ use crate::data_key::DataKey;
 use crate::kek::Kek;
 use crate::keyring::Keyring;
 use crate::sealer::SealOptions;
-use crate::source::{Acker, CommandFeed, Resumed, Source};
+use crate::source::{Acker, CommandFeed, Resumed, Source, SourceError};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -223,15 +223,11 @@ async fn session(
         mut reader,
         mut acker,
     } = feed;
-    let (tx, mut rx) = mpsc::channel::<Result<Command, String>>(8192);
+    let (tx, mut rx) = mpsc::channel::<Result<Option<Command>, SourceError>>(8192);
     let reader_task = tokio::spawn(async move {
         loop {
-            let item = match reader.next().await {
-                Ok(Some(cmd)) => Ok(cmd),
-                Ok(None) => Err("the primary closed the replication link".to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let end = item.is_err();
+            let item = reader.next().await;
+            let end = !matches!(item, Ok(Some(_)));
             if tx.send(item).await.is_err() || end {
                 break;
             }
@@ -255,7 +251,8 @@ struct Wires<'a> {
     durable: &'a mut watch::Receiver<(String, u64)>,
     shutdown: &'a mut watch::Receiver<bool>,
     /// The command stream, read by the reader task.
-    commands: &'a mut mpsc::Receiver<Result<Command, String>>,
+    /// The command stream as the reader task saw it (`Ok(None)`: it ended).
+    commands: &'a mut mpsc::Receiver<Result<Option<Command>, SourceError>>,
     acker: &'a mut dyn Acker,
 }
 
@@ -294,7 +291,7 @@ async fn follow(
     loop {
         tokio::select! {
             m = w.commands.recv() => match m {
-                Some(Ok(cmd)) => {
+                Some(Ok(Some(cmd))) => {
                     if cmd.is_getack() {
                         ack(w.acker, durable_offset).await?;
                     }
@@ -304,9 +301,13 @@ async fn follow(
                         cut_segment(j, seg, spool).await?;
                     }
                 }
+                Some(Ok(None)) => {
+                    cut_segment(j, seg, spool).await?;
+                    return Err(DaemonError::Lost("the primary closed the replication link".into()));
+                }
                 Some(Err(e)) => {
                     cut_segment(j, seg, spool).await?;
-                    return Err(DaemonError::Lost(e));
+                    return Err(DaemonError::Lost(e.to_string()));
                 }
                 None => {
                     cut_segment(j, seg, spool).await?;

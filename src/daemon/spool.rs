@@ -4,7 +4,7 @@
 
 use super::metrics::{unix_now, SourceMetrics};
 use crate::backup::layout::{parse_segment_name, GenerationDir};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,6 +36,8 @@ pub enum SpoolError {
     Io { dir: String, source: std::io::Error },
     #[error("spool {dir} is full ({used} of {max} bytes): storage is not keeping up")]
     Full { dir: String, used: u64, max: u64 },
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl Spool {
@@ -173,15 +175,27 @@ impl Spool {
         }
     }
 
-    async fn upload_one(&self, store: &Store, source: &str, item: &Spooled) -> Result<(), String> {
-        let bytes = std::fs::read(&item.path)
-            .map_err(|e| format!("cannot read {}: {e}", item.path.display()))?;
+    async fn upload_one(
+        &self,
+        store: &Store,
+        source: &str,
+        item: &Spooled,
+    ) -> Result<(), SpoolError> {
+        let bytes = std::fs::read(&item.path).map_err(|source| SpoolError::Io {
+            dir: item.path.display().to_string(),
+            source,
+        })?;
         let path = GenerationDir::new(source, &item.generation).segment(store, &item.name);
         let put = tokio::time::timeout(Duration::from_secs(30), store.write(&path, bytes)).await;
         match put {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer from storage within 30 s".into()),
+            Ok(Err(e)) => Err(SpoolError::Store(e)),
+            Err(_) => Err(SpoolError::Store(StoreError::Op {
+                url: store.url.clone(),
+                op: "write",
+                path: path.to_string(),
+                message: "no answer from storage within 30 s".into(),
+            })),
         }
     }
 

@@ -99,7 +99,7 @@ impl Store {
                 Path::default(),
             ),
             "az" | "azure" | "abfs" | "abfss" | "https" | "http" => {
-                let blob = AzureUrl::parse(&parsed).map_err(bad)?;
+                let blob = AzureUrl::parse(&parsed).map_err(|r| bad(r.into()))?;
                 let store = match &ctx.azure {
                     Some((settings, identity)) => {
                         let mut settings = settings.clone();
@@ -110,7 +110,7 @@ impl Store {
                             settings.storage.endpoint.get_or_insert(e.clone());
                         }
                         crate::azure::blob::build(&blob.builder_url, &settings, identity.clone())
-                            .map_err(bad)?
+                            .map_err(|e| bad(e.to_string()))?
                     }
                     None => {
                         let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
@@ -253,7 +253,8 @@ struct AzureUrl {
 }
 
 impl AzureUrl {
-    fn parse(u: &url::Url) -> Result<Self, String> {
+    /// The forms of an Azure Blob URL; the error is the reason it is not one.
+    fn parse(u: &url::Url) -> Result<Self, &'static str> {
         if !u.scheme().starts_with("http") {
             return Ok(AzureUrl {
                 builder_url: u.to_string(),
@@ -284,8 +285,7 @@ impl AzureUrl {
         // https://HOST:PORT/ACCOUNT/CONTAINER/prefix
         let (Some(account), Some(container)) = (segs.first(), segs.get(1)) else {
             return Err(
-                "an https:// store is Azure Blob: https://ACCOUNT.blob.core.windows.net/CONTAINER or https://HOST:PORT/ACCOUNT/CONTAINER"
-                    .into(),
+                "an https:// store is Azure Blob: https://ACCOUNT.blob.core.windows.net/CONTAINER or https://HOST:PORT/ACCOUNT/CONTAINER",
             );
         };
         let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();

@@ -2,9 +2,10 @@
 //! thread, entries and function libraries handed to the target, and the first
 //! error (fetching, opening, scanning, loading) reported with its real cause.
 
-use super::{LoadStats, Target, TargetError};
+use super::{LoadOptions, LoadStats, RedisTarget, Target, TargetError};
 use crate::inputs::{Input, InputError};
 use crate::rdb::{Entry, Item, RdbError, RdbScanner, ScanOptions};
+use crate::resp::{ConnectOptions, RedisUrl};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,4 +101,18 @@ pub async fn load(
     }
     progress(target.stats());
     Ok(())
+}
+
+/// An import: connects to the Redis at `url`, loads every input in order and
+/// waits for every reply; the final counts.
+pub async fn import(
+    url: &RedisUrl,
+    link: &ConnectOptions,
+    opts: LoadOptions,
+    inputs: Vec<Input>,
+    progress: &(dyn Fn(&LoadStats) + Sync),
+) -> Result<LoadStats, LoadInputError> {
+    let mut target = RedisTarget::connect(url, link, opts).await?;
+    load(&mut target, inputs, progress).await?;
+    Ok(target.finish().await?)
 }

@@ -14,7 +14,7 @@ mod replay;
 mod restore;
 
 pub use filter::{glob_match, type_name, Filter, TYPE_NAMES};
-pub use load::{load, LoadInputError};
+pub use load::{import, load, LoadInputError};
 pub use restore::RedisTarget;
 
 use crate::command::Command;
