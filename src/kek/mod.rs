@@ -62,6 +62,12 @@ pub enum KekError {
 }
 
 /// A key-encryption key.
+///
+/// Contract (checked for every implementation by the suite in tests/kek.rs):
+/// wrapping is randomised (RSA-OAEP-256), so two wraps of one key differ and
+/// both unwrap to it; `unwrap` of bytes wrapped by another key, or tampered
+/// with, is an error, never another key. Remote implementations make one
+/// request per call and do not retry; the caller decides.
 #[async_trait]
 pub trait Kek: Send + Sync {
     /// The id recorded in keyrings, naming the key and its version.
@@ -73,7 +79,9 @@ pub trait Kek: Send + Sync {
     fn matches(&self, kek_id: &str) -> bool {
         kek_id == self.id()
     }
+    /// Wraps `dek`; the result names this KEK and its exact version.
     async fn wrap(&self, dek: &DataKey) -> Result<WrappedKey, KekError>;
+    /// Unwraps a key this KEK `matches`; fails closed on anything else.
     async fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, KekError>;
 }
 

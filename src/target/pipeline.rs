@@ -261,7 +261,11 @@ async fn worker(
         };
         conn.write_raw(&batch.buf).await?;
         for exp in batch.expect {
-            let reply = conn.read_reply("the reply to RESTORE").await?;
+            let waiting_for = match &exp {
+                Expect::Command { .. } => "the reply to a replayed command",
+                _ => "the reply to RESTORE",
+            };
+            let reply = conn.read_reply(waiting_for).await?;
             check(exp, reply, conflict, &mut stats, &conn.addr)?;
         }
     }
