@@ -73,29 +73,34 @@ fn decompressed(name: &str, input: impl Read + Send + 'static) -> Box<dyn Read +
 enum Lazy {
     Pending(String, Box<dyn Read + Send>),
     Ready(Box<dyn Read + Send>),
-    Gone,
+    /// The decoder could not be made: every read says why (never a clean end).
+    Failed(std::io::ErrorKind, String),
 }
 
 impl Read for Lazy {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Lazy::Pending(..) = self {
-            let Lazy::Pending(name, raw) = std::mem::replace(self, Lazy::Gone) else {
-                unreachable!()
+            let placeholder = Lazy::Failed(std::io::ErrorKind::Other, String::new());
+            let Lazy::Pending(name, raw) = std::mem::replace(self, placeholder) else {
+                unreachable!("checked to be pending")
             };
-            let ready: Box<dyn Read + Send> = if name.ends_with(".gz") {
-                Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(raw)))
+            *self = if name.ends_with(".gz") {
+                Lazy::Ready(Box::new(std::io::BufReader::new(
+                    flate2::read::GzDecoder::new(raw),
+                )))
             } else if name.ends_with(".zst") {
-                Box::new(std::io::BufReader::new(
-                    zstd::stream::read::Decoder::with_buffer(std::io::BufReader::new(raw))?,
-                ))
+                match zstd::stream::read::Decoder::with_buffer(std::io::BufReader::new(raw)) {
+                    Ok(d) => Lazy::Ready(Box::new(std::io::BufReader::new(d))),
+                    Err(e) => Lazy::Failed(e.kind(), format!("zstd decoder: {e}")),
+                }
             } else {
-                raw
+                Lazy::Ready(raw)
             };
-            *self = Lazy::Ready(ready);
         }
         match self {
             Lazy::Ready(r) => r.read(buf),
-            _ => Ok(0),
+            Lazy::Failed(kind, why) => Err(std::io::Error::new(*kind, why.clone())),
+            Lazy::Pending(..) => unreachable!("made above"),
         }
     }
 }

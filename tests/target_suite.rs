@@ -83,6 +83,10 @@ async fn entries_then_commands_land_exactly_and_in_order() {
         cmd(50, &["SELECT", "0"]),
         cmd(60, &["PING"]),
         cmd(70, &["SET", "last", "z"]),
+        cmd(80, &["MULTI"]),
+        cmd(90, &["INCR", "counter"]),
+        cmd(100, &["RPUSH", "tx", "a"]),
+        cmd(110, &["EXEC"]),
     ];
     let mut c = src.client();
     c.ok(&["SELECT", "1"]);
@@ -91,6 +95,10 @@ async fn entries_then_commands_land_exactly_and_in_order() {
     c.ok(&["APPEND", "after", "-x"]);
     c.ok(&["SELECT", "0"]);
     c.ok(&["SET", "last", "z"]);
+    c.ok(&["MULTI"]);
+    c.ok(&["INCR", "counter"]);
+    c.ok(&["RPUSH", "tx", "a"]);
+    c.ok(&["EXEC"]);
     for n in 0.. {
         let Some((dst, name, mut t)) = nth_target(n, |_| {}).await else {
             break;
@@ -102,7 +110,7 @@ async fn entries_then_commands_land_exactly_and_in_order() {
             t.apply(c).await.unwrap();
         }
         let stats = t.finish().await.unwrap();
-        assert_eq!(stats.commands, 6, "{name}: PING is not replayed");
+        assert_eq!(stats.commands, 10, "{name}: PING is not replayed");
         assert_eq!(dst.digest(), src.digest(), "{name}");
     }
 }

@@ -40,8 +40,7 @@ pub async fn restore(
     load(target, vec![base], &|_| {}).await?;
     let base_stats = target.stats().clone();
     let replayed = replay(store, plan, kek, target).await?;
-    let mut done = target.finish().await?;
-    done.commands = 0;
+    let done = target.finish().await?;
     Ok(RestoreSummary {
         base: LoadStats {
             loaded: done.loaded,

@@ -102,12 +102,13 @@ impl Store {
                 let blob = AzureUrl::parse(&parsed).map_err(|r| bad(r.into()))?;
                 let store = match &ctx.azure {
                     Some((settings, identity)) => {
+                        // What the URL names wins over the config's defaults.
                         let mut settings = settings.clone();
                         if let Some(a) = &blob.account {
-                            settings.storage.account.get_or_insert(a.clone());
+                            settings.storage.account = Some(a.clone());
                         }
                         if let Some(e) = &blob.endpoint {
-                            settings.storage.endpoint.get_or_insert(e.clone());
+                            settings.storage.endpoint = Some(e.clone());
                         }
                         crate::azure::blob::build(&blob.builder_url, &settings, identity.clone())
                             .map_err(|e| bad(e.to_string()))?
@@ -268,11 +269,9 @@ impl AzureUrl {
             .path_segments()
             .map(|s| s.filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
-        if let Some(account) = host
-            .strip_suffix(".blob.core.windows.net")
-            .or_else(|| host.strip_suffix(".dfs.core.windows.net"))
-        {
-            // https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix
+        if host.ends_with(".blob.core.windows.net") || host.ends_with(".dfs.core.windows.net") {
+            // https://ACCOUNT[.privatelink].blob.core.windows.net/CONTAINER/prefix
+            let account = host.split('.').next().unwrap_or_default();
             let container = segs.first().ok_or("no container in the URL path")?;
             return Ok(AzureUrl {
                 builder_url: format!("az://{container}"),
@@ -281,7 +280,22 @@ impl AzureUrl {
                 prefix: url_path(u, 1),
             });
         }
-        // Path style, as Azurite and private endpoints serve it:
+        let is_local = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok();
+        if !is_local {
+            // Other hosts (sovereign clouds, OneLake): object_store's own reading
+            // of the URL, the container first in the path.
+            return Ok(AzureUrl {
+                builder_url: u.to_string(),
+                account: None,
+                endpoint: None,
+                prefix: url_path(u, 1),
+            });
+        }
+        // Path style, as Azurite and endpoints by address serve it:
         // https://HOST:PORT/ACCOUNT/CONTAINER/prefix
         let (Some(account), Some(container)) = (segs.first(), segs.get(1)) else {
             return Err(

@@ -73,6 +73,9 @@ pub(super) struct Pipeline {
     max_bytes: usize,
     auth: Option<Arc<dyn RedisAuth>>,
     reauth_due: Vec<i64>,
+    /// Connections inside a replayed MULTI: no AUTH may be queued there (it
+    /// would only be queued, and answer +QUEUED).
+    in_transaction: Vec<bool>,
 }
 
 impl Pipeline {
@@ -103,7 +106,13 @@ impl Pipeline {
             max_bytes,
             auth,
             reauth_due: vec![reauth_due(first_expiry); n],
+            in_transaction: vec![false; n],
         }
+    }
+
+    /// Whether connection `c` is inside a MULTI of the replayed stream.
+    pub fn set_in_transaction(&mut self, c: usize, inside: bool) {
+        self.in_transaction[c] = inside;
     }
 
     pub fn connections(&self) -> usize {
@@ -139,6 +148,11 @@ impl Pipeline {
 
     /// Sends connection `c`'s batch (waiting while two are in flight).
     pub async fn flush(&mut self, c: usize) -> Result<(), TargetError> {
+        if self.senders.is_empty() {
+            return Err(TargetError::Worker(
+                "the target stopped after an earlier error".into(),
+            ));
+        }
         let mut batch = std::mem::take(&mut self.batches[c]);
         if batch.expect.is_empty() {
             return Ok(());
@@ -146,7 +160,7 @@ impl Pipeline {
         if let Some(auth) = self
             .auth
             .as_ref()
-            .filter(|_| unix_now() >= self.reauth_due[c])
+            .filter(|_| !self.in_transaction[c] && unix_now() >= self.reauth_due[c])
         {
             // The token is about to expire: AUTH again ahead of this batch.
             let creds = auth
@@ -182,7 +196,7 @@ impl Pipeline {
     /// Flushes every connection and waits until all their replies are read:
     /// what was queued before has landed.
     pub async fn barrier(&mut self) -> Result<(), TargetError> {
-        for c in 0..self.senders.len() {
+        for c in 0..self.batches.len() {
             self.flush(c).await?;
         }
         let mut waits = vec![];

@@ -18,7 +18,13 @@ impl RedisTarget {
             self.pipe.select(0, 0);
             self.replaying = true;
         }
-        if cmd.name().eq_ignore_ascii_case(b"SELECT") {
+        let name = cmd.name();
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            self.pipe.set_in_transaction(0, true);
+        } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
+            self.pipe.set_in_transaction(0, false);
+        }
+        if name.eq_ignore_ascii_case(b"SELECT") {
             if let Some(db) = cmd
                 .args
                 .get(1)

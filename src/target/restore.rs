@@ -105,6 +105,8 @@ impl Target for RedisTarget {
     }
 
     async fn push(&mut self, e: Entry) -> Result<(), TargetError> {
+        // Commands applied after this entry must wait for it again.
+        self.replaying = false;
         self.stats.seen += 1;
         if !self.opts.filter.accepts(&e) {
             self.stats.filtered += 1;
@@ -162,6 +164,7 @@ impl Target for RedisTarget {
     /// with the conflict policy (REPLACE; or APPEND, where an existing library
     /// fails, or is counted as skipped).
     async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError> {
+        self.replaying = false;
         let library = library_name(&code);
         if self.opts.dry_run {
             self.stats.functions += 1;
