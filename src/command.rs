@@ -4,6 +4,142 @@
 //! Key positions and the hash slot (for a cluster target) belong here too,
 //! computed from `args`, so every stage sees the same answer.
 
+/// What replay does with a command of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A data write (or SELECT, MULTI/EXEC, FLUSH*, FUNCTION LOAD, PUBLISH...):
+    /// what Redis propagates to replicas for the data.
+    Apply,
+    /// A keepalive (PING, REPLCONF): stored, never sent.
+    Skip,
+    /// Anything else (CONFIG, ACL, MODULE, DEBUG, SHUTDOWN, REPLICAOF, SAVE,
+    /// SCRIPT, EVAL, ...): Redis never propagates it for data, so a segment
+    /// holding it is not a record of writes. Replay stops on it.
+    Refuse,
+}
+
+/// The commands Redis propagates for data, upper case and sorted (binary
+/// search). Blocking and read-or-write forms are listed as Redis may propagate
+/// them; FUNCTION is checked by subcommand.
+const DATA_WRITES: &[&str] = &[
+    "APPEND",
+    "BITFIELD",
+    "BITOP",
+    "BLMOVE",
+    "BLMPOP",
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BZMPOP",
+    "BZPOPMAX",
+    "BZPOPMIN",
+    "COPY",
+    "DECR",
+    "DECRBY",
+    "DEL",
+    "EXEC",
+    "EXPIRE",
+    "EXPIREAT",
+    "FLUSHALL",
+    "FLUSHDB",
+    "GEOADD",
+    "GEORADIUS",
+    "GEORADIUSBYMEMBER",
+    "GEOSEARCHSTORE",
+    "GETDEL",
+    "GETEX",
+    "GETSET",
+    "HDEL",
+    "HEXPIRE",
+    "HEXPIREAT",
+    "HGETDEL",
+    "HGETEX",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "HMSET",
+    "HPERSIST",
+    "HPEXPIRE",
+    "HPEXPIREAT",
+    "HSET",
+    "HSETEX",
+    "HSETNX",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "LINSERT",
+    "LMOVE",
+    "LMPOP",
+    "LPOP",
+    "LPUSH",
+    "LPUSHX",
+    "LREM",
+    "LSET",
+    "LTRIM",
+    "MOVE",
+    "MSET",
+    "MSETNX",
+    "MULTI",
+    "PERSIST",
+    "PEXPIRE",
+    "PEXPIREAT",
+    "PFADD",
+    "PFCOUNT",
+    "PFMERGE",
+    "PSETEX",
+    "PUBLISH",
+    "RENAME",
+    "RENAMENX",
+    "RESTORE",
+    "RESTORE-ASKING",
+    "RPOP",
+    "RPOPLPUSH",
+    "RPUSH",
+    "RPUSHX",
+    "SADD",
+    "SDIFFSTORE",
+    "SELECT",
+    "SET",
+    "SETBIT",
+    "SETEX",
+    "SETNX",
+    "SETRANGE",
+    "SINTERSTORE",
+    "SMOVE",
+    "SORT",
+    "SPOP",
+    "SPUBLISH",
+    "SREM",
+    "SUNIONSTORE",
+    "SWAPDB",
+    "UNLINK",
+    "XACK",
+    "XACKDEL",
+    "XADD",
+    "XAUTOCLAIM",
+    "XCLAIM",
+    "XDEL",
+    "XDELEX",
+    "XGROUP",
+    "XSETID",
+    "XTRIM",
+    "ZADD",
+    "ZDIFFSTORE",
+    "ZINCRBY",
+    "ZINTERSTORE",
+    "ZMPOP",
+    "ZPOPMAX",
+    "ZPOPMIN",
+    "ZRANGESTORE",
+    "ZREM",
+    "ZREMRANGEBYLEX",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYSCORE",
+    "ZUNIONSTORE",
+];
+
+/// FUNCTION subcommands that change the data (as propagated).
+const FUNCTION_WRITES: &[&str] = &["DELETE", "FLUSH", "LOAD", "RESTORE"];
+
 /// A command of the command stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -39,6 +175,32 @@ impl Command {
     pub fn is_replayable(&self) -> bool {
         !self.args.is_empty() && !self.is_keepalive()
     }
+
+    /// What replay does with it: only what Redis propagates for data is
+    /// applied (see [`Replay`]).
+    pub fn replay(&self) -> Replay {
+        if self.args.is_empty() {
+            return Replay::Refuse;
+        }
+        if self.is_keepalive() {
+            return Replay::Skip;
+        }
+        let upper = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_uppercase();
+        let name = upper(self.name());
+        if name == "FUNCTION" {
+            let sub = self.args.get(1).map(|s| upper(s)).unwrap_or_default();
+            return if FUNCTION_WRITES.contains(&sub.as_str()) {
+                Replay::Apply
+            } else {
+                Replay::Refuse
+            };
+        }
+        if DATA_WRITES.binary_search(&name.as_str()).is_ok() {
+            Replay::Apply
+        } else {
+            Replay::Refuse
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +213,47 @@ mod tests {
             offset: 0,
             time_ms: 0,
         }
+    }
+
+    #[test]
+    fn only_what_redis_propagates_for_data_is_replayed() {
+        use super::{Replay, DATA_WRITES};
+        let mut sorted = DATA_WRITES.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, DATA_WRITES, "DATA_WRITES must stay sorted");
+        for ok in [
+            &["set", "k", "v"][..],
+            &["SELECT", "3"],
+            &["multi"],
+            &["EXEC"],
+            &["function", "load", "#!lua name=x"],
+            &["FLUSHALL"],
+            &["pexpireat", "k", "1"],
+            &["XGROUP", "CREATE", "s", "g", "$"],
+        ] {
+            assert_eq!(cmd(ok).replay(), Replay::Apply, "{ok:?}");
+        }
+        for bad in [
+            &["CONFIG", "SET", "dir", "/tmp"][..],
+            &["acl", "setuser", "x"],
+            &["MODULE", "LOAD", "/x.so"],
+            &["DEBUG", "SLEEP", "1"],
+            &["SHUTDOWN"],
+            &["REPLICAOF", "10.0.0.1", "6379"],
+            &["SLAVEOF", "no", "one"],
+            &["SAVE"],
+            &["BGSAVE"],
+            &["SCRIPT", "LOAD", "x"],
+            &["EVAL", "return 1", "0"],
+            &["EVALSHA", "abc", "0"],
+            &["FUNCTION", "KILL"],
+            &["CLIENT", "KILL", "ID", "1"],
+            &[],
+        ] {
+            assert_eq!(cmd(bad).replay(), Replay::Refuse, "{bad:?}");
+        }
+        assert_eq!(cmd(&["PING"]).replay(), Replay::Skip);
+        assert_eq!(cmd(&["REPLCONF", "GETACK", "*"]).replay(), Replay::Skip);
     }
 
     #[test]

@@ -55,13 +55,22 @@ fn seal_and_unseal_round_trip_files_and_pipes() {
     assert_eq!(v["chunks"], 12);
     let sealed = std::fs::read(dir.path().join("dump.rdb.rv")).unwrap();
     assert!(sealed.len() < data.len(), "compressed");
-    let (code, _, err) = run(redvault()
-        .args(["unseal", "--kek"])
-        .arg(dir.path().join("kek.pem"))
-        .arg(dir.path().join("dump.rdb.rv"))
-        .arg(dir.path().join("back.rdb")));
+    // Under umask 022 the plaintext is still private: 0600.
+    let (code, _, err) = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022 && exec {} unseal --kek kek.pem dump.rdb.rv back.rdb",
+            env!("CARGO_BIN_EXE_redvault")
+        ))
+        .current_dir(dir.path()));
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read(dir.path().join("back.rdb")).unwrap() == data);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("back.rdb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
     // stdin -> stdout both ways.
     let sealed = std::process::Command::new("sh")

@@ -804,3 +804,109 @@ fn restore_flush_asks_like_import() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
 }
+
+/// A segment holding a command Redis never propagates for data (here CONFIG
+/// SET, sealed with the public KEK as anyone holding it could) is refused by
+/// restore, naming the segment, the offset and the command, before any of it
+/// is applied; verify reports it too.
+#[tokio::test]
+async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
+    use redvault::command::Command;
+    use redvault::data_key::DataKey;
+    use redvault::keyring::Keyring;
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json",
+            "export",
+            "--redis",
+            &primary.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let generation = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gen_dir = work.path().join("store/cache1").join(&generation);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen_dir.join("manifest.json")).unwrap()).unwrap();
+    let base = manifest["redis"]["offset"].as_u64().unwrap();
+
+    // The forged segment: a write, then CONFIG SET dir.
+    let kek = redvault::kek::LocalRsaKek::from_pem(
+        &std::fs::read_to_string(work.path().join("kek.pub.pem")).unwrap(),
+        "kek.pub.pem",
+    )
+    .unwrap();
+    let cmds = [
+        (&["SET", "forged", "1"][..], base + 31),
+        (&["CONFIG", "SET", "dir", "/tmp"][..], base + 80),
+    ];
+    let mut plain = vec![];
+    for (args, offset) in cmds {
+        redvault::aof::encode_record(
+            &mut plain,
+            &Command {
+                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                offset,
+                time_ms: 1,
+            },
+        );
+    }
+    let dek = DataKey::generate();
+    let ring = Keyring::wrap(&dek, &kek).await.unwrap();
+    let name = redvault::backup::layout::segment_name(base, base + 80);
+    let sealed = redvault::aof::seal_segment(
+        &plain,
+        &generation,
+        &name,
+        &dek,
+        &ring,
+        &redvault::sealer::SealOptions::default(),
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(gen_dir.join("aof")).unwrap();
+    std::fs::write(gen_dir.join("aof").join(&name), sealed).unwrap();
+
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains(&name)
+            && line.contains(&format!("offset {}", base + 80))
+            && line.contains("CONFIG"),
+        "{line}"
+    );
+    assert_eq!(
+        dst.client().ok(&["EXISTS", "forged"]),
+        Resp::Int(0),
+        "nothing of the segment was applied"
+    );
+    match dst.client().ok(&["CONFIG", "GET", "dir"]) {
+        Resp::Array(v) => assert_ne!(v[1], Resp::Bulk(Some(b"/tmp".to_vec())), "dir unchanged"),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        dst.digest(),
+        primary.digest(),
+        "the base is restored as it was"
+    );
+    let (code, _, err) = run(redvault()
+        .args(["verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 1);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("redvault: error:") && last.contains(&name) && last.contains("CONFIG"),
+        "{err}"
+    );
+}

@@ -172,6 +172,96 @@ fn plain_export_writes_a_loadable_rdb_and_warns() {
         .arg(format!("file://{}", store.display())));
     assert_eq!(code, 0, "{err}");
     assert_eq!(target.digest(), src.digest());
+
+    // With a KEK given, a plain generation is refused (one planted by anyone
+    // who can write to the store would look the same), unless --allow-plain.
+    let (private, _) = write_test_keys(work.path());
+    let with_kek = |extra: &[&str]| {
+        let target = RedisServer::start(&[]);
+        let r = run(redvault()
+            .args([
+                "import",
+                "--redis",
+                &target.url(),
+                "--prefix",
+                "nightly/eu",
+                "--kek",
+            ])
+            .arg(&private)
+            .args(extra)
+            .arg("--from")
+            .arg(format!("file://{}", store.display())));
+        (target, r)
+    };
+    let (target, (code, _, err)) = with_kek(&[]);
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("plain (unencrypted) generation")
+            && err.contains("--allow-plain"),
+        "{err}"
+    );
+    assert_eq!(
+        target.client().ok(&["DBSIZE"]),
+        Resp::Int(0),
+        "nothing loaded"
+    );
+    let (target, (code, _, err)) = with_kek(&["--allow-plain"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), src.digest());
+}
+
+/// A generation copied from one source's folder into another's is not that
+/// source's backup: its manifest names the folder it was written in.
+#[test]
+fn a_generation_copied_in_from_another_source_is_not_complete() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (work, store) = workspace();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &["--source", "cache1", "--kek", kek_pub.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let generation = summary["generation"].as_str().unwrap();
+    let from = store.join("cache1").join(generation);
+    let to = store.join("cache2").join(generation);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let url = format!("file://{}", store.display());
+    let (code, stdout, err) =
+        run(redvault().args(["--json", "list", "--from", &url, "--source", "cache2"]));
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(listed[0]["complete"], false, "{listed}");
+    assert!(
+        listed[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not the folder it is in"),
+        "{listed}"
+    );
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &target.url(),
+            "--source",
+            "cache2",
+            "--from",
+            &url,
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("no complete backup"), "{err}");
+    assert_eq!(target.client().ok(&["DBSIZE"]), Resp::Int(0));
 }
 
 #[tokio::test]

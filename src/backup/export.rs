@@ -150,15 +150,23 @@ async fn export_inner(
             sink.abort().await;
             return Err(e);
         }
-        // The RDB's own CRC already checked out; a scanner that cannot walk it (a
-        // newer format) only leaves the key counts unknown.
-        let counts = match counter.finish().await {
-            Ok(c) => Some(c.into_iter().map(|(db, n)| (db.to_string(), n)).collect()),
+        // The RDB's own CRC checked out; it must also walk to its end, or the
+        // backup could never be restored: no manifest for a snapshot that
+        // does not parse.
+        let counts: std::collections::BTreeMap<String, u64> = match counter.finish().await {
+            Ok(c) => c.into_iter().map(|(db, n)| (db.to_string(), n)).collect(),
             Err(e) => {
-                tracing::warn!("key counts unknown: {e}");
-                None
+                sink.abort().await;
+                return Err(BackupError::Corrupt {
+                    label: dir.label(base_name),
+                    why: format!(
+                        "the snapshot from {} does not parse: {e}",
+                        req.from.describe()
+                    ),
+                });
             }
         };
+        let counts = Some(counts);
         let entry = sink
             .finish()
             .await

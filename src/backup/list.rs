@@ -85,7 +85,13 @@ pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationI
             let label = dir.manifest(store);
             match store.read(&label).await {
                 Ok(bytes) => match Manifest::parse(&bytes, label.as_ref()) {
-                    Ok(m) => g.manifest = Some(m),
+                    Ok(m) => match super::read::check_place(&m, &dir) {
+                        Ok(()) => g.manifest = Some(m),
+                        Err(e) => {
+                            g.complete = false;
+                            g.problem = Some(e.to_string());
+                        }
+                    },
                     Err(e) => {
                         g.complete = false;
                         g.problem = Some(e.to_string());

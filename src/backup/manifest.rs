@@ -12,6 +12,7 @@ pub const MANIFEST_FORMAT: &str = "redvault-manifest";
 pub const MANIFEST_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format: String,
     pub version: u32,
@@ -36,6 +37,7 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct RedisInfo {
     pub version: Option<String>,
     pub rdb_version: Option<u32>,
@@ -44,6 +46,7 @@ pub struct RedisInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ObjectEntry {
     pub name: String,
     pub kind: String,

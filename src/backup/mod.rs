@@ -65,6 +65,15 @@ pub enum BackupError {
     /// generation covers, several sources where one is needed).
     #[error("{0}")]
     Invalid(String),
+    /// A segment holds a command replay never runs (Redis does not propagate
+    /// it for data): the segment was not written from a replication stream.
+    #[error("{label}: the command at offset {offset} is {command}, which replay never runs (only what Redis propagates for data is replayed); the restore stopped there, with the target at offset {before}: restore up to --offset {before}, or check where this segment came from")]
+    UnsafeCommand {
+        label: String,
+        offset: u64,
+        command: String,
+        before: u64,
+    },
     /// An object that is not what the manifest or its place says.
     #[error("{label}: {why}")]
     Corrupt { label: String, why: String },

@@ -78,17 +78,27 @@ pub async fn read_keyring(store: &Store, dir: &GenerationDir) -> Result<Keyring,
     Ok(Keyring::from_json(&bytes, &dir.label(KEYRING))?)
 }
 
-/// A generation's manifest: authenticated with the data key when sealed (the
-/// key is returned with it); a plain one is taken as it is, with a warning.
+/// A generation's manifest: it must name the folder it is in; authenticated
+/// with the data key when sealed (the key is returned with it). A plain one is
+/// refused when a KEK is given (a planted plain generation must not pass for
+/// a sealed backup), unless `allow_plain`; else taken with a warning.
 pub async fn open_manifest(
     store: &Store,
     dir: &GenerationDir,
     kek: Option<&dyn Kek>,
+    allow_plain: bool,
 ) -> Result<(Manifest, Option<DataKey>), BackupError> {
     let bytes = store.read(&dir.manifest(store)).await?;
     let label_m = dir.label(MANIFEST);
     let unverified = Manifest::parse(&bytes, &label_m)?;
+    check_place(&unverified, dir)?;
     if !unverified.sealed {
+        if kek.is_some() && !allow_plain {
+            return Err(BackupError::Invalid(format!(
+                "{}/{} is a plain (unencrypted) generation, and a KEK was given: refused, since anyone who can write to the store can plant one; pass --allow-plain to read it anyway",
+                dir.source, dir.generation
+            )));
+        }
         tracing::warn!(
             "{}/{} is a plain (unencrypted) export",
             dir.source,
@@ -104,6 +114,21 @@ pub async fn open_manifest(
     Ok((Manifest::open(&bytes, &dek, &label_m)?, Some(dek)))
 }
 
+/// A manifest must name the source and generation of the folder it is in: a
+/// generation copied in from another source or name is not this one.
+pub fn check_place(m: &Manifest, dir: &GenerationDir) -> Result<(), BackupError> {
+    if m.source != dir.source || m.generation != dir.generation {
+        return Err(BackupError::Corrupt {
+            label: dir.label(MANIFEST),
+            why: format!(
+                "it names {}/{}, not the folder it is in",
+                m.source, m.generation
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a generation's base snapshot as an input: keyring unwrapped with the
 /// KEK, manifest authenticated, the object's header checked to belong to this
 /// generation, its chunks opened, and its plaintext digest compared with the
@@ -113,9 +138,10 @@ pub async fn open_base(
     source: &str,
     generation: &str,
     kek: Option<&dyn Kek>,
+    allow_plain: bool,
 ) -> Result<Input, BackupError> {
     let dir = GenerationDir::new(source, generation);
-    let (manifest, dek) = open_manifest(store, &dir, kek).await?;
+    let (manifest, dek) = open_manifest(store, &dir, kek, allow_plain).await?;
     let object = manifest
         .objects
         .iter()
@@ -191,6 +217,8 @@ pub struct InputOptions<'a> {
     pub generation: Option<&'a str>,
     /// The KEK, for sealed backups (a plain one needs none).
     pub kek: Option<Arc<dyn Kek>>,
+    /// Read a plain generation even though a KEK is given.
+    pub allow_plain: bool,
     /// How to open the store of a URL (Azure settings and identity).
     pub context: &'a (dyn Fn(&str) -> Result<StoreContext, StoreError> + Sync),
 }
@@ -210,7 +238,16 @@ pub async fn open_inputs(
             let store = Store::open_with(spec, opts.prefix, &(opts.context)(spec)?)?;
             let (source, generation) =
                 pick_generation(&store, opts.source, opts.generation).await?;
-            out.push(open_base(&store, &source, &generation, opts.kek.as_deref()).await?);
+            out.push(
+                open_base(
+                    &store,
+                    &source,
+                    &generation,
+                    opts.kek.as_deref(),
+                    opts.allow_plain,
+                )
+                .await?,
+            );
         } else {
             out.push(open_file(std::path::Path::new(spec))?);
         }

@@ -1,12 +1,15 @@
 //! Restore: a plan's base snapshot loaded into a target, then its segments
 //! replayed up to the point, in order, through the same target (SELECTs in
-//! the stream keep the database right).
+//! the stream keep the database right). Only what Redis propagates for data is
+//! replayed: any other command (CONFIG, ACL, EVAL, REPLICAOF, ...) stops the
+//! restore, naming the segment and the offset.
 
 use super::layout::GenerationDir;
 use super::plan::{read_segment, Plan, Point};
 use super::read::open_base;
 use super::BackupError;
 use crate::aof::KeyCache;
+use crate::command::Replay;
 use crate::kek::Kek;
 use crate::store::Store;
 use crate::target::{load, LoadStats, Target};
@@ -29,14 +32,23 @@ pub struct RestoreSummary {
 }
 
 /// Loads the plan's base into `target`, replays its segments up to the point,
-/// and waits for every reply.
+/// and waits for every reply. A plain generation is refused unless
+/// `allow_plain`.
 pub async fn restore(
     store: &Store,
     plan: &Plan,
     kek: &dyn Kek,
+    allow_plain: bool,
     target: &mut dyn Target,
 ) -> Result<RestoreSummary, BackupError> {
-    let base = open_base(store, &plan.source, &plan.generation, Some(kek)).await?;
+    let base = open_base(
+        store,
+        &plan.source,
+        &plan.generation,
+        Some(kek),
+        allow_plain,
+    )
+    .await?;
     load(target, vec![base], &|_| {}).await?;
     let base_stats = target.stats().clone();
     let replayed = replay(store, plan, kek, target).await?;
@@ -65,28 +77,43 @@ pub async fn replay(
         offset: plan.base_offset,
         ..Default::default()
     };
+    let past = |r: &crate::command::Command| match plan.point {
+        Point::Latest => false,
+        Point::At(ms) => r.time_ms > ms,
+        Point::Offset(o) => r.offset > o,
+    };
     'segments: for seg in &plan.timeline.segments {
         let records = read_segment(store, &dir, &seg.name, kek, &mut keys).await?;
+        // A segment is checked whole before any of it is applied: one that
+        // holds a command replay never runs is refused as a whole.
+        if let Some(bad) = records
+            .iter()
+            .filter(|r| r.offset > stats.offset && !past(r))
+            .find(|r| r.replay() == Replay::Refuse)
+        {
+            // What came before it lands, so the target is at `before`.
+            target.finish().await?;
+            return Err(BackupError::UnsafeCommand {
+                label: dir.segment_label(&seg.name),
+                offset: bad.offset,
+                command: String::from_utf8_lossy(bad.name()).to_uppercase(),
+                before: stats.offset,
+            });
+        }
         stats.segments += 1;
         for r in records {
             if r.offset <= stats.offset {
                 continue; // already applied (an overlapping segment)
             }
-            let past = match plan.point {
-                Point::Latest => false,
-                Point::At(ms) => r.time_ms > ms,
-                Point::Offset(o) => r.offset > o,
-            };
-            if past {
+            if past(&r) {
                 break 'segments;
+            }
+            if r.replay() == Replay::Apply {
+                target.apply(&r).await?;
+                stats.commands += 1;
             }
             stats.offset = r.offset;
             stats.time_ms = r.time_ms;
-            if !r.is_replayable() {
-                continue;
-            }
-            target.apply(&r).await?;
-            stats.commands += 1;
         }
     }
     Ok(stats)

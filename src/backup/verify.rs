@@ -68,7 +68,8 @@ pub async fn verify(
         };
         r.first_offset = m.redis.offset;
         r.last_offset = m.redis.offset;
-        match open_base(store, &g.source, &g.generation, Some(kek)).await {
+        // A plain generation is named as a problem: a KEK is given.
+        match open_base(store, &g.source, &g.generation, Some(kek), false).await {
             Ok(input) => match drain(input).await {
                 Ok(n) => r.base_bytes = n,
                 Err(e) => r.problems.push(format!("base: {e}")),
@@ -85,6 +86,17 @@ pub async fn verify(
                         Ok(records) => {
                             r.segments += 1;
                             r.commands += records.len() as u64;
+                            if let Some(bad) = records
+                                .iter()
+                                .find(|c| c.replay() == crate::command::Replay::Refuse)
+                            {
+                                r.problems.push(format!(
+                                    "segment {}: the command at offset {} is {}, which replay never runs",
+                                    seg.name,
+                                    bad.offset,
+                                    String::from_utf8_lossy(bad.name()).to_uppercase()
+                                ));
+                            }
                             let mut at = seg.from;
                             for rec in &records {
                                 if rec.offset <= at {

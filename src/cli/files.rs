@@ -57,9 +57,11 @@ impl PendingOutput {
             }
         }
         let tmp = temp_name(&path);
+        // 0600 whatever the umask: the output may be plaintext.
         let f = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .await
             .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -79,12 +81,23 @@ impl PendingOutput {
         self.stream.take().expect("stream taken once")
     }
 
-    /// Moves the finished file into place.
+    /// Moves the finished file into place, on disk (file and folder synced)
+    /// before it is called done.
     pub fn commit(mut self) -> anyhow::Result<()> {
         if let Some((tmp, path)) = self.target.take() {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| {
                 format!("cannot rename {} to {}", tmp.display(), path.display())
             })?;
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync {}", dir.display()))?;
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub struct FromArgs {
     pub generation: Option<String>,
     #[command(flatten)]
     pub kek: KekArg,
+    /// Read a plain (unencrypted) generation even though a KEK is given.
+    #[arg(long)]
+    pub allow_plain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,7 @@ async fn open_from(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<Input
         source: args.source.as_deref().or(config.source.as_deref()),
         generation: args.generation.as_deref(),
         kek,
+        allow_plain: args.allow_plain,
         context: &context,
     };
     Ok(open_inputs(&args.from, &opts).await?)

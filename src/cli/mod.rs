@@ -62,6 +62,7 @@ pub enum Command {
 /// Runs the command line; returns the process exit code. Failures print one line
 /// naming the cause.
 pub fn run() -> i32 {
+    not_dumpable();
     let cli = Cli::parse();
     init_logging();
     let out = output::Output { json: cli.json };
@@ -96,6 +97,16 @@ pub fn run() -> i32 {
             eprintln!("redvault: error: {line}");
             1
         }
+    }
+}
+
+/// No core dumps and no ptrace by other processes of the user: this process
+/// may hold a private KEK and unwrapped data keys.
+fn not_dumpable() {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory
+    // of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
 

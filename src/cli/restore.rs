@@ -39,6 +39,9 @@ pub struct RestoreArgs {
     /// Overwrite keys that exist in the target.
     #[arg(long)]
     pub replace: bool,
+    /// Restore a plain (unencrypted) generation even though a KEK is given.
+    #[arg(long)]
+    pub allow_plain: bool,
     /// Parallel connections for the base snapshot.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -85,7 +88,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         ..LoadOptions::default()
     };
     let mut target = RedisTarget::connect(&url, &link, opts).await?;
-    let done = restore(&store, &plan, kek.as_ref(), &mut target).await?;
+    let done = restore(&store, &plan, kek.as_ref(), args.allow_plain, &mut target).await?;
     let (stats, replayed) = (done.base, done.replayed);
     let secs = started.elapsed().as_secs_f64();
     out.summary(

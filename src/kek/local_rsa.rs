@@ -144,8 +144,13 @@ impl Kek for LocalRsaKek {
             path: self.path.clone(),
         })?;
         let plain = zeroize::Zeroizing::new(
+            // Blinded: the ciphertext comes from storage, which others may write.
             private
-                .decrypt(Oaep::new::<Sha256>(), &wrapped.bytes)
+                .decrypt_blinded(
+                    &mut rand::rngs::OsRng,
+                    Oaep::new::<Sha256>(),
+                    &wrapped.bytes,
+                )
                 .map_err(|_| KekError::UnwrapFailed {
                     kek_id: self.id.clone(),
                 })?,

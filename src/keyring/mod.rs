@@ -29,6 +29,7 @@ pub enum KeyringError {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Keyring {
     pub format: String,
     pub version: u32,
@@ -38,6 +39,7 @@ pub struct Keyring {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct WrappedEntry {
     pub kek: String,
     pub alg: String,

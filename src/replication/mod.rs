@@ -128,7 +128,15 @@ impl ReplicaLink {
             }
         };
         let mut parts = line.split_whitespace();
+        let bad_replid = |r: &str| {
+            ReplError::Protocol(format!(
+                "{addr}: the primary's replication id {:?} is not 40 hex digits",
+                r.chars().take(60).collect::<String>()
+            ))
+        };
         match (parts.next(), parts.next(), parts.next()) {
+            (Some("CONTINUE"), Some(r), None) if !is_replid(r) => Err(bad_replid(r)),
+            (Some("FULLRESYNC"), Some(r), Some(_)) if !is_replid(r) => Err(bad_replid(r)),
             (Some("CONTINUE"), new_replid, None) => {
                 let replid = new_replid
                     .map(str::to_string)
@@ -155,4 +163,10 @@ impl ReplicaLink {
             ))),
         }
     }
+}
+
+/// A replication id as Redis makes them: 40 hex digits. It becomes part of
+/// object names, so nothing else is taken.
+pub fn is_replid(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

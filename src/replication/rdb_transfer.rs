@@ -163,8 +163,15 @@ impl RdbTransfer {
                 "{addr}: the snapshot does not start with the RDB magic"
             )));
         }
+        // The version must be a number: an unreadable one would skip the check.
+        let Some(version) = self.rdb_version() else {
+            return Err(ReplError::Protocol(format!(
+                "{addr}: the snapshot's RDB version {:?} is not a number",
+                String::from_utf8_lossy(&self.head[5..])
+            )));
+        };
         // RDB 5 and later end with a CRC64 (little-endian); 0 means checksums are off.
-        if self.rdb_version().unwrap_or(0) >= 5 {
+        if version >= 5 {
             let expected = u64::from_le_bytes(self.tail);
             let actual = std::mem::replace(&mut self.crc, CRC64.digest()).finalize();
             if expected != 0 && expected != actual {
