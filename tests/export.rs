@@ -578,3 +578,54 @@ async fn export_to_azure_blob_on_azurite() {
         "{line}"
     );
 }
+
+/// Exports one after another within a second (a cron beside a manual run)
+/// each get their own generation: none overwrites another, all restore.
+#[test]
+fn back_to_back_exports_never_share_a_generation() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (work, store) = workspace();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let (code, stdout, err) = export_cmd(
+            &src.url(),
+            &store,
+            &["--source", "s", "--kek", kek_pub.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{err}");
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        ids.insert(summary["generation"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let url = format!("file://{}", store.display());
+    let (code, stdout, err) = run(redvault().args(["--json", "list", "--from", &url]));
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let complete: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["complete"] == true)
+        .map(|g| g["generation"].as_str().unwrap())
+        .collect();
+    assert_eq!(complete.len(), 3, "{listed}");
+    for g in complete {
+        let target = RedisServer::start(&[]);
+        let (code, _, err) = run(redvault()
+            .args([
+                "import",
+                "--redis",
+                &target.url(),
+                "--generation",
+                g,
+                "--from",
+                &url,
+                "--kek",
+            ])
+            .arg(work.path().join("kek.pem")));
+        assert_eq!(code, 0, "{g}: {err}");
+        assert_eq!(target.digest(), src.digest(), "{g}");
+    }
+}

@@ -106,8 +106,10 @@ async fn export_inner(
     let dir = GenerationDir::new(&req.source, &generation);
     tracing::info!(generation, replid = %info.replid, offset = info.offset, rdb_only = info.rdb_only, "full sync started");
 
+    // The keyring, create-only, claims the folder: were the id ever taken,
+    // this fails and nothing of the other generation is touched.
     if let Some((_, ring)) = &keys {
-        store.write(&dir.keyring(store), ring.to_json()).await?;
+        store.create(&dir.keyring(store), ring.to_json()).await?;
     }
     let base_name = if keys.is_some() {
         BASE_SEALED
@@ -212,7 +214,7 @@ async fn export_inner(
         mac: None,
     };
     let json = manifest.to_json(keys.as_ref().map(|(d, _)| d));
-    store.write(&dir.manifest(store), json).await?;
+    store.create(&dir.manifest(store), json).await?;
     let summary = ExportSummary {
         generation,
         source: req.source.clone(),

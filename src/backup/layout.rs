@@ -20,30 +20,39 @@ pub const BASE_SEALED: &str = "base.rdb.rv";
 pub const BASE_PLAIN: &str = "base.rdb";
 pub const AOF_DIR: &str = "aof";
 
-/// `20261123T055012Z-<first 8 of replid>`.
+/// `20261123T055012.345Z-<first 8 of replid>-<8 random hex>`: milliseconds and
+/// a random part make two exports of one primary in the same second distinct,
+/// and ids still sort by time. (Before, ids were `20261123T055012Z-<replid8>`;
+/// both forms are read.)
 pub fn generation_id(t: SystemTime, replid: &str) -> String {
-    let stamp: String = crate::text::rfc3339(t)
+    let stamp: String = humantime::format_rfc3339_millis(t)
+        .to_string()
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
     let rid: String = replid.chars().take(8).collect();
-    format!("{stamp}-{rid}")
+    format!("{stamp}-{rid}-{:08x}", rand::random::<u32>())
 }
 
-/// A generation id's time (`20261123T055012Z-...`), for keep-within.
+/// A generation id's time (`20261123T055012Z-...` or
+/// `20261123T055012.345Z-...`), for keep-within.
 pub fn generation_time(id: &str) -> Option<SystemTime> {
     let stamp = id.split('-').next()?;
-    if stamp.len() != 16 {
-        return None;
-    }
+    let (secs, millis) = match stamp.len() {
+        16 => (stamp, ""),
+        20 if stamp.as_bytes()[15] == b'.' => (&stamp[..15], &stamp[16..19]),
+        _ => return None,
+    };
     let rfc = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &stamp[0..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[9..11],
-        &stamp[11..13],
-        &stamp[13..15]
+        "{}-{}-{}T{}:{}:{}{}{}Z",
+        &secs[0..4],
+        &secs[4..6],
+        &secs[6..8],
+        &secs[9..11],
+        &secs[11..13],
+        &secs[13..15],
+        if millis.is_empty() { "" } else { "." },
+        millis
     );
     humantime::parse_rfc3339(&rfc).ok()
 }
@@ -202,10 +211,19 @@ mod tests {
         assert!(segment_name(9, 10) < segment_name(10, 11));
         assert_eq!(parse_segment_name(&segment_name(7, 99)), Some((7, 99)));
         assert_eq!(parse_segment_name("x.aof.rv"), None);
-        let t = humantime::parse_rfc3339("2026-11-23T05:50:12Z").unwrap();
+        let t = humantime::parse_rfc3339("2026-11-23T05:50:12.345Z").unwrap();
         let id = generation_id(t, "abcdef0123456789");
-        assert_eq!(id, "20261123T055012Z-abcdef01");
+        assert!(id.starts_with("20261123T055012.345Z-abcdef01-"), "{id}");
+        assert_eq!(id.len(), "20261123T055012.345Z-abcdef01-".len() + 8);
         assert_eq!(generation_time(&id), Some(t));
+        assert_ne!(
+            generation_id(t, "abcdef0123456789"),
+            id,
+            "distinct in one millisecond"
+        );
+        let old = humantime::parse_rfc3339("2026-11-23T05:50:12Z").unwrap();
+        assert_eq!(generation_time("20261123T055012Z-abcdef01"), Some(old));
+        assert!(generation_id(t, "x").as_str() > "20261123T055011Z-abcdef01");
         assert!(check_source_name("cache-1.prod").is_ok());
         assert!(check_source_name("../x").is_err() && check_source_name("").is_err());
     }

@@ -181,14 +181,29 @@ impl Spool {
         source: &str,
         item: &Spooled,
     ) -> Result<(), SpoolError> {
-        let bytes = std::fs::read(&item.path).map_err(|source| SpoolError::Io {
-            dir: item.path.display().to_string(),
-            source,
-        })?;
+        let bytes =
+            bytes::Bytes::from(std::fs::read(&item.path).map_err(|source| SpoolError::Io {
+                dir: item.path.display().to_string(),
+                source,
+            })?);
         let path = GenerationDir::new(source, &item.generation).segment(store, &item.name);
-        let put = tokio::time::timeout(Duration::from_secs(30), store.write(&path, bytes)).await;
+        let put = tokio::time::timeout(
+            Duration::from_secs(30),
+            store.create(&path, bytes.clone()), // Bytes: a cheap clone
+        )
+        .await;
         match put {
             Ok(Ok(())) => Ok(()),
+            // Stored by an earlier attempt whose answer was lost: the same
+            // bytes are there. Other bytes are another writer's: never replaced.
+            Ok(Err(StoreError::Exists { .. })) => match store.read(&path).await {
+                Ok(there) if there[..] == bytes[..] => Ok(()),
+                Ok(_) => Err(SpoolError::Store(StoreError::Exists {
+                    url: store.url.clone(),
+                    path: path.to_string(),
+                })),
+                Err(e) => Err(SpoolError::Store(e)),
+            },
             Ok(Err(e)) => Err(SpoolError::Store(e)),
             Err(_) => Err(SpoolError::Store(StoreError::Op {
                 url: store.url.clone(),

@@ -33,6 +33,9 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("storage {url}: {reason}")]
     Unusable { url: String, reason: String },
+    /// A create-only write found the object there already.
+    #[error("storage {url}: {path} exists already; backups never overwrite an object")]
+    Exists { url: String, path: String },
     /// The object is not there (a missing manifest, a deleted segment).
     #[error("storage {url}: {path} does not exist")]
     NotFound { url: String, path: String },
@@ -178,7 +181,30 @@ impl Store {
         }
     }
 
-    /// Writes a whole object.
+    /// Writes a whole object only if none is there (create-only: if-none-match
+    /// on Azure and S3, an exclusive link on a local folder). Every object of
+    /// a backup is written this way; `StoreError::Exists` if it was there.
+    pub async fn create(
+        &self,
+        path: &Path,
+        bytes: impl Into<PutPayload>,
+    ) -> Result<(), StoreError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self.inner.put_opts(path, bytes.into(), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::Exists {
+                url: self.url.clone(),
+                path: path.to_string(),
+            }),
+            Err(e) => Err(self.op_err("create", path, e)),
+        }
+    }
+
+    /// Writes a whole object, replacing any there: only `keys rewrap` does
+    /// (keyring.json), never a backup write.
     pub async fn write(&self, path: &Path, bytes: impl Into<PutPayload>) -> Result<(), StoreError> {
         self.inner
             .put(path, bytes.into())
