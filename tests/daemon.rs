@@ -910,3 +910,58 @@ async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
         "{err}"
     );
 }
+
+/// A checkpoint that cannot be opened (damaged by an abrupt stop) is moved
+/// aside with one line, and the source starts a new generation instead of the
+/// daemon failing at every start.
+#[tokio::test]
+async fn a_damaged_checkpoint_is_moved_aside_and_a_new_generation_starts() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("checkpoint.sled"), b"not a sled database").unwrap();
+    let mut d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "after", 10);
+    d.wait_durable(&primary);
+    let log = d.log();
+    assert!(
+        log.contains("cannot be opened") && log.contains("moved to"),
+        "{log}"
+    );
+    assert!(std::fs::read_dir(&state).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("checkpoint.sled.broken-")));
+    d.stop();
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}
+
+/// /metrics and /healthz carry no authentication: a non-loopback address is
+/// refused unless asked for on purpose.
+#[test]
+fn a_public_metrics_address_needs_to_be_asked_for() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "daemon",
+            "--redis",
+            &primary.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+        ])
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args(["--listen", "0.0.0.0:9"]));
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("listen_public"), "{err}");
+}

@@ -23,6 +23,9 @@ pub struct DaemonArgs {
     /// Address for /healthz and /metrics.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Allow a --listen address that is not loopback (no authentication there).
+    #[arg(long)]
+    pub listen_public: bool,
     /// When to take a new base: 15m, 30m, 1h, 6h, 12h, 24h or a cron expression.
     #[arg(long)]
     pub base_every: Option<String>,
@@ -54,6 +57,7 @@ pub async fn run_daemon(
         seal: args.seal.tuning(),
         state_dir: args.state_dir,
         listen: args.listen,
+        listen_public: args.listen_public,
         base_every: args.base_every,
         keep_last: args.keep_last,
         keep_within: args.keep_within,

@@ -32,10 +32,29 @@ impl Checkpoints {
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
         let path = dir.join("checkpoint.sled");
         let shown = path.display().to_string();
-        let db = sled::open(&path).map_err(|e| CheckpointError {
+        let err = |e: &dyn std::fmt::Display| CheckpointError {
             path: shown.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let db = match sled::open(&path) {
+            Ok(db) => db,
+            Err(first) => {
+                // A checkpoint that cannot be opened (damaged by an abrupt stop)
+                // is kept aside for inspection; every source starts a new
+                // generation (a gap, named) instead of the daemon failing at
+                // every start.
+                let aside = dir.join(format!(
+                    "checkpoint.sled.broken-{}",
+                    crate::text::unix_now()
+                ));
+                std::fs::rename(&path, &aside).map_err(|e| err(&e))?;
+                tracing::error!(
+                    "checkpoint {shown} cannot be opened ({first}); moved to {}: every source starts a new generation (a gap in point-in-time coverage)",
+                    aside.display()
+                );
+                sled::open(&path).map_err(|e| err(&e))?
+            }
+        };
         Ok(Checkpoints { db, path: shown })
     }
 

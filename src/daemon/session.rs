@@ -52,15 +52,17 @@ enum SessionEnd {
 /// Runs sessions for one job until `shutdown` turns true; then waits briefly
 /// for the spool to drain and leaves a checkpoint for the next start. Errors
 /// of a session are logged, counted and retried here with backoff.
-pub async fn run_job(j: Job, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let spool = Spool::open(&j.spool_dir, j.spool_max_bytes, j.metrics.clone())
         .map_err(DaemonError::Spool)?;
     let (dtx, mut durable) = watch::channel((String::new(), 0u64));
-    let uploader = tokio::spawn(
-        spool
-            .clone()
-            .upload_forever(j.store.clone(), j.name.clone(), dtx),
-    );
+    // Aborted whenever this function ends, a panic included: a restarted job
+    // must not find a second uploader on its spool.
+    let _uploader = AbortOnDrop(tokio::spawn(spool.clone().upload_forever(
+        j.store.clone(),
+        j.name.clone(),
+        dtx,
+    )));
     let mut force_full = false;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -102,9 +104,17 @@ pub async fn run_job(j: Job, mut shutdown: watch::Receiver<bool>) -> Result<(), 
         apply_durable(&j, &mut durable);
     }
     apply_durable(&j, &mut durable);
-    uploader.abort();
     tracing::info!(source = %j.name, spooled_segments_left = !spool.is_empty(), "stopped");
     Ok(())
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Records a durable offset of `generation` in the checkpoint and the metrics;

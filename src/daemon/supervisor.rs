@@ -31,6 +31,9 @@ pub struct DaemonOverrides {
     pub seal: SealTuning,
     pub state_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// Serve /metrics and /healthz on a non-loopback address (they carry no
+    /// authentication).
+    pub listen_public: bool,
     pub base_every: Option<String>,
     pub keep_last: Option<usize>,
     pub keep_within: Option<String>,
@@ -102,6 +105,37 @@ fn jobs(
     Ok(out)
 }
 
+/// Runs one job until `stop`, restarting it with backoff when it fails or
+/// panics (counted in `redvault_errors_total`; /healthz names it while it is
+/// down), so one bad source never takes the others or itself down for good.
+async fn supervise(job: Arc<Job>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let run = tokio::spawn(run_job(job.clone(), stop.clone()));
+        let why = match run.await {
+            Ok(Ok(())) => return, // stopped on purpose
+            Ok(Err(e)) => e.to_string(),
+            Err(e) if e.is_panic() => format!("the source task panicked: {e}"),
+            Err(e) => format!("the source task ended: {e}"),
+        };
+        if *stop.borrow() {
+            return;
+        }
+        job.metrics
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        job.metrics
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(source = %job.name, "{why}; restarting it in {backoff:?}");
+        let _ = tokio::time::timeout(backoff, stop.changed()).await;
+        if *stop.borrow() {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; `config_path` is re-read on SIGHUP.
 pub async fn run(
     o: DaemonOverrides,
@@ -147,6 +181,7 @@ pub async fn run(
                 .clone()
                 .or(d.listen.clone())
                 .unwrap_or_else(|| defaults::LISTEN.into());
+            check_listen(&listen, o.listen_public || d.listen_public.unwrap_or(false))?;
             start_http(&listen, registry.clone()).await?;
             http_started = true;
         }
@@ -154,7 +189,7 @@ pub async fn run(
         let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
         let mut tasks = vec![];
         for j in jobs {
-            tasks.push(tokio::spawn(run_job(j, stop_rx.clone())));
+            tasks.push(tokio::spawn(supervise(Arc::new(j), stop_rx.clone())));
         }
         tracing::info!(sources = ?names, "daemon running");
         notify("READY=1");
@@ -183,15 +218,56 @@ pub async fn run(
         }
         let _ = stop_tx.send(true);
         for t in tasks {
-            match t.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("{e}"),
-                Err(e) => tracing::error!("source task: {e}"),
+            if let Err(e) = t.await {
+                tracing::error!("source supervisor: {e}");
             }
         }
         drop(checkpoints);
         if !reload {
             return Ok(());
+        }
+    }
+}
+
+/// /metrics and /healthz have no authentication: a non-loopback address is
+/// refused unless asked for on purpose, and then said on every start.
+fn check_listen(addr: &str, public: bool) -> Result<(), DaemonError> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    if !public {
+        return Err(DaemonError::Invalid(format!(
+            "listen address {addr} is not loopback, and /metrics and /healthz carry no authentication: refused; set daemon.listen_public = true (or --listen-public) to serve them there"
+        )));
+    }
+    tracing::warn!("serving /metrics and /healthz without authentication on {addr}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_listen;
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_asked() {
+        for ok in [
+            "127.0.0.1:9187",
+            "[::1]:9187",
+            "localhost:9187",
+            "127.0.0.2:1",
+        ] {
+            assert!(check_listen(ok, false).is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:9187", "[::]:9187", "10.0.0.5:9187", "cache1:9187"] {
+            let e = check_listen(bad, false).unwrap_err().to_string();
+            assert!(e.contains("listen_public"), "{bad}: {e}");
+            assert!(check_listen(bad, true).is_ok(), "{bad}");
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct DaemonConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// /healthz and /metrics address (default 127.0.0.1:9187).
     pub listen: Option<String>,
+    /// Allow a non-loopback `listen` (the endpoints carry no authentication).
+    pub listen_public: Option<bool>,
     /// New base snapshot: 15m, 30m, 1h, 6h, 12h, 24h or a cron expression.
     pub base_every: Option<String>,
     pub keep_last: Option<usize>,
