@@ -68,8 +68,17 @@ impl<R: Read> RdbReader<R> {
                 what: format!("string length {n} is implausible"),
             });
         }
-        let mut v = vec![0u8; n as usize];
-        self.read_exact(&mut v)?;
+        // Grown as the bytes arrive: a length read from the input allocates
+        // nothing before the bytes it claims exist.
+        let mut v = Vec::with_capacity((n as usize).min(1 << 20));
+        let mut left = n as usize;
+        while left > 0 {
+            let start = v.len();
+            let k = left.min(1 << 20);
+            v.resize(start + k, 0);
+            self.read_exact(&mut v[start..])?;
+            left -= k;
+        }
         Ok(v)
     }
 

@@ -318,7 +318,7 @@ impl<R: Read> RdbScanner<R> {
             // hash
             4 => {
                 let n = self.len()?;
-                self.skip_strings(n * 2)
+                self.skip_strings(n.saturating_mul(2))
             }
             // zset2: binary double scores
             5 => {
@@ -394,7 +394,7 @@ impl<R: Read> RdbScanner<R> {
 
     fn skip_stream(&mut self, t: u8) -> Result<(), RdbError> {
         let nodes = self.len()?;
-        self.skip_strings(nodes * 2)?; // master ID and listpack per node
+        self.skip_strings(nodes.saturating_mul(2))?; // master ID and listpack per node
         self.len()?; // length
         self.len()?; // last id ms
         self.len()?; // last id seq
@@ -424,7 +424,7 @@ impl<R: Read> RdbScanner<R> {
                     self.src.skip(8)?; // active time
                 }
                 let cpel = self.len()?;
-                self.src.skip(cpel * 16)?;
+                self.src.skip(cpel.saturating_mul(16))?;
             }
         }
         Ok(())
@@ -440,7 +440,8 @@ impl<R: Read> RdbScanner<R> {
 
 /// LZF (liblzf) decompression into exactly `ulen` bytes; None if malformed.
 fn lzf_decompress(input: &[u8], ulen: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(ulen);
+    // `ulen` comes from the input: reserve only what the input can give.
+    let mut out = Vec::with_capacity(ulen.min(input.len().saturating_mul(4)).min(1 << 24));
     let mut i = 0;
     while i < input.len() {
         let ctrl = input[i] as usize;

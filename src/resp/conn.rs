@@ -213,7 +213,10 @@ impl Conn {
     /// One frame: a scalar reply, or the header of an array.
     async fn read_one(&mut self, waiting_for: &str) -> Result<Frame, ReplError> {
         let line = self.read_line(waiting_for).await?;
-        let (kind, rest) = line.split_at(line.len().min(1));
+        // By the first character, not byte: a reply may start with anything
+        // (read_line made invalid UTF-8 into U+FFFD).
+        let kind_len = line.chars().next().map_or(0, char::len_utf8);
+        let (kind, rest) = line.split_at(kind_len);
         let bad = |what: &str| {
             ReplError::Protocol(format!(
                 "{}: bad {what} {rest:?} while waiting for {waiting_for}",
