@@ -102,7 +102,7 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
         return Ok(());
     }
     println!(
-        "{:<24} {:<34} {:<21} {:>12} {:<10} keys",
+        "{:<24} {:<38} {:<21} {:>12} {:<10} keys",
         "SOURCE", "GENERATION", "CREATED", "STORED", "STATE"
     );
     for g in &gens {
@@ -138,7 +138,7 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
             keys
         };
         println!(
-            "{:<24} {:<34} {:<21} {:>12} {:<10} {}",
+            "{:<24} {:<38} {:<21} {:>12} {:<10} {}",
             g.source,
             g.generation,
             created,

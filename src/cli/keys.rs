@@ -143,13 +143,13 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
                 println!("{}", serde_json::to_string(&rings)?);
                 return Ok(());
             }
-            println!("{:<24} {:<34} KEK", "SOURCE", "GENERATION");
+            println!("{:<24} {:<38} KEK", "SOURCE", "GENERATION");
             for r in &rings {
                 let keks = match &r.problem {
                     Some(p) => format!("unreadable: {p}"),
                     None => r.keks.join(", "),
                 };
-                println!("{:<24} {:<34} {}", r.source, r.generation, keks);
+                println!("{:<24} {:<38} {}", r.source, r.generation, keks);
             }
             Ok(())
         }
