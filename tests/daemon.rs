@@ -965,3 +965,53 @@ fn a_public_metrics_address_needs_to_be_asked_for() {
     assert_eq!(code, 1);
     assert!(one_line_error(&err).contains("listen_public"), "{err}");
 }
+
+/// Two daemons on one source and store (two hosts configured alike): the
+/// second is refused by the first one's lease, naming it, and writes nothing;
+/// the first one restarted (same state directory) takes its lease back at once.
+#[tokio::test]
+async fn a_second_daemon_on_one_source_is_refused_by_the_lease() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let mut a = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "a", 10);
+    a.wait_durable(&primary);
+    // Another state directory (another host configured alike), same store.
+    let other = tempfile::tempdir().unwrap();
+    write_test_keys(other.path());
+    let b = Daemon::start(other.path(), &primary.url(), &store, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log().contains("whose lease holds until") {
+        assert!(Instant::now() < deadline, "no refusal: {}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        b.log()
+            .contains(work.path().join("state").to_str().unwrap()),
+        "{}",
+        b.log()
+    );
+    let generations = std::fs::read_dir(work.path().join("store/cache1"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(generations, 1, "the second daemon wrote nothing");
+    drop(b);
+    // kill -9 and restart with the same state directory: its own lease.
+    a.kill9();
+    let a2 = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    write_batch(&primary, "after", 10);
+    a2.wait_durable(&primary);
+    assert!(
+        !a2.log().contains("whose lease holds until"),
+        "{}",
+        a2.log()
+    );
+}

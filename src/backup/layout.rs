@@ -86,6 +86,12 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The folder of a source's writer leases (`<source>/.lease/`): a name no
+/// generation id can take, and that listings pass over.
+pub fn lease_dir(store: &Store, source: &str) -> Path {
+    store.path(&[source, ".lease"])
+}
+
 /// One generation's folder: the paths of its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationDir {
@@ -176,7 +182,9 @@ pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>,
             .skip(depth)
             .map(|p| p.as_ref().to_string())
             .collect();
-        if parts.len() < 3 {
+        // Fewer parts is not a generation's object; a dot folder (the
+        // writer leases) is none either.
+        if parts.len() < 3 || parts[1].starts_with('.') {
             continue;
         }
         let kind = match (parts.len(), parts[2].as_str()) {

@@ -7,6 +7,7 @@
 //! (`supervisor.rs`) runs every job, reloads on SIGHUP, and talks to systemd.
 
 pub mod checkpoint;
+mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;
@@ -53,6 +54,13 @@ pub enum DaemonError {
     /// The session lost its link or stream (the job retries with backoff).
     #[error("{0}")]
     Lost(String),
+    /// Another daemon writes this source: its lease is fresh.
+    #[error("source {source_name} is written by another daemon ({holder}) whose lease holds until {until}: refused, so two writers never share a source; stop the other one, or wait for its lease to expire")]
+    Held {
+        source_name: String,
+        holder: String,
+        until: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,

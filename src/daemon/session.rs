@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, watch};
 pub struct Job {
     /// The source name in the layout (and the metrics' `source` label).
     pub name: String,
+    /// The daemon's state directory (the writer lease names it).
+    pub state_dir: PathBuf,
     pub from: Arc<dyn Source>,
     pub store: Store,
     pub kek: Arc<dyn Kek>,
@@ -53,6 +55,33 @@ enum SessionEnd {
 /// for the spool to drain and leaves a checkpoint for the next start. Errors
 /// of a session are logged, counted and retried here with backoff.
 pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    // One writer per source: nothing is sent or stored without the lease.
+    let lease = Arc::new(super::lease::Lease::acquire(&j.store, &j.name, &j.state_dir).await?);
+    let renewer = {
+        let lease = lease.clone();
+        let name = j.name.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(super::lease::RENEW_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = lease.renew().await {
+                    tracing::error!(source = %name, "renewing the writer lease: {e}");
+                }
+            }
+        }))
+    };
+    let r = run_sessions(&j, &mut shutdown).await;
+    drop(renewer);
+    if let Ok(lease) = Arc::try_unwrap(lease) {
+        lease.release().await;
+    }
+    r
+}
+
+async fn run_sessions(
+    j: &Arc<Job>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
     let spool = Spool::open(&j.spool_dir, j.spool_max_bytes, j.metrics.clone())
         .map_err(DaemonError::Spool)?;
     let (dtx, mut durable) = watch::channel((String::new(), 0u64));
@@ -69,7 +98,7 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
         if *shutdown.borrow() {
             break;
         }
-        let r = session(&j, &spool, &mut durable, force_full, &mut shutdown).await;
+        let r = session(j, &spool, &mut durable, force_full, shutdown).await;
         j.metrics.connected.store(false, Relaxed);
         match r {
             Ok(SessionEnd::Shutdown) => break,
@@ -82,7 +111,7 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
                 j.metrics.gaps.fetch_add(1, Relaxed);
                 tracing::error!(source = %j.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
                 while !spool.is_empty() && !*shutdown.borrow() {
-                    apply_durable(&j, &mut durable);
+                    apply_durable(j, &mut durable);
                     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown.changed()).await;
                 }
                 j.metrics.spool_full.store(false, Relaxed);
@@ -101,9 +130,9 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
     let deadline = Instant::now() + Duration::from_secs(10);
     while !spool.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        apply_durable(&j, &mut durable);
+        apply_durable(j, &mut durable);
     }
-    apply_durable(&j, &mut durable);
+    apply_durable(j, &mut durable);
     tracing::info!(source = %j.name, spooled_segments_left = !spool.is_empty(), "stopped");
     Ok(())
 }

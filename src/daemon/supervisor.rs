@@ -76,6 +76,7 @@ fn jobs(
         check_source_name(&name)?;
         let url = config.redis_url(redis.as_deref())?;
         out.push(Job {
+            state_dir: state.to_path_buf(),
             from: Arc::new(PsyncSource::new(url, link.clone())),
             store: store.clone(),
             kek: kek.clone(),
