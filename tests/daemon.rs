@@ -811,9 +811,6 @@ fn restore_flush_asks_like_import() {
 /// is applied; verify reports it too.
 #[tokio::test]
 async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
-    use redvault::command::Command;
-    use redvault::data_key::DataKey;
-    use redvault::keyring::Keyring;
     let (work, store) = workspace();
     let primary = RedisServer::start(&[]);
     fill_all_types(&mut primary.client());
@@ -841,41 +838,19 @@ async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
     let base = manifest["redis"]["offset"].as_u64().unwrap();
 
     // The forged segment: a write, then CONFIG SET dir.
-    let kek = redvault::kek::LocalRsaKek::from_pem(
-        &std::fs::read_to_string(work.path().join("kek.pub.pem")).unwrap(),
-        "kek.pub.pem",
-    )
-    .unwrap();
-    let cmds = [
-        (&["SET", "forged", "1"][..], base + 31),
-        (&["CONFIG", "SET", "dir", "/tmp"][..], base + 80),
-    ];
-    let mut plain = vec![];
-    for (args, offset) in cmds {
-        redvault::aof::encode_record(
-            &mut plain,
-            &Command {
-                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-                offset,
-                time_ms: 1,
-            },
-        );
-    }
-    let dek = DataKey::generate();
-    let ring = Keyring::wrap(&dek, &kek).await.unwrap();
     let name = redvault::backup::layout::segment_name(base, base + 80);
-    let sealed = redvault::aof::seal_segment(
-        &plain,
+    forge_segment(
+        work.path(),
+        &gen_dir,
         &generation,
         &name,
-        &dek,
-        &ring,
-        &redvault::sealer::SealOptions::default(),
+        &[
+            (&["SET", "forged", "1"][..], base + 31),
+            (&["CONFIG", "SET", "dir", "/tmp"][..], base + 80),
+        ],
+        false,
     )
-    .await
-    .unwrap();
-    std::fs::create_dir_all(gen_dir.join("aof")).unwrap();
-    std::fs::write(gen_dir.join("aof").join(&name), sealed).unwrap();
+    .await;
 
     let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
     assert_eq!(code, 1);
@@ -1014,4 +989,119 @@ async fn a_second_daemon_on_one_source_is_refused_by_the_lease() {
         "{}",
         a2.log()
     );
+}
+
+/// Seals `cmds` as segment `name` of a generation with the public KEK, as
+/// anyone holding it could, and puts it in the store folder; with
+/// `bad_keyring`, the keyring in its header names the KEK but its wrapped key
+/// is garbage.
+async fn forge_segment(
+    work: &Path,
+    gen_dir: &Path,
+    generation: &str,
+    name: &str,
+    cmds: &[(&[&str], u64)],
+    bad_keyring: bool,
+) {
+    use redvault::command::Command;
+    use redvault::data_key::DataKey;
+    use redvault::keyring::Keyring;
+    let kek = redvault::kek::LocalRsaKek::from_pem(
+        &std::fs::read_to_string(work.join("kek.pub.pem")).unwrap(),
+        "kek.pub.pem",
+    )
+    .unwrap();
+    let mut plain = vec![];
+    for (args, offset) in cmds {
+        redvault::aof::encode_record(
+            &mut plain,
+            &Command {
+                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                offset: *offset,
+                time_ms: 1,
+            },
+        );
+    }
+    let dek = DataKey::generate();
+    let mut ring = Keyring::wrap(&dek, &kek).await.unwrap();
+    if bad_keyring {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut w = b64.decode(&ring.wrapped[0].key).unwrap();
+        w[7] ^= 0x55;
+        ring.wrapped[0].key = b64.encode(&w);
+    }
+    let sealed = redvault::aof::seal_segment(
+        &plain,
+        generation,
+        name,
+        &dek,
+        &ring,
+        &redvault::sealer::SealOptions::default(),
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(gen_dir.join("aof")).unwrap();
+    std::fs::write(gen_dir.join("aof").join(name), sealed).unwrap();
+}
+
+/// Storage chooses the keyrings in segment headers: after a few failed
+/// unwraps a run tries no more (the private key is no oracle), naming why.
+#[tokio::test]
+async fn a_run_stops_unwrapping_after_a_few_failures() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    primary.client().ok(&["SET", "a", "1"]);
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json",
+            "export",
+            "--redis",
+            &primary.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let generation = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gen_dir = work.path().join("store/cache1").join(&generation);
+    for i in 0..5u64 {
+        let name = redvault::backup::layout::segment_name(i * 10, i * 10 + 10);
+        forge_segment(
+            work.path(),
+            &gen_dir,
+            &generation,
+            &name,
+            &[(&["SET", "k", "v"][..], i * 10 + 10)],
+            true,
+        )
+        .await;
+    }
+    let (code, out, _) = run(redvault()
+        .args(["--json", "verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 1);
+    // The reports, then the one-line error as JSON.
+    let reports: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let problems: Vec<String> = reports[0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let failed = problems
+        .iter()
+        .filter(|p| p.contains("unwrapping the data key"))
+        .count();
+    let held_back = problems
+        .iter()
+        .filter(|p| p.contains("unwraps failed already"))
+        .count();
+    assert_eq!((failed, held_back), (3, 2), "{problems:#?}");
 }

@@ -83,8 +83,24 @@ pub async fn seal_segment(
     Ok(out)
 }
 
-/// Unwrapped session keys by data key id, so each is unwrapped once.
-pub type KeyCache = HashMap<String, DataKey>;
+/// How many unwraps may fail in one run before no more are tried: storage
+/// chooses the keyrings in segment headers, and must not get to use the
+/// private key as an oracle.
+pub const MAX_UNWRAP_FAILURES: u32 = 3;
+
+/// Unwrapped session keys by data key id (each unwrapped once), and the
+/// unwraps that failed in this run.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: HashMap<String, DataKey>,
+    failures: u32,
+}
+
+impl KeyCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// Opens a sealed segment: its own keyring unwrapped by `kek`, the header
 /// checked to name this generation and object, every chunk authenticated.
@@ -106,16 +122,24 @@ pub async fn open_segment(
         )));
     }
     let id = hex::encode(h.data_key_id);
-    if !keys.contains_key(&id) {
+    if !keys.keys.contains_key(&id) {
+        if keys.failures >= MAX_UNWRAP_FAILURES {
+            return Err(AofError::Invalid(format!(
+                "segment {label}: its key is not unwrapped: {MAX_UNWRAP_FAILURES} unwraps failed already in this run (the private key is not tried on what storage offers without end)"
+            )));
+        }
         let ring =
             Keyring::from_json(&h.keyring, label).map_err(|e| AofError::Invalid(e.to_string()))?;
-        let dek = ring
-            .unwrap(kek, label)
-            .await
-            .map_err(|e| AofError::Invalid(e.to_string()))?;
-        keys.insert(id.clone(), dek);
+        let dek = match ring.unwrap(kek, label).await {
+            Ok(dek) => dek,
+            Err(e) => {
+                keys.failures += 1;
+                return Err(AofError::Invalid(e.to_string()));
+            }
+        };
+        keys.keys.insert(id.clone(), dek);
     }
-    let dek = &keys[&id];
+    let dek = &keys.keys[&id];
     let mut opener = Opener::new(input, &raw, dek, label, 2)?;
     let mut out = Vec::with_capacity(sealed.len() * 2);
     while let Some(chunk) = opener.next_chunk().await? {

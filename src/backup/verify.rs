@@ -42,6 +42,8 @@ pub async fn verify(
 ) -> Result<Vec<GenerationReport>, BackupError> {
     let gens = list(store, source).await?;
     let mut out = vec![];
+    // One key cache for the run: its unwrap-failure budget spans generations.
+    let mut keys = KeyCache::new();
     for g in gens
         .iter()
         .filter(|g| generation.is_none_or(|want| want == g.generation))
@@ -80,7 +82,6 @@ pub async fn verify(
         match timeline(store, &dir, m.redis.offset).await {
             Ok(t) => {
                 r.holes = t.holes.clone();
-                let mut keys = KeyCache::new();
                 for seg in &t.segments {
                     match read_segment(store, &dir, &seg.name, kek, &mut keys).await {
                         Ok(records) => {

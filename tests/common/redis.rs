@@ -40,8 +40,19 @@ impl RedisServer {
         Self::start_with_rdb(extra, None)
     }
 
-    /// Starts a server that loads `rdb` at startup (native load).
+    /// Starts a server that loads `rdb` at startup (native load). A free port
+    /// can be taken by another test between choosing and binding it: then the
+    /// server exits, and another port is tried (a bounded number of times).
     pub fn start_with_rdb(extra: &[&str], rdb: Option<&Path>) -> Self {
+        for _ in 0..4 {
+            if let Some(s) = Self::try_start(extra, rdb) {
+                return s;
+            }
+        }
+        Self::try_start(extra, rdb).expect("redis-server could not bind a free port in 5 tries")
+    }
+
+    fn try_start(extra: &[&str], rdb: Option<&Path>) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         if let Some(rdb) = rdb {
             std::fs::copy(rdb, dir.path().join("dump.rdb")).unwrap();
@@ -72,14 +83,13 @@ impl RedisServer {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = spawn_redis(&args);
-        let s = RedisServer {
+        let mut s = RedisServer {
             port,
             dir,
             child,
             args,
         };
-        s.wait_ready();
-        s
+        s.wait_ready().then_some(s)
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same port, empty
@@ -89,18 +99,26 @@ impl RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
         self.child = spawn_redis(&self.args);
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "redis-server did not restart on its port: {}",
+            self.log()
+        );
     }
 
-    fn wait_ready(&self) {
-        let s = self;
+    /// True once the server answers; false if it exited (its port was taken).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let s = &*self;
             if let Ok(mut c) = s.try_client() {
                 // LOADING answers until an RDB given at startup is in.
                 match c.cmd(&[b"PING"]) {
-                    Ok(Resp::Status(_)) => return,
-                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return,
+                    Ok(Resp::Status(_)) => return true,
+                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return true,
                     _ => {}
                 }
             }
@@ -173,18 +191,18 @@ impl Client {
         })
     }
 
-    pub fn send(&mut self, args: &[&[u8]]) {
+    pub fn send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
-        self.w.write_all(&out).unwrap();
+        self.w.write_all(&out)
     }
 
     pub fn cmd(&mut self, args: &[&[u8]]) -> std::io::Result<Resp> {
-        self.send(args);
+        self.send(args)?;
         self.read()
     }
 
