@@ -68,9 +68,9 @@ impl<R: Read> RdbReader<R> {
                 what: format!("string length {n} is implausible"),
             });
         }
-        // Grown as the bytes arrive: a length read from the input allocates
-        // nothing before the bytes it claims exist.
-        let mut v = Vec::with_capacity((n as usize).min(1 << 20));
+        // A length read from the input reserves at most 64 MiB before the
+        // bytes it claims arrive; longer values grow as they do.
+        let mut v = Vec::with_capacity((n as usize).min(64 << 20));
         let mut left = n as usize;
         while left > 0 {
             let start = v.len();
