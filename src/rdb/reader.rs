@@ -68,13 +68,19 @@ impl<R: Read> RdbReader<R> {
                 what: format!("string length {n} is implausible"),
             });
         }
-        // A length read from the input reserves at most 64 MiB before the
+        // A length read from the input allocates at most 64 MiB before the
         // bytes it claims arrive; longer values grow as they do.
-        let mut v = Vec::with_capacity((n as usize).min(64 << 20));
+        const AHEAD: usize = 64 << 20;
+        if n as usize <= AHEAD {
+            let mut v = vec![0u8; n as usize];
+            self.read_exact(&mut v)?;
+            return Ok(v);
+        }
+        let mut v = Vec::with_capacity(AHEAD);
         let mut left = n as usize;
         while left > 0 {
             let start = v.len();
-            let k = left.min(1 << 20);
+            let k = left.min(AHEAD);
             v.resize(start + k, 0);
             self.read_exact(&mut v[start..])?;
             left -= k;
