@@ -68,9 +68,9 @@ impl<R: Read> RdbReader<R> {
                 what: format!("string length {n} is implausible"),
             });
         }
-        // A length read from the input allocates at most 64 MiB before the
+        // A length read from the input allocates at most 8 MiB before the
         // bytes it claims arrive; longer values grow as they do.
-        const AHEAD: usize = 64 << 20;
+        const AHEAD: usize = 8 << 20;
         if n as usize <= AHEAD {
             let mut v = vec![0u8; n as usize];
             self.read_exact(&mut v)?;
