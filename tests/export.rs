@@ -629,3 +629,58 @@ fn back_to_back_exports_never_share_a_generation() {
         assert_eq!(target.digest(), src.digest(), "{g}");
     }
 }
+
+/// A folder planted under a far-future name (a copy of a real generation, its
+/// manifest renamed to the folder) is not complete: its name's time is not
+/// when it was created. Import passes over it, names it, and loads the real one.
+#[test]
+fn a_planted_future_generation_is_skipped_and_named() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (work, store) = workspace();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &["--source", "cache1", "--kek", kek_pub.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let real = summary["generation"].as_str().unwrap().to_string();
+    let planted = "29991231T000000.000Z-deadbeef-00000000";
+    let from = store.join("cache1").join(&real);
+    let to = store.join("cache1").join(planted);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let m = std::fs::read_to_string(to.join("manifest.json")).unwrap();
+    std::fs::write(to.join("manifest.json"), m.replace(&real, planted)).unwrap();
+    // And an interrupted run, newer than the real one too.
+    let partial = store
+        .join("cache1")
+        .join("29990101T000000.000Z-deadbeef-11111111");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("base.rdb.rv"), b"partial").unwrap();
+
+    let url = format!("file://{}", store.display());
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["import", "--redis", &target.url(), "--from", &url, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        target.digest(),
+        src.digest(),
+        "the real generation was loaded"
+    );
+    assert!(
+        err.contains(&format!("skipped cache1/{planted}")) && err.contains("generation name says"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped cache1/29990101T000000.000Z-deadbeef-11111111"),
+        "{err}"
+    );
+}

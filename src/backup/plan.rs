@@ -98,10 +98,11 @@ pub async fn plan(
     point: Point,
     kek: &dyn Kek,
 ) -> Result<Plan, BackupError> {
-    let mut gens: Vec<GenerationInfo> = list(store, Some(source))
-        .await?
-        .into_iter()
+    let all = list(store, Some(source)).await?;
+    let mut gens: Vec<GenerationInfo> = all
+        .iter()
         .filter(|g| g.complete && generation.is_none_or(|want| want == g.generation))
+        .cloned()
         .collect();
     gens.sort_by(|a, b| b.generation.cmp(&a.generation)); // newest first
     if gens.is_empty() {
@@ -134,6 +135,9 @@ pub async fn plan(
                         g.generation
                     )));
                 }
+            }
+            if generation.is_none() && matches!(point, Point::Latest) {
+                super::read::warn_skipped_newer(&all, source, &g.generation);
             }
             return Ok(Plan {
                 source: source.into(),

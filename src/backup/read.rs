@@ -62,6 +62,7 @@ pub async fn pick_generation(
                 .iter()
                 .max_by(|a, b| a.generation.cmp(&b.generation))
                 .expect("one complete generation");
+            warn_skipped_newer(&gens, &g.source, &g.generation);
             Ok((g.source.clone(), g.generation.clone()))
         }
         many => Err(BackupError::Invalid(format!(
@@ -126,7 +127,46 @@ pub fn check_place(m: &Manifest, dir: &GenerationDir) -> Result<(), BackupError>
             ),
         });
     }
+    // The name's time is when the sync started: a name far from the manifest's
+    // own `created` is not how redvault names a generation.
+    if let (Some(named), Some(created)) = (
+        super::layout::generation_time(&dir.generation),
+        humantime::parse_rfc3339_weak(&m.created).ok(),
+    ) {
+        let apart = named
+            .duration_since(created)
+            .or_else(|_| created.duration_since(named))
+            .unwrap_or_default();
+        if apart > std::time::Duration::from_secs(5) {
+            return Err(BackupError::Corrupt {
+                label: dir.label(MANIFEST),
+                why: format!(
+                    "its generation name says {} but it was created {}",
+                    crate::text::rfc3339(named),
+                    m.created
+                ),
+            });
+        }
+    }
     Ok(())
+}
+
+/// Names the generations newer than `chosen` that were passed over, and why
+/// (an interrupted run, a planted or damaged folder): a rollback is never silent.
+pub fn warn_skipped_newer(gens: &[super::GenerationInfo], source: &str, chosen: &str) {
+    for g in gens
+        .iter()
+        .filter(|g| g.source == source && g.generation.as_str() > chosen && !g.complete)
+    {
+        tracing::warn!(
+            "skipped {}/{}, newer than the generation restored: {}",
+            g.source,
+            g.generation,
+            g.problem
+                .as_deref()
+                .unwrap_or("incomplete (no manifest): an interrupted or running backup")
+        );
+    }
 }
 
 /// Opens a generation's base snapshot as an input: keyring unwrapped with the
