@@ -814,25 +814,7 @@ async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
     let (work, store) = workspace();
     let primary = RedisServer::start(&[]);
     fill_all_types(&mut primary.client());
-    let (code, out, err) = run(redvault()
-        .args([
-            "--json",
-            "export",
-            "--redis",
-            &primary.url(),
-            "--to",
-            &store,
-            "--source",
-            "cache1",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pub.pem")));
-    assert_eq!(code, 0, "{err}");
-    let generation = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["generation"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let gen_dir = work.path().join("store/cache1").join(&generation);
+    let (generation, gen_dir) = export_generation(work.path(), &store, &primary);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(gen_dir.join("manifest.json")).unwrap()).unwrap();
     let base = manifest["redis"]["offset"].as_u64().unwrap();
@@ -1052,25 +1034,7 @@ async fn a_run_stops_unwrapping_after_a_few_failures() {
     let (work, store) = workspace();
     let primary = RedisServer::start(&[]);
     primary.client().ok(&["SET", "a", "1"]);
-    let (code, out, err) = run(redvault()
-        .args([
-            "--json",
-            "export",
-            "--redis",
-            &primary.url(),
-            "--to",
-            &store,
-            "--source",
-            "cache1",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pub.pem")));
-    assert_eq!(code, 0, "{err}");
-    let generation = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["generation"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let gen_dir = work.path().join("store/cache1").join(&generation);
+    let (generation, gen_dir) = export_generation(work.path(), &store, &primary);
     for i in 0..5u64 {
         let name = redvault::backup::layout::segment_name(i * 10, i * 10 + 10);
         forge_segment(
@@ -1104,4 +1068,28 @@ async fn a_run_stops_unwrapping_after_a_few_failures() {
         .filter(|p| p.contains("unwraps failed already"))
         .count();
     assert_eq!((failed, held_back), (3, 2), "{problems:#?}");
+}
+
+/// One sealed export of `primary` as source cache1: its generation and folder.
+fn export_generation(work: &Path, store: &str, primary: &RedisServer) -> (String, PathBuf) {
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json",
+            "export",
+            "--redis",
+            &primary.url(),
+            "--to",
+            store,
+            "--source",
+            "cache1",
+            "--kek",
+        ])
+        .arg(work.join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let generation = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gen_dir = work.join("store/cache1").join(&generation);
+    (generation, gen_dir)
 }

@@ -23,23 +23,8 @@ fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
     (work, store)
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 fn assert_no_manifest(store: &Path) {
-    let found: Vec<_> = files(store)
+    let found: Vec<_> = files_below(store)
         .into_iter()
         .filter(|p| p.file_name().unwrap() == "manifest.json")
         .collect();
@@ -63,14 +48,14 @@ fn sealed_round_trip(diskless: &str) {
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let generation = summary["generation"].as_str().unwrap().to_string();
     let gen_dir = store.join("cache1").join(&generation);
-    let names: Vec<_> = files(&gen_dir)
+    let names: Vec<_> = files_below(&gen_dir)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["base.rdb.rv", "keyring.json", "manifest.json"]);
 
     // No key name or value in any stored byte.
-    for f in files(&store) {
+    for f in files_below(&store) {
         let bytes = std::fs::read(&f).unwrap();
         for canary in [SECRET_KEY, SECRET_VALUE, "member-1999", "field-999"] {
             assert!(
@@ -214,25 +199,11 @@ fn plain_export_writes_a_loadable_rdb_and_warns() {
 /// source's backup: its manifest names the folder it was written in.
 #[test]
 fn a_generation_copied_in_from_another_source_is_not_complete() {
-    let src = RedisServer::start(&[]);
-    fill_all_types(&mut src.client());
-    let (work, store) = workspace();
-    let kek_pub = work.path().join("kek.pub.pem");
-    let (code, stdout, err) = export_cmd(
-        &src.url(),
-        &store,
-        &["--source", "cache1", "--kek", kek_pub.to_str().unwrap()],
+    let (_src, work, store, generation) = sealed_generation("cache1");
+    copy_folder(
+        &store.join("cache1").join(&generation),
+        &store.join("cache2").join(&generation),
     );
-    assert_eq!(code, 0, "{err}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let generation = summary["generation"].as_str().unwrap();
-    let from = store.join("cache1").join(generation);
-    let to = store.join("cache2").join(generation);
-    std::fs::create_dir_all(&to).unwrap();
-    for e in std::fs::read_dir(&from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
     let url = format!("file://{}", store.display());
     let (code, stdout, err) =
         run(redvault().args(["--json", "list", "--from", &url, "--source", "cache2"]));
@@ -313,7 +284,7 @@ fn unreachable_redis_is_named_and_nothing_is_written() {
         line.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
         "{line}"
     );
-    assert!(files(&store).is_empty());
+    assert!(files_below(&store).is_empty());
 }
 
 #[test]
@@ -476,7 +447,7 @@ fn missing_storage_or_kek_fails_before_anything_is_written() {
         .arg(format!("file://{}", store.display())));
     assert_ne!(code, 0);
     assert!(one_line_error(&err).contains("no KEK given"), "{err}");
-    assert!(files(&store).is_empty());
+    assert!(files_below(&store).is_empty());
     // No sync was started on the primary either.
     let info = match src.client().ok(&["INFO", "stats"]) {
         Resp::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
@@ -635,26 +606,10 @@ fn back_to_back_exports_never_share_a_generation() {
 /// when it was created. Import passes over it, names it, and loads the real one.
 #[test]
 fn a_planted_future_generation_is_skipped_and_named() {
-    let src = RedisServer::start(&[]);
-    fill_all_types(&mut src.client());
-    let (work, store) = workspace();
-    let kek_pub = work.path().join("kek.pub.pem");
-    let (code, stdout, err) = export_cmd(
-        &src.url(),
-        &store,
-        &["--source", "cache1", "--kek", kek_pub.to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{err}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let real = summary["generation"].as_str().unwrap().to_string();
+    let (src, work, store, real) = sealed_generation("cache1");
     let planted = "29991231T000000.000Z-deadbeef-00000000";
-    let from = store.join("cache1").join(&real);
     let to = store.join("cache1").join(planted);
-    std::fs::create_dir_all(&to).unwrap();
-    for e in std::fs::read_dir(&from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
+    copy_folder(&store.join("cache1").join(&real), &to);
     let m = std::fs::read_to_string(to.join("manifest.json")).unwrap();
     std::fs::write(to.join("manifest.json"), m.replace(&real, planted)).unwrap();
     // And an interrupted run, newer than the real one too.
@@ -683,4 +638,31 @@ fn a_planted_future_generation_is_skipped_and_named() {
         err.contains("skipped cache1/29990101T000000.000Z-deadbeef-11111111"),
         "{err}"
     );
+}
+
+/// A source filled with every type and one sealed export of it as `source`:
+/// (the server, the workspace, the store folder, the generation).
+fn sealed_generation(source: &str) -> (RedisServer, tempfile::TempDir, std::path::PathBuf, String) {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (work, store) = workspace();
+    let kek_pub = work.path().join("kek.pub.pem");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &["--source", source, "--kek", kek_pub.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let generation = summary["generation"].as_str().unwrap().to_string();
+    (src, work, store, generation)
+}
+
+/// Copies a generation's folder (its top-level objects) elsewhere in the store.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }

@@ -100,18 +100,12 @@ fn export_from(port: u16) -> (i32, String, std::path::PathBuf, tempfile::TempDir
     (code, err, store, work)
 }
 
-/// Every file below `dir`.
+/// Every file below `dir`, as text.
 fn files(dir: &std::path::Path) -> Vec<String> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
+    files_below(dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 #[test]

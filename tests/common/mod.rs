@@ -152,3 +152,17 @@ pub fn one_line_error(stderr: &str) -> String {
     assert!(lines[0].starts_with("redvault: error: "), "{stderr}");
     lines[0].to_string()
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
