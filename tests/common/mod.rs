@@ -153,7 +153,7 @@ pub fn one_line_error(stderr: &str) -> String {
     lines[0].to_string()
 }
 
-/// Every file under `dir`, recursively.
+/// Every file under `dir`, recursively, sorted.
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).unwrap() {
@@ -164,5 +164,6 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
             out.push(p);
         }
     }
+    out.sort();
     out
 }
