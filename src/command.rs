@@ -13,8 +13,9 @@ pub enum Replay {
     /// A keepalive (PING, REPLCONF): stored, never sent.
     Skip,
     /// Anything else (CONFIG, ACL, MODULE, DEBUG, SHUTDOWN, REPLICAOF, SAVE,
-    /// SCRIPT, EVAL, ...): Redis never propagates it for data, so a segment
-    /// holding it is not a record of writes. Replay stops on it.
+    /// EVAL, ...): Redis never propagates it for data (scripts' effects are
+    /// replicated as commands), so a segment holding it is not a record of
+    /// writes. Replay stops on it.
     Refuse,
 }
 
@@ -187,6 +188,21 @@ impl Command {
         }
         let upper = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_uppercase();
         let name = upper(self.name());
+        // SCRIPT LOAD / FLUSH reach replicas of Redis before 7.0; scripts'
+        // effects are replicated as commands, so there is nothing to apply.
+        if name == "SCRIPT" {
+            let sub = self.args.get(1).map(|s| upper(s)).unwrap_or_default();
+            return if sub == "LOAD" || sub == "FLUSH" {
+                Replay::Skip
+            } else {
+                Replay::Refuse
+            };
+        }
+        // Module commands (JSON.SET, TS.ADD, BF.ADD...) are propagated for
+        // their data, verbatim; they are namespaced with a dot.
+        if name.contains('.') {
+            return Replay::Apply;
+        }
         if name == "FUNCTION" {
             let sub = self.args.get(1).map(|s| upper(s)).unwrap_or_default();
             return if FUNCTION_WRITES.contains(&sub.as_str()) {
@@ -230,6 +246,7 @@ mod tests {
             &["FLUSHALL"],
             &["pexpireat", "k", "1"],
             &["XGROUP", "CREATE", "s", "g", "$"],
+            &["JSON.SET", "doc", "$", "{}"],
         ] {
             assert_eq!(cmd(ok).replay(), Replay::Apply, "{ok:?}");
         }
@@ -243,7 +260,7 @@ mod tests {
             &["SLAVEOF", "no", "one"],
             &["SAVE"],
             &["BGSAVE"],
-            &["SCRIPT", "LOAD", "x"],
+            &["SCRIPT", "KILL"],
             &["EVAL", "return 1", "0"],
             &["EVALSHA", "abc", "0"],
             &["FUNCTION", "KILL"],
@@ -253,6 +270,7 @@ mod tests {
             assert_eq!(cmd(bad).replay(), Replay::Refuse, "{bad:?}");
         }
         assert_eq!(cmd(&["PING"]).replay(), Replay::Skip);
+        assert_eq!(cmd(&["script", "load", "return 1"]).replay(), Replay::Skip);
         assert_eq!(cmd(&["REPLCONF", "GETACK", "*"]).replay(), Replay::Skip);
     }
 

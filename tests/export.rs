@@ -666,3 +666,30 @@ fn copy_folder(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// A plain generation newer than the sealed ones (planted, or a --plain run)
+/// is passed over by a default import given a KEK, and named; the newest
+/// sealed one loads.
+#[test]
+fn a_newer_plain_generation_is_passed_over_when_a_kek_is_given() {
+    let (src, work, store, _sealed) = sealed_generation("cache1");
+    let before = src.digest();
+    src.client().ok(&["SET", "planted", "1"]);
+    let (code, _, err) = export_cmd(&src.url(), &store, &["--source", "cache1", "--plain"]);
+    assert_eq!(code, 0, "{err}");
+    let target = RedisServer::start(&[]);
+    let url = format!("file://{}", store.display());
+    let (code, _, err) = run(redvault()
+        .args(["import", "--redis", &target.url(), "--from", &url, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        target.digest(),
+        before,
+        "the sealed generation, not the plain one"
+    );
+    assert!(
+        err.contains("a plain (unencrypted) generation, passed over"),
+        "{err}"
+    );
+}

@@ -133,7 +133,11 @@ pub async fn open_segment(
         let dek = match ring.unwrap(kek, label).await {
             Ok(dek) => dek,
             Err(e) => {
-                keys.failures += 1;
+                // Only a use of the private key counts (not a keyring that
+                // names another KEK, which is refused without one).
+                if matches!(e, crate::keyring::KeyringError::Kek { .. }) {
+                    keys.failures += 1;
+                }
                 return Err(AofError::Invalid(e.to_string()));
             }
         };

@@ -38,6 +38,10 @@ pub fn generation_id(t: SystemTime, replid: &str) -> String {
 /// `20261123T055012.345Z-...`), for keep-within.
 pub fn generation_time(id: &str) -> Option<SystemTime> {
     let stamp = id.split('-').next()?;
+    // Names come from storage: anything but the exact ASCII shapes is no time.
+    if !stamp.is_ascii() || !stamp.ends_with('Z') {
+        return None;
+    }
     let (secs, millis) = match stamp.len() {
         16 => (stamp, ""),
         20 if stamp.as_bytes()[15] == b'.' => (&stamp[..15], &stamp[16..19]),
@@ -231,6 +235,8 @@ mod tests {
         );
         let old = humantime::parse_rfc3339("2026-11-23T05:50:12Z").unwrap();
         assert_eq!(generation_time("20261123T055012Z-abcdef01"), Some(old));
+        assert_eq!(generation_time("20261123T055012.3€-x"), None);
+        assert_eq!(generation_time("2026112€T055012Z-x"), None);
         assert!(generation_id(t, "x").as_str() > "20261123T055011Z-abcdef01");
         assert!(check_source_name("cache-1.prod").is_ok());
         assert!(check_source_name("../x").is_err() && check_source_name("").is_err());

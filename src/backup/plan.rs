@@ -97,8 +97,10 @@ pub async fn plan(
     generation: Option<&str>,
     point: Point,
     kek: &dyn Kek,
+    allow_plain: bool,
 ) -> Result<Plan, BackupError> {
-    let all = list(store, Some(source)).await?;
+    let mut all = list(store, Some(source)).await?;
+    super::read::mark_plain_skipped(&mut all, !allow_plain && generation.is_none());
     let mut gens: Vec<GenerationInfo> = all
         .iter()
         .filter(|g| g.complete && generation.is_none_or(|want| want == g.generation))

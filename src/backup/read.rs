@@ -24,12 +24,17 @@ use tokio::sync::mpsc;
 
 /// The generation to restore: the named one, or the newest complete one.
 /// Returns (source, generation).
+///
+/// With `skip_plain` (a KEK is given), plain generations are passed over and
+/// named: a planted plain one must not be what a default import picks.
 pub async fn pick_generation(
     store: &Store,
     source: Option<&str>,
     generation: Option<&str>,
+    skip_plain: bool,
 ) -> Result<(String, String), BackupError> {
-    let gens = list(store, source).await?;
+    let mut gens = list(store, source).await?;
+    mark_plain_skipped(&mut gens, skip_plain && generation.is_none());
     let complete: Vec<_> = gens.iter().filter(|g| g.complete).collect();
     if let Some(g) = generation {
         let found: Vec<_> = gens.iter().filter(|x| x.generation == g).collect();
@@ -50,13 +55,28 @@ pub async fn pick_generation(
     let mut sources: Vec<&str> = complete.iter().map(|g| g.source.as_str()).collect();
     sources.dedup();
     match sources.as_slice() {
-        [] => Err(BackupError::NotFound(format!(
-            "no complete backup in {}{}",
-            store.url,
-            source
-                .map(|s| format!(" for source {s}"))
-                .unwrap_or_default()
-        ))),
+        [] => {
+            let plain = gens
+                .iter()
+                .filter(|g| {
+                    g.problem
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("a plain"))
+                })
+                .count();
+            Err(BackupError::NotFound(format!(
+                "no complete backup in {}{}{}",
+                store.url,
+                source
+                    .map(|s| format!(" for source {s}"))
+                    .unwrap_or_default(),
+                if plain > 0 {
+                    format!(": {plain} plain (unencrypted) generation(s) passed over since a KEK is given; --allow-plain reads them")
+                } else {
+                    String::new()
+                }
+            )))
+        }
         [_] => {
             let g = complete
                 .iter()
@@ -149,6 +169,22 @@ pub fn check_place(m: &Manifest, dir: &GenerationDir) -> Result<(), BackupError>
         }
     }
     Ok(())
+}
+
+/// Marks plain generations as not to be chosen (with the reason shown by
+/// `warn_skipped_newer`), when a KEK is given and plain ones are not allowed.
+pub fn mark_plain_skipped(gens: &mut [super::GenerationInfo], skip: bool) {
+    if !skip {
+        return;
+    }
+    for g in gens.iter_mut() {
+        if g.manifest.as_ref().is_some_and(|m| !m.sealed) {
+            g.complete = false;
+            g.problem = Some(
+                "a plain (unencrypted) generation, passed over since a KEK is given (--allow-plain reads it)".into(),
+            );
+        }
+    }
 }
 
 /// Names the generations newer than `chosen` that were passed over, and why
@@ -276,8 +312,9 @@ pub async fn open_inputs(
             out.push(open_blob(spec, &(opts.context)(spec)?).await?);
         } else if is_store_url(spec) {
             let store = Store::open_with(spec, opts.prefix, &(opts.context)(spec)?)?;
+            let skip_plain = opts.kek.is_some() && !opts.allow_plain;
             let (source, generation) =
-                pick_generation(&store, opts.source, opts.generation).await?;
+                pick_generation(&store, opts.source, opts.generation, skip_plain).await?;
             out.push(
                 open_base(
                     &store,

@@ -60,7 +60,10 @@ pub fn select(
         let mut complete_seen = 0;
         for (i, g) in mine.iter().enumerate() {
             if !g.complete {
-                if i > newest_complete {
+                // Only a folder with no manifest at all is a failed run; one
+                // whose manifest is there but unreadable or not its own is
+                // never deleted on the strength of that.
+                if i > newest_complete && g.problem.is_none() {
                     doomed.push((*g).clone());
                 }
                 continue;
@@ -173,6 +176,14 @@ mod tests {
             ],
             "the newest complete stays"
         );
+        // A manifest that is there but unreadable (or not its folder's) is
+        // never grounds to delete.
+        let mut odd = g("20261119T000000Z-z", false);
+        odd.problem = Some("manifest ... not the folder it is in".into());
+        let with_odd: Vec<_> = gens.iter().cloned().chain([odd]).collect();
+        assert!(select(&with_odd, &last2, now)
+            .iter()
+            .all(|g| g.generation != "20261119T000000Z-z"));
         let keep1 = Retention {
             keep_last: Some(0),
             keep_within: None,

@@ -71,6 +71,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         args.generation.as_deref(),
         point,
         kek.as_ref(),
+        args.allow_plain,
     )
     .await?;
     let link = args.redis.connect_options(config)?;

@@ -36,8 +36,25 @@ impl Checkpoints {
             path: shown.clone(),
             message: e.to_string(),
         };
-        let db = match sled::open(&path) {
+        // A lock still held (sled releases it a moment after a drop, as on a
+        // SIGHUP reload) is waited for, never taken for damage.
+        let mut opened = sled::open(&path);
+        for _ in 0..50 {
+            match &opened {
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    opened = sled::open(&path);
+                }
+                _ => break,
+            }
+        }
+        let db = match opened {
             Ok(db) => db,
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(err(&format!(
+                    "{e}: another process holds it (a second daemon on this state directory?)"
+                )));
+            }
             Err(first) => {
                 // A checkpoint that cannot be opened (damaged by an abrupt stop)
                 // is kept aside for inspection; every source starts a new

@@ -1,9 +1,13 @@
 //! One writer per source: a lease object per daemon under
 //! `<prefix>/<source>/.lease/`, renewed every few seconds. A daemon that finds
 //! another holder's lease still fresh refuses the source, naming the holder,
-//! until that lease expires. The holder is the host and the state directory,
-//! so the same daemon restarted (even after kill -9) takes its own lease back
-//! at once, while a second host configured alike is refused.
+//! until that lease expires. The holder is the host, the state directory and
+//! a random id kept in it, so the same daemon restarted (even after kill -9)
+//! takes its own lease back at once, while a second host configured alike (a
+//! clone included) is refused. Storage that cannot be reached at start does
+//! not stop a daemon that holds its checkpoint: it spools, and takes the lease
+//! once storage answers. Known limits: the check and the write are not one
+//! atomic step, and freshness trusts the hosts' clocks to within 30 s.
 
 use super::DaemonError;
 use crate::backup::layout::lease_dir;
@@ -42,7 +46,7 @@ impl Lease {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown-host".into());
-        let holder = format!("{host}:{}", state_dir.display());
+        let holder = format!("{host}:{}:{}", state_dir.display(), holder_id(state_dir)?);
         let file = format!(
             "{}.json",
             &hex::encode(Sha256::digest(holder.as_bytes()))[..16]
@@ -53,8 +57,17 @@ impl Lease {
             path: lease_dir(store, source).child(file),
             holder,
         };
-        lease.check().await?;
-        lease.renew().await?;
+        match lease.check().await {
+            Err(e @ DaemonError::Held { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(source = %source, "cannot check the writer lease now ({e}); going on, it is taken once storage answers");
+                return Ok(lease);
+            }
+            Ok(()) => {}
+        }
+        if let Err(e) = lease.renew().await {
+            tracing::warn!(source = %source, "cannot write the writer lease now ({e}); going on, it is taken once storage answers");
+        }
         Ok(lease)
     }
 
@@ -109,4 +122,20 @@ impl Lease {
     pub async fn release(self) {
         let _ = self.store.delete(&self.path).await;
     }
+}
+
+/// A random id kept in the state directory: two hosts cloned alike (same
+/// hostname, same path) still differ.
+fn holder_id(state_dir: &Path) -> Result<String, DaemonError> {
+    let path = state_dir.join("holder-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(id.to_string());
+        }
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    std::fs::write(&path, &id)
+        .map_err(|e| DaemonError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    Ok(id)
 }

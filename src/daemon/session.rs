@@ -57,7 +57,7 @@ enum SessionEnd {
 pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     // One writer per source: nothing is sent or stored without the lease.
     let lease = Arc::new(super::lease::Lease::acquire(&j.store, &j.name, &j.state_dir).await?);
-    let renewer = {
+    let mut renewer = {
         let lease = lease.clone();
         let name = j.name.clone();
         AbortOnDrop(tokio::spawn(async move {
@@ -71,7 +71,9 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
         }))
     };
     let r = run_sessions(&j, &mut shutdown).await;
-    drop(renewer);
+    // The renewer holds a reference: end it before giving the lease up.
+    renewer.0.abort();
+    let _ = (&mut renewer.0).await;
     if let Ok(lease) = Arc::try_unwrap(lease) {
         lease.release().await;
     }
