@@ -42,16 +42,7 @@ pub struct Input {
     pub pump: Option<JoinHandle<Result<(), InputError>>>,
 }
 
-/// The URL schemes of stores (every other `--from` is a local path).
-pub const STORE_SCHEMES: [&str; 11] = [
-    "file", "memory", "az", "azure", "abfs", "abfss", "s3", "s3a", "gs", "https", "http",
-];
-
-/// Whether `s` is a store URL (else a local path).
-pub fn is_store_url(s: &str) -> bool {
-    s.split_once("://")
-        .is_some_and(|(scheme, _)| STORE_SCHEMES.contains(&scheme))
-}
+pub use crate::store::is_store_url;
 
 /// Names of plain RDB files and blobs: `.rdb`, `.rdb.gz`, `.rdb.zst`.
 pub fn is_rdb_name(name: &str) -> bool {

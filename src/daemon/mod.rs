@@ -21,7 +21,6 @@ pub use supervisor::{run, DaemonOverrides};
 
 use crate::backup::BackupError;
 use crate::kek::KekError;
-use crate::keyring::KeyringError;
 use crate::settings::SettingsError;
 use crate::source::SourceError;
 use checkpoint::CheckpointError;
@@ -37,8 +36,6 @@ pub enum DaemonError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Kek(#[from] KekError),
-    #[error(transparent)]
-    Keyring(#[from] KeyringError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]

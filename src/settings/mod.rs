@@ -140,11 +140,7 @@ impl Config {
     /// How to open the store at `url`: Azure Blob by the `[azure]` settings when
     /// there are any (the identity is made only for an Azure URL).
     pub fn store_context(&self, url: &str) -> Result<StoreContext, SettingsError> {
-        let is_azure = [
-            "az://", "azure://", "abfs://", "abfss://", "https://", "http://",
-        ]
-        .iter()
-        .any(|p| url.starts_with(p));
+        let is_azure = crate::store::is_azure_url(url);
         Ok(match &self.azure {
             Some(s) if is_azure => {
                 let by_identity = s.storage.auth.as_deref().unwrap_or("identity") == "identity";

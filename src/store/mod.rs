@@ -19,6 +19,29 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, PutPayload};
 use std::sync::Arc;
 
+/// The URL schemes `Store::open_with` takes: the one list (a `--from` that is
+/// none of these is a local path).
+pub const SCHEMES: [&str; 11] = [
+    "file", "memory", "az", "azure", "abfs", "abfss", "s3", "s3a", "gs", "https", "http",
+];
+
+/// The schemes that are Azure Blob (every https:// store is).
+pub const AZURE_SCHEMES: [&str; 6] = ["az", "azure", "abfs", "abfss", "https", "http"];
+
+fn scheme_of(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(scheme, _)| scheme)
+}
+
+/// Whether `s` is a store URL (else a local path).
+pub fn is_store_url(s: &str) -> bool {
+    scheme_of(s).is_some_and(|scheme| SCHEMES.contains(&scheme))
+}
+
+/// Whether `url` names Azure Blob (so the `[azure]` settings apply).
+pub fn is_azure_url(url: &str) -> bool {
+    scheme_of(url).is_some_and(|scheme| AZURE_SCHEMES.contains(&scheme))
+}
+
 /// How to authenticate to the stores that need more than the environment: with an
 /// `[azure]` config, Azure Blob uses its settings (identity, endpoint, CA).
 #[derive(Clone, Default)]
