@@ -51,6 +51,7 @@ fn spec() -> ObjectSpec {
         generation: "bench".into(),
         name: "base.rdb.rv".into(),
         embedded_keyring: vec![],
+        attestation: vec![],
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The layers, bottom up (docs/ARCHITECTURE.md; `tests/layers.rs` enforces
 //! that a module imports only from its own layer or below):
-//! `text, data_key, command` -> `resp, format` -> `kek, keyring, sealer, opener,
-//! rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect, sealed_file`
+//! `text, data_key, command` -> `resp, format` -> `kek, keyring, signing, sealer,
+//! opener, rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect, sealed_file`
 //! -> `backup` -> `settings` -> `daemon` -> `cli`.
 
 pub mod aof;
@@ -25,6 +25,7 @@ pub mod resp;
 pub mod sealed_file;
 pub mod sealer;
 pub mod settings;
+pub mod signing;
 pub mod source;
 pub mod store;
 pub mod target;

@@ -62,6 +62,7 @@ where
         generation: String::new(),
         name: name.into(),
         embedded_keyring: keyring.to_json(),
+        attestation: vec![],
     };
     let mut sealer = Sealer::new(output, spec, &dek, opts).await?;
     drop(dek);

@@ -41,6 +41,27 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// Creates `path` with `mode` set at creation (so a private key is never
+/// readable by others, whatever the umask), writes and fsyncs it; an existing
+/// file is never replaced.
+pub fn write_new_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,11 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "[azure]\ntoken_endpoint = \"{}\"\nca_file = \"{}\"\n{identity_toml}\n{storage}\n[azure.key_vault]\nverify_challenge_resource = false\n",
+                "signing_key = \"{}\"\n[trust]\nsigners = [\"{}\"]\n[azure]\ntoken_endpoint = \"{}\"\nca_file = \"{}\"\n{identity_toml}\n{storage}\n[azure.key_vault]\nverify_challenge_resource = false\n",
+                // A Key Vault KEK has no folder to keep the signing pair
+                // beside: the config names both halves.
+                work.path().join("signing.pem").display(),
+                work.path().join("signing.pub.pem").display(),
                 tokens.url(),
                 ca.ca.display()
             ),

@@ -831,6 +831,8 @@ async fn replay_refuses_a_segment_with_a_command_redis_never_propagates() {
             (&["CONFIG", "SET", "dir", "/tmp"][..], base + 80),
         ],
         false,
+        &common::test_signer(work.path()),
+        redvault::aof::chain::GENESIS,
     )
     .await;
 
@@ -973,10 +975,11 @@ async fn a_second_daemon_on_one_source_is_refused_by_the_lease() {
     );
 }
 
-/// Seals `cmds` as segment `name` of a generation with the public KEK, as
-/// anyone holding it could, and puts it in the store folder; with
-/// `bad_keyring`, the keyring in its header names the KEK but its wrapped key
-/// is garbage.
+/// Seals `cmds` as segment `name` of a generation with the public KEK,
+/// signed by `signer` after the segment whose link is `prev`, and puts it in
+/// the store folder; with `bad_keyring`, the keyring in its header names the
+/// KEK but its wrapped key is garbage. Returns its link.
+#[allow(clippy::too_many_arguments)]
 async fn forge_segment(
     work: &Path,
     gen_dir: &Path,
@@ -984,7 +987,9 @@ async fn forge_segment(
     name: &str,
     cmds: &[(&[&str], u64)],
     bad_keyring: bool,
-) {
+    signer: &redvault::signing::Signer,
+    prev: [u8; 32],
+) -> [u8; 32] {
     use redvault::command::Command;
     use redvault::data_key::DataKey;
     use redvault::keyring::Keyring;
@@ -1013,18 +1018,38 @@ async fn forge_segment(
         w[7] ^= 0x55;
         ring.wrapped[0].key = b64.encode(&w);
     }
-    let sealed = redvault::aof::seal_segment(
-        &plain,
+    let (from, to) = redvault::backup::layout::parse_segment_name(name).unwrap();
+    let source = gen_dir
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let place = redvault::aof::SegmentPlace {
+        source,
         generation,
         name,
-        &dek,
-        &ring,
+        from,
+        to,
+    };
+    let (sealed, link) = redvault::aof::seal_segment(
+        &plain,
+        &place,
+        prev,
+        1,
+        &redvault::aof::SessionKeys {
+            dek: &dek,
+            keyring: &ring,
+            signer,
+        },
         &redvault::sealer::SealOptions::default(),
     )
     .await
     .unwrap();
     std::fs::create_dir_all(gen_dir.join("aof")).unwrap();
     std::fs::write(gen_dir.join("aof").join(name), sealed).unwrap();
+    link
 }
 
 /// Storage chooses the keyrings in segment headers: after a few failed
@@ -1044,6 +1069,8 @@ async fn a_run_stops_unwrapping_after_a_few_failures() {
             &name,
             &[(&["SET", "k", "v"][..], i * 10 + 10)],
             true,
+            &common::test_signer(work.path()),
+            redvault::aof::chain::GENESIS,
         )
         .await;
     }

@@ -126,11 +126,25 @@ fn sealed_export_restores_the_same_data_set_disk_based() {
 fn plain_export_writes_a_loadable_rdb_and_warns() {
     let src = RedisServer::start(&[]);
     fill_all_types(&mut src.client());
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    let (code, stdout, err) =
-        export_cmd(&src.url(), &store, &["--plain", "--prefix", "nightly/eu"]);
+    let (work, store) = workspace();
+    let signing_key = work.path().join("signing.pem");
+    let signing_pub = work.path().join("signing.pub.pem");
+    // No KEK to find a signing key beside: without one nothing is written.
+    let (code, _, err) = export_cmd(&src.url(), &store, &["--plain", "--prefix", "nightly/eu"]);
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("no signing key"), "{err}");
+    assert!(files_below(&store).is_empty(), "nothing written unsigned");
+    let (code, stdout, err) = export_cmd(
+        &src.url(),
+        &store,
+        &[
+            "--plain",
+            "--prefix",
+            "nightly/eu",
+            "--signing-key",
+            signing_key.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("UNENCRYPTED"), "{err}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -152,6 +166,8 @@ fn plain_export_writes_a_loadable_rdb_and_warns() {
             &target.url(),
             "--prefix",
             "nightly/eu",
+            "--trust",
+            signing_pub.to_str().unwrap(),
             "--from",
         ])
         .arg(format!("file://{}", store.display())));
@@ -675,7 +691,18 @@ fn a_newer_plain_generation_is_passed_over_when_a_kek_is_given() {
     let (src, work, store, _sealed) = sealed_generation("cache1");
     let before = src.digest();
     src.client().ok(&["SET", "planted", "1"]);
-    let (code, _, err) = export_cmd(&src.url(), &store, &["--source", "cache1", "--plain"]);
+    let key = work.path().join("signing.pem");
+    let (code, _, err) = export_cmd(
+        &src.url(),
+        &store,
+        &[
+            "--source",
+            "cache1",
+            "--plain",
+            "--signing-key",
+            key.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let target = RedisServer::start(&[]);
     let url = format!("file://{}", store.display());

@@ -31,6 +31,7 @@ async fn seal_vector(plain: &[u8], chunk_size: u32, level: Option<i32>) -> Vec<u
         generation: "20261123T000000Z-vector".into(),
         name: "base.rdb.rv".into(),
         embedded_keyring: vec![],
+        attestation: vec![],
     };
     let o = SealOptions {
         chunk_size,

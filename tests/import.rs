@@ -475,13 +475,21 @@ fn a_sealed_backup_needs_the_private_kek() {
     src.client().ok(&["SET", "a", "1"]);
     let b = backup(&src, &[]);
     let target = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault().env_remove("REDVAULT_KEK").args([
-        "import",
-        "--redis",
-        &target.url(),
-        "--from",
-        &b.store,
-    ]));
+    let import_without_kek = |extra: &[&str]| {
+        run(redvault()
+            .env_remove("REDVAULT_KEK")
+            .args(["import", "--redis", &target.url(), "--from", &b.store])
+            .args(extra))
+    };
+    // No KEK, so no signing key beside it to trust: the error says what to copy.
+    let (code, _, err) = import_without_kek(&[]);
+    assert_ne!(code, 0);
+    assert!(
+        one_line_error(&err).contains("no trusted signer is given: copy signing.pub.pem"),
+        "{err}"
+    );
+    let trusted = b.kek.with_file_name("signing.pub.pem");
+    let (code, _, err) = import_without_kek(&["--trust", trusted.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(
         one_line_error(&err).contains("the backup is sealed: pass --kek"),

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["text", "data_key", "command"],
     &["resp", "format"],
     &[
-        "kek", "keyring", "sealer", "opener", "rdb", "azure", "store", "aof",
+        "kek", "keyring", "signing", "sealer", "opener", "rdb", "azure", "store", "aof",
     ],
     &["replication"],
     &["source", "inputs", "target", "inspect", "sealed_file"],

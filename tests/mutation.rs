@@ -222,9 +222,14 @@ fn keyring_manifest_records_and_replies_parse_or_refuse() {
         data_key_id: Some(ring.data_key_id.clone()),
         objects: vec![],
         keys: None,
+        signer: None,
         mac: None,
+        signature: None,
     };
-    let manifest_json = manifest.to_json(Some(&dek));
+    let signer = redvault::signing::Signer::generate();
+    let mut trust = redvault::signing::Trust::new(false);
+    trust.add_signer(&signer);
+    let manifest_json = manifest.to_json(Some(&dek), &signer);
     let original = manifest.clone();
     let mut records = vec![];
     for (i, args) in [&["SELECT", "0"][..], &["SET", "k", "v"], &["PING"]]
@@ -249,12 +254,21 @@ fn keyring_manifest_records_and_replies_parse_or_refuse() {
         let p = mutate(&replies, &mut rng);
         let dek = dek.clone();
         let original = original.clone();
+        let trust = trust.clone();
         bounded(format!("mutant {i}"), move || {
             let _ = redvault::keyring::Keyring::from_json(&k, "k");
             if let Ok(mut m) = redvault::backup::manifest::Manifest::open(&m, &dek, "m") {
-                // The MAC's own spelling (hex case) is not content.
+                // The MAC's and signature's own spelling (hex case) is not content.
                 m.mac = original.mac.clone();
+                m.signature = original.signature.clone();
                 assert_eq!(m, original, "an edited manifest authenticated");
+            }
+            if let Ok(mut parsed) = redvault::backup::manifest::Manifest::parse(&m, "m") {
+                if parsed.check_signature(&trust, "m").is_ok() {
+                    parsed.mac = original.mac.clone();
+                    parsed.signature = original.signature.clone();
+                    assert_eq!(parsed, original, "an edited manifest kept its signature");
+                }
             }
             let _ = redvault::aof::decode_records(&r, "r");
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -8,6 +8,8 @@
 //! in the header (a daemon session's data key wrapped by the KEK), so a daemon
 //! that restarts with only the public KEK can go on writing segments.
 
+pub mod chain;
+
 use crate::command::Command;
 use crate::data_key::DataKey;
 use crate::format::{FormatError, ObjectKind};
@@ -15,6 +17,9 @@ use crate::kek::Kek;
 use crate::keyring::Keyring;
 use crate::opener::{Opener, RawHeader};
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
+use crate::signing::{Signer, Trust};
+use chain::{Attested, Statement};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,26 +66,76 @@ pub fn decode_records(plain: &[u8], label: &str) -> Result<Vec<Command>, AofErro
     Ok(out)
 }
 
-/// Seals a segment's plaintext, carrying `keyring` (the session's) in its header.
+/// Where a segment belongs and what it follows: what its signed statement
+/// says besides its own digest.
+#[derive(Debug, Clone)]
+pub struct SegmentPlace<'a> {
+    pub source: &'a str,
+    pub generation: &'a str,
+    /// The object name (`backup::layout::segment_name(from, to)`).
+    pub name: &'a str,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// What a writing session seals and signs its segments with.
+pub struct SessionKeys<'a> {
+    pub dek: &'a DataKey,
+    /// The session's data key wrapped by the KEK, carried in each header.
+    pub keyring: &'a Keyring,
+    pub signer: &'a Signer,
+}
+
+/// Seals a segment's plaintext, carrying the session's keyring and the
+/// signed statement in its header. Returns the object and its link (which
+/// the next segment names).
 pub async fn seal_segment(
     plain: &[u8],
-    generation: &str,
-    name: &str,
-    dek: &DataKey,
-    keyring: &Keyring,
+    place: &SegmentPlace<'_>,
+    prev: [u8; 32],
+    last_time_ms: u64,
+    keys: &SessionKeys<'_>,
     opts: &SealOptions,
-) -> Result<Vec<u8>, AofError> {
+) -> Result<(Vec<u8>, [u8; 32]), AofError> {
+    let SessionKeys {
+        dek,
+        keyring,
+        signer,
+    } = *keys;
+    let statement = Statement {
+        source: place.source.into(),
+        generation: place.generation.into(),
+        from: place.from,
+        to: place.to,
+        prev,
+        plaintext_sha256: Sha256::digest(plain).into(),
+        plaintext_bytes: plain.len() as u64,
+        data_key_id: dek.id(),
+        last_time_ms,
+        signer: signer.id_bytes(),
+    };
+    let attestation = statement.sign(signer);
+    let link = chain::link_of(&attestation);
     let spec = ObjectSpec {
         kind: ObjectKind::Aof,
-        generation: generation.into(),
-        name: name.into(),
+        generation: place.generation.into(),
+        name: place.name.into(),
         embedded_keyring: keyring.to_json(),
+        attestation,
     };
     let mut sealer =
         Sealer::new(Vec::with_capacity(plain.len() / 2 + 1024), spec, dek, opts).await?;
     sealer.write(plain).await?;
     let (_, out) = sealer.finish().await?;
-    Ok(out)
+    Ok((out, link))
+}
+
+/// A segment opened: its plaintext, and its verified statement (None for a
+/// segment of the older, unsigned format read with `allow_unsigned`).
+#[derive(Debug)]
+pub struct OpenedSegment {
+    pub plain: Vec<u8>,
+    pub attested: Option<Attested>,
 }
 
 /// How many unwraps may fail in one run before no more are tried: storage
@@ -102,30 +157,61 @@ impl KeyCache {
     }
 }
 
-/// Opens a sealed segment: its own keyring unwrapped by `kek`, the header
-/// checked to name this generation and object, every chunk authenticated.
+/// Opens a sealed segment: the header checked to name this place, its
+/// signed statement verified against the trusted signers and checked to name
+/// this place too (before the private key is used at all), its own keyring
+/// unwrapped by `kek`, every chunk authenticated, and the plaintext's digest
+/// compared with the statement.
 pub async fn open_segment(
     sealed: &[u8],
-    generation: &str,
-    name: &str,
+    place: &SegmentPlace<'_>,
     kek: &dyn Kek,
     keys: &mut KeyCache,
+    trust: &Trust,
     label: &str,
-) -> Result<Vec<u8>, AofError> {
+) -> Result<OpenedSegment, AofError> {
+    let bad = |why: String| AofError::Invalid(format!("segment {label}: {why}"));
     let mut input = sealed;
     let raw = RawHeader::read(&mut input, label).await?;
     let h = &raw.header;
-    if h.kind != ObjectKind::Aof || h.generation != generation || h.object_name != name {
-        return Err(AofError::Invalid(format!(
-            "segment {label}: its header names {:?} {}/{}, not this place",
+    if h.kind != ObjectKind::Aof || h.generation != place.generation || h.object_name != place.name
+    {
+        return Err(bad(format!(
+            "its header names {:?} {}/{}, not this place",
             h.kind, h.generation, h.object_name
         )));
     }
+    let attested = if h.attestation.is_empty() {
+        if !trust.allow_unsigned {
+            return Err(bad(
+                "it is unsigned (written by an older redvault, format 1): refused, since anyone holding the public KEK can write one; --allow-unsigned reads it".into(),
+            ));
+        }
+        tracing::warn!(
+            "segment {label} is unsigned (format 1), read since --allow-unsigned is given"
+        );
+        None
+    } else {
+        let a = chain::verify(&h.attestation, trust, label)?;
+        let st = &a.statement;
+        if st.source != place.source
+            || st.generation != place.generation
+            || st.from != place.from
+            || st.to != place.to
+            || st.data_key_id != h.data_key_id
+        {
+            return Err(bad(format!(
+                "its signed statement is for {}/{} offsets {}..{}, not this place",
+                st.source, st.generation, st.from, st.to
+            )));
+        }
+        Some(a)
+    };
     let id = hex::encode(h.data_key_id);
     if !keys.keys.contains_key(&id) {
         if keys.failures >= MAX_UNWRAP_FAILURES {
-            return Err(AofError::Invalid(format!(
-                "segment {label}: its key is not unwrapped: {MAX_UNWRAP_FAILURES} unwraps failed already in this run (the private key is not tried on what storage offers without end)"
+            return Err(bad(format!(
+                "its key is not unwrapped: {MAX_UNWRAP_FAILURES} unwraps failed already in this run (the private key is not tried on what storage offers without end)"
             )));
         }
         let ring =
@@ -145,11 +231,20 @@ pub async fn open_segment(
     }
     let dek = &keys.keys[&id];
     let mut opener = Opener::new(input, &raw, dek, label, 2)?;
-    let mut out = Vec::with_capacity(sealed.len() * 2);
+    let mut plain = Vec::with_capacity(sealed.len() * 2);
     while let Some(chunk) = opener.next_chunk().await? {
-        out.extend_from_slice(&chunk);
+        plain.extend_from_slice(&chunk);
     }
-    Ok(out)
+    if let Some(a) = &attested {
+        let sha: [u8; 32] = Sha256::digest(&plain).into();
+        if sha != a.statement.plaintext_sha256 || plain.len() as u64 != a.statement.plaintext_bytes
+        {
+            return Err(bad(
+                "its content is not what its signed statement says (digest differs)".into(),
+            ));
+        }
+    }
+    Ok(OpenedSegment { plain, attested })
 }
 
 #[cfg(test)]

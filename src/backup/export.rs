@@ -12,6 +12,7 @@ use crate::kek::Kek;
 use crate::keyring::Keyring;
 use crate::rdb::KeyCounter;
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
+use crate::signing::Signer;
 use crate::source::{CommandFeed, Source};
 use crate::store::{Store, StoreError};
 use crate::text::{one_line, rfc3339};
@@ -30,6 +31,8 @@ pub struct ExportRequest {
     pub source: String,
     /// None exports plain (unencrypted) RDB.
     pub kek: Option<Arc<dyn Kek>>,
+    /// Signs the manifest: readers count only a trusted signer's generations.
+    pub signer: Arc<Signer>,
     pub seal: SealOptions,
 }
 
@@ -127,6 +130,7 @@ async fn export_inner(
                     generation: generation.clone(),
                     name: base_name.into(),
                     embedded_keyring: vec![],
+                    attestation: vec![],
                 };
                 Sink::Sealed(Box::new(Sealer::new(upload, spec, dek, &req.seal).await?))
             }
@@ -211,9 +215,11 @@ async fn export_inner(
         data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
         objects: vec![entry.clone()],
         keys: key_counts,
+        signer: None,
         mac: None,
+        signature: None,
     };
-    let json = manifest.to_json(keys.as_ref().map(|(d, _)| d));
+    let json = manifest.to_json(keys.as_ref().map(|(d, _)| d), &req.signer);
     store.create(&dir.manifest(store), json).await?;
     let summary = ExportSummary {
         generation,

@@ -4,6 +4,7 @@
 //! <prefix>/<source>/<generation>/keyring.json
 //! <prefix>/<source>/<generation>/base.rdb.rv        (base.rdb for --plain)
 //! <prefix>/<source>/<generation>/aof/<from>-<to>.aof.rv
+//! <prefix>/<source>/<generation>/aof/head-<to>.json   signed chain heads
 //! <prefix>/<source>/<generation>/manifest.json      written last
 //! ```
 //!
@@ -90,6 +91,21 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// `head-00000000000000005678.json`: the signed chain head written when the
+/// segments reach `to`.
+pub fn head_name(to: u64) -> String {
+    format!("head-{to:020}.json")
+}
+
+/// The offset in a chain head's name.
+pub fn parse_head_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("head-")?.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The folder of a source's writer leases (`<source>/.lease/`): a name no
 /// generation id can take, and that listings pass over.
 pub fn lease_dir(store: &Store, source: &str) -> Path {
@@ -159,6 +175,10 @@ pub enum ObjectKind {
         from: u64,
         to: u64,
     },
+    /// A signed chain head (`aof/head-<to>.json`).
+    Head {
+        to: u64,
+    },
     /// Something else below a generation (not ours).
     Other,
 }
@@ -201,7 +221,10 @@ pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>,
                     from,
                     to,
                 },
-                None => ObjectKind::Other,
+                None => match parse_head_name(&parts[3]) {
+                    Some(to) => ObjectKind::Head { to },
+                    None => ObjectKind::Other,
+                },
             },
             _ => ObjectKind::Other,
         };
@@ -223,6 +246,8 @@ mod tests {
         assert!(segment_name(9, 10) < segment_name(10, 11));
         assert_eq!(parse_segment_name(&segment_name(7, 99)), Some((7, 99)));
         assert_eq!(parse_segment_name("x.aof.rv"), None);
+        assert_eq!(parse_head_name(&head_name(42)), Some(42));
+        assert_eq!(parse_head_name("head-1.json"), None);
         let t = humantime::parse_rfc3339("2026-11-23T05:50:12.345Z").unwrap();
         let id = generation_id(t, "abcdef0123456789");
         assert!(id.starts_with("20261123T055012.345Z-abcdef01-"), "{id}");

@@ -1,5 +1,6 @@
-//! Listing the generations under a prefix: complete (manifest present and
-//! readable) or incomplete, with sizes, key counts, the KEKs that wrap each
+//! Listing the generations under a prefix: complete (manifest present,
+//! readable, in its own folder, and signed by a trusted signer) or not, and
+//! why, with sizes, key counts, the KEKs that wrap each
 //! data key now (from keyring.json, so a rewrap shows), and AOF segments with
 //! any holes. Needs no key.
 
@@ -7,6 +8,7 @@ use super::layout::{listing, ObjectKind};
 use super::manifest::Manifest;
 use super::BackupError;
 use crate::keyring::Keyring;
+use crate::signing::Trust;
 use crate::store::Store;
 use std::collections::BTreeMap;
 
@@ -23,7 +25,12 @@ pub struct GenerationInfo {
     /// manifest's `keks` are those at write time).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keks: Vec<String>,
-    /// Why a manifest that exists could not be read.
+    /// The signer of the manifest: verified when `verified`, else only what
+    /// the manifest claims (no trusted signer was given to check it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    pub verified: bool,
+    /// Why a manifest that exists could not be read or is not trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// AOF segments (the daemon's): how many, the offset they reach, and any
@@ -49,6 +56,8 @@ impl GenerationInfo {
             objects: 0,
             manifest: None,
             keks: vec![],
+            signer: None,
+            verified: false,
             problem: None,
             segments: 0,
             aof_end: None,
@@ -64,7 +73,14 @@ impl GenerationInfo {
 }
 
 /// Every generation under the prefix (or of one source), in name order.
-pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationInfo>, BackupError> {
+/// Manifests are checked against `trust` when it can check anything (a
+/// trusted signer given, or unsigned ones allowed); otherwise (a bare `list`)
+/// the signer each claims is shown, unverified.
+pub async fn list(
+    store: &Store,
+    source: Option<&str>,
+    trust: &Trust,
+) -> Result<Vec<GenerationInfo>, BackupError> {
     let mut gens: BTreeMap<(String, String), GenerationInfo> = BTreeMap::new();
     for o in listing(store, source).await? {
         let g = gens
@@ -76,7 +92,7 @@ pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationI
             ObjectKind::Manifest => g.complete = true,
             ObjectKind::Keyring => g.has_keyring = true,
             ObjectKind::Segment { from, to, .. } => g.ranges.push((from, to)),
-            ObjectKind::Data(_) | ObjectKind::Other => {}
+            ObjectKind::Data(_) | ObjectKind::Head { .. } | ObjectKind::Other => {}
         }
     }
     for g in gens.values_mut() {
@@ -86,7 +102,22 @@ pub async fn list(store: &Store, source: Option<&str>) -> Result<Vec<GenerationI
             match store.read(&label).await {
                 Ok(bytes) => match Manifest::parse(&bytes, label.as_ref()) {
                     Ok(m) => match super::read::check_place(&m, &dir) {
-                        Ok(()) => g.manifest = Some(m),
+                        Ok(()) if !trust.checks() => {
+                            g.signer = m.signer.clone();
+                            g.manifest = Some(m);
+                        }
+                        Ok(()) => match m.check_signature(trust, label.as_ref()) {
+                            Ok(signer) => {
+                                g.verified = signer.is_some();
+                                g.signer = signer;
+                                g.manifest = Some(m);
+                            }
+                            Err(e) => {
+                                g.complete = false;
+                                g.signer = m.signer.clone();
+                                g.problem = Some(e.to_string());
+                            }
+                        },
                         Err(e) => {
                             g.complete = false;
                             g.problem = Some(e.to_string());

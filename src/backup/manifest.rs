@@ -1,15 +1,21 @@
 //! manifest.json: written last, so a generation without one is incomplete. It is
-//! authenticated with an HMAC under a key derived from the data key, so an edited
-//! manifest is rejected when opened with the KEK.
+//! signed by the writer's signing key (version 2), so only a trusted signer's
+//! manifest counts; a sealed one is also authenticated with an HMAC under a
+//! key derived from the data key. The signed `data_key_id` vouches for the
+//! keyring (the unwrapped key must match it) and `plaintext_sha256` for the
+//! base.
 
 use crate::data_key::DataKey;
+use crate::signing::{Domain, SignError, Signer, Trust};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 
 pub const MANIFEST_FORMAT: &str = "redvault-manifest";
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version 2 is signed; version 1 (unsigned) is read only with --allow-unsigned.
+pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_V1: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -31,9 +37,15 @@ pub struct Manifest {
     /// Keys per database, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<BTreeMap<String, u64>>,
-    /// HMAC-SHA256 (hex) of this document serialised without `mac`.
+    /// The signer's id (`ed25519:<32 hex>`), version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// HMAC-SHA256 (hex) of this document serialised without `mac` and `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Ed25519 signature (hex) over the same bytes as `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,12 +76,18 @@ pub enum ManifestError {
     Auth(String),
     #[error("manifest {0} carries no MAC but claims a sealed generation")]
     MissingMac(String),
+    #[error("manifest {0} is unsigned (written by an older redvault, format 1): refused, since anyone who can write to the store and holds the public KEK can write one; --allow-unsigned reads it")]
+    Unsigned(String),
+    #[error("manifest {label}: {source}")]
+    Signature { label: String, source: SignError },
 }
 
 impl Manifest {
+    /// The bytes the MAC and the signature are over: the document without both.
     fn unsigned_bytes(&self) -> Vec<u8> {
         let mut m = self.clone();
         m.mac = None;
+        m.signature = None;
         serde_json::to_vec(&m).expect("manifest serialises")
     }
 
@@ -80,9 +98,15 @@ impl Manifest {
         h.finalize().into_bytes().to_vec()
     }
 
-    /// Sets the MAC (sealed generations) and returns the JSON to store.
-    pub fn to_json(&mut self, dek: Option<&DataKey>) -> Vec<u8> {
+    /// Sets the signer, the MAC (sealed generations) and the signature, and
+    /// returns the JSON to store.
+    pub fn to_json(&mut self, dek: Option<&DataKey>, signer: &Signer) -> Vec<u8> {
+        self.version = MANIFEST_VERSION;
+        self.signer = Some(signer.id().into());
         self.mac = dek.map(|k| hex::encode(self.tag(k)));
+        self.signature = Some(hex::encode(
+            signer.sign(Domain::Manifest, &self.unsigned_bytes()),
+        ));
         let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");
         v.push(b'\n');
         v
@@ -92,13 +116,55 @@ impl Manifest {
     pub fn parse(bytes: &[u8], label: &str) -> Result<Self, ManifestError> {
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| ManifestError::Parse(label.into(), e.to_string()))?;
-        if m.format != MANIFEST_FORMAT || m.version != MANIFEST_VERSION {
+        let signed = m.signer.is_some() && m.signature.is_some();
+        let shape_ok = match m.version {
+            MANIFEST_VERSION => signed,
+            MANIFEST_V1 => m.signer.is_none() && m.signature.is_none(),
+            _ => false,
+        };
+        if m.format != MANIFEST_FORMAT || !shape_ok {
             return Err(ManifestError::Parse(
                 label.into(),
-                format!("format {} version {}", m.format, m.version),
+                format!(
+                    "format {} version {}{}",
+                    m.format,
+                    m.version,
+                    if m.version == MANIFEST_VERSION && !signed {
+                        " without its signature"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         Ok(m)
+    }
+
+    /// Checks the signature against the trusted signers: Ok(Some(signer)) for
+    /// a trusted signature, Ok(None) for an unsigned version 1 manifest when
+    /// `trust.allow_unsigned`; an error otherwise.
+    pub fn check_signature(
+        &self,
+        trust: &Trust,
+        label: &str,
+    ) -> Result<Option<String>, ManifestError> {
+        let (Some(signer), Some(sig)) = (&self.signer, &self.signature) else {
+            if trust.allow_unsigned {
+                return Ok(None);
+            }
+            return Err(ManifestError::Unsigned(label.into()));
+        };
+        let sig = hex::decode(sig).map_err(|_| ManifestError::Signature {
+            label: label.into(),
+            source: SignError::Malformed("not hex".into()),
+        })?;
+        trust
+            .verify(Domain::Manifest, &self.unsigned_bytes(), signer, &sig)
+            .map_err(|source| ManifestError::Signature {
+                label: label.into(),
+                source,
+            })?;
+        Ok(Some(signer.clone()))
     }
 
     /// Parses and authenticates with the generation's data key.

@@ -3,7 +3,9 @@
 //! point-in-time planning (`plan.rs`) and restore into a target
 //! (`restore.rs`), verify, retention, and re-wrapping keyrings (`rewrap.rs`).
 
+pub mod chain;
 pub mod export;
+pub mod head;
 pub mod layout;
 pub mod list;
 pub mod manifest;
@@ -29,6 +31,7 @@ use crate::format::FormatError;
 use crate::inputs::InputError;
 use crate::kek::KekError;
 use crate::keyring::KeyringError;
+use crate::signing::SignError;
 use crate::source::SourceError;
 use crate::store::StoreError;
 use crate::target::{LoadInputError, TargetError};
@@ -58,6 +61,8 @@ pub enum BackupError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Load(#[from] LoadInputError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
     /// Nothing (complete) to read where one was asked for.
     #[error("{0}")]
     NotFound(String),

@@ -1,13 +1,16 @@
 //! Point-in-time planning: which generation covers the point, and which of its
 //! segments lead up to it. Replay itself is `restore.rs` into a `Target`.
 
+use super::head::{newest_head, Head};
 use super::layout::GenerationDir;
 use super::list::{list, GenerationInfo};
 use super::timeline::{timeline, Timeline};
 use super::BackupError;
-use crate::aof::{decode_records, open_segment, KeyCache};
+use crate::aof::chain::Attested;
+use crate::aof::{decode_records, open_segment, KeyCache, SegmentPlace};
 use crate::command::Command;
 use crate::kek::Kek;
+use crate::signing::Trust;
 use crate::store::Store;
 use crate::text::{parse_rfc3339_ms as parse_ms, rfc3339_ms};
 
@@ -30,6 +33,8 @@ pub struct Plan {
     pub base_offset: u64,
     pub timeline: Timeline,
     pub point: Point,
+    /// The newest signed chain head that verified: where the segments must reach.
+    pub head: Option<Head>,
 }
 
 /// The time range a generation covers: its base's creation to its last record.
@@ -42,18 +47,35 @@ pub struct Coverage {
     pub end_offset: u64,
 }
 
-/// Reads one segment's records.
+/// One segment read: its records and its verified statement.
+pub struct SegmentRead {
+    pub records: Vec<Command>,
+    pub attested: Option<Attested>,
+}
+
+/// Reads one segment: signature and place checked, then its records.
 pub async fn read_segment(
     store: &Store,
     dir: &GenerationDir,
-    name: &str,
+    seg: &super::timeline::Segment,
     kek: &dyn Kek,
     keys: &mut KeyCache,
-) -> Result<Vec<Command>, BackupError> {
-    let label = dir.segment_label(name);
-    let bytes = store.read(&dir.segment(store, name)).await?;
-    let plain = open_segment(&bytes, &dir.generation, name, kek, keys, &label).await?;
-    Ok(decode_records(&plain, &label)?)
+    trust: &Trust,
+) -> Result<SegmentRead, BackupError> {
+    let label = dir.segment_label(&seg.name);
+    let bytes = store.read(&dir.segment(store, &seg.name)).await?;
+    let place = SegmentPlace {
+        source: &dir.source,
+        generation: &dir.generation,
+        name: &seg.name,
+        from: seg.from,
+        to: seg.to,
+    };
+    let opened = open_segment(&bytes, &place, kek, keys, trust, &label).await?;
+    Ok(SegmentRead {
+        records: decode_records(&opened.plain, &label)?,
+        attested: opened.attested,
+    })
 }
 
 async fn coverage(
@@ -61,6 +83,7 @@ async fn coverage(
     g: &GenerationInfo,
     kek: &dyn Kek,
     keys: &mut KeyCache,
+    trust: &Trust,
 ) -> Result<(Coverage, Timeline), BackupError> {
     let m = g
         .manifest
@@ -72,8 +95,8 @@ async fn coverage(
     let from_ms = parse_ms(&m.created).unwrap_or(0);
     let mut to_ms = parse_ms(&m.completed).unwrap_or(from_ms);
     if let Some(last) = t.segments.last() {
-        let recs = read_segment(store, &dir, &last.name, kek, keys).await?;
-        if let Some(r) = recs.last() {
+        let read = read_segment(store, &dir, last, kek, keys, trust).await?;
+        if let Some(r) = read.records.last() {
             to_ms = to_ms.max(r.time_ms);
         }
     }
@@ -98,8 +121,10 @@ pub async fn plan(
     point: Point,
     kek: &dyn Kek,
     allow_plain: bool,
+    trust: &Trust,
 ) -> Result<Plan, BackupError> {
-    let mut all = list(store, Some(source)).await?;
+    trust.require_for_reading()?;
+    let mut all = list(store, Some(source), trust).await?;
     super::read::mark_plain_skipped(&mut all, !allow_plain && generation.is_none());
     let mut gens: Vec<GenerationInfo> = all
         .iter()
@@ -119,7 +144,7 @@ pub async fn plan(
     let mut keys = KeyCache::new();
     let mut seen: Vec<Coverage> = vec![];
     for g in &gens {
-        let (c, t) = coverage(store, g, kek, &mut keys).await?;
+        let (c, t) = coverage(store, g, kek, &mut keys, trust).await?;
         let fits = match point {
             Point::Latest => true,
             Point::At(ms) => ms >= c.from_ms && ms <= c.to_ms,
@@ -141,12 +166,19 @@ pub async fn plan(
             if generation.is_none() && matches!(point, Point::Latest) {
                 super::read::warn_skipped_newer(&all, source, &g.generation);
             }
+            let head = newest_head(store, &g.dir(), &t.heads, trust).await;
+            if let (Some(h), Point::Latest) = (&head, point) {
+                // Named before anything is loaded (replay checks the links too).
+                super::chain::ChainWalk::new(t.end(c.base_offset).max(c.base_offset))
+                    .reached_names(h, &g.generation)?;
+            }
             return Ok(Plan {
                 source: source.into(),
                 generation: g.generation.clone(),
                 base_offset: c.base_offset,
                 timeline: t,
                 point,
+                head,
             });
         }
         seen.push(c);

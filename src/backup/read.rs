@@ -17,6 +17,7 @@ use crate::keyring::Keyring;
 use crate::opener::{Opener, RawHeader};
 use crate::rdb::ChannelReader;
 use crate::sealer::default_parallelism;
+use crate::signing::Trust;
 use crate::store::{Store, StoreContext, StoreError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -25,15 +26,18 @@ use tokio::sync::mpsc;
 /// The generation to restore: the named one, or the newest complete one.
 /// Returns (source, generation).
 ///
-/// With `skip_plain` (a KEK is given), plain generations are passed over and
-/// named: a planted plain one must not be what a default import picks.
+/// Only generations signed by a trusted signer count. With `skip_plain` (a
+/// KEK is given), plain generations are passed over and named: a planted
+/// plain one must not be what a default import picks.
 pub async fn pick_generation(
     store: &Store,
     source: Option<&str>,
     generation: Option<&str>,
     skip_plain: bool,
+    trust: &Trust,
 ) -> Result<(String, String), BackupError> {
-    let mut gens = list(store, source).await?;
+    trust.require_for_reading()?;
+    let mut gens = list(store, source, trust).await?;
     mark_plain_skipped(&mut gens, skip_plain && generation.is_none());
     let complete: Vec<_> = gens.iter().filter(|g| g.complete).collect();
     if let Some(g) = generation {
@@ -44,7 +48,10 @@ pub async fn pick_generation(
                 store.url
             ))),
             [one] if !one.complete => Err(BackupError::NotFound(format!(
-                "generation {g} is incomplete (no manifest): it cannot be restored"
+                "generation {g} cannot be restored: {}",
+                one.problem
+                    .as_deref()
+                    .unwrap_or("it is incomplete (no manifest)")
             ))),
             [one] => Ok((one.source.clone(), one.generation.clone())),
             _ => Err(BackupError::Invalid(format!(
@@ -64,14 +71,26 @@ pub async fn pick_generation(
                         .is_some_and(|p| p.starts_with("a plain"))
                 })
                 .count();
+            let untrusted = gens
+                .iter()
+                .filter(|g| g.manifest.is_none() && g.signer.is_some())
+                .count();
             Err(BackupError::NotFound(format!(
-                "no complete backup in {}{}{}",
+                "no complete backup in {}{}{}{}",
                 store.url,
                 source
                     .map(|s| format!(" for source {s}"))
                     .unwrap_or_default(),
                 if plain > 0 {
                     format!(": {plain} plain (unencrypted) generation(s) passed over since a KEK is given; --allow-plain reads them")
+                } else {
+                    String::new()
+                },
+                if untrusted > 0 {
+                    format!(
+                        "; {untrusted} generation(s) signed by no trusted signer (trusted: {}) passed over",
+                        trust.ids().join(", ")
+                    )
                 } else {
                     String::new()
                 }
@@ -99,20 +118,30 @@ pub async fn read_keyring(store: &Store, dir: &GenerationDir) -> Result<Keyring,
     Ok(Keyring::from_json(&bytes, &dir.label(KEYRING))?)
 }
 
-/// A generation's manifest: it must name the folder it is in; authenticated
-/// with the data key when sealed (the key is returned with it). A plain one is
-/// refused when a KEK is given (a planted plain generation must not pass for
-/// a sealed backup), unless `allow_plain`; else taken with a warning.
+/// A generation's manifest: it must name the folder it is in and be signed
+/// by a trusted signer; authenticated with the data key when sealed (the key
+/// is returned with it). A plain one is refused when a KEK is given (a
+/// planted plain generation must not pass for a sealed backup), unless
+/// `allow_plain`; else taken with a warning.
 pub async fn open_manifest(
     store: &Store,
     dir: &GenerationDir,
     kek: Option<&dyn Kek>,
     allow_plain: bool,
+    trust: &Trust,
 ) -> Result<(Manifest, Option<DataKey>), BackupError> {
+    trust.require_for_reading()?;
     let bytes = store.read(&dir.manifest(store)).await?;
     let label_m = dir.label(MANIFEST);
     let unverified = Manifest::parse(&bytes, &label_m)?;
     check_place(&unverified, dir)?;
+    if unverified.check_signature(trust, &label_m)?.is_none() {
+        tracing::warn!(
+            "{}/{} is unsigned (written by an older redvault): read since --allow-unsigned is given; its origin is not authenticated",
+            dir.source,
+            dir.generation
+        );
+    }
     if !unverified.sealed {
         if kek.is_some() && !allow_plain {
             return Err(BackupError::Invalid(format!(
@@ -215,9 +244,10 @@ pub async fn open_base(
     generation: &str,
     kek: Option<&dyn Kek>,
     allow_plain: bool,
+    trust: &Trust,
 ) -> Result<Input, BackupError> {
     let dir = GenerationDir::new(source, generation);
-    let (manifest, dek) = open_manifest(store, &dir, kek, allow_plain).await?;
+    let (manifest, dek) = open_manifest(store, &dir, kek, allow_plain, trust).await?;
     let object = manifest
         .objects
         .iter()
@@ -295,6 +325,8 @@ pub struct InputOptions<'a> {
     pub kek: Option<Arc<dyn Kek>>,
     /// Read a plain generation even though a KEK is given.
     pub allow_plain: bool,
+    /// The signers whose backups count.
+    pub trust: Trust,
     /// How to open the store of a URL (Azure settings and identity).
     pub context: &'a (dyn Fn(&str) -> Result<StoreContext, StoreError> + Sync),
 }
@@ -313,8 +345,14 @@ pub async fn open_inputs(
         } else if is_store_url(spec) {
             let store = Store::open_with(spec, opts.prefix, &(opts.context)(spec)?)?;
             let skip_plain = opts.kek.is_some() && !opts.allow_plain;
-            let (source, generation) =
-                pick_generation(&store, opts.source, opts.generation, skip_plain).await?;
+            let (source, generation) = pick_generation(
+                &store,
+                opts.source,
+                opts.generation,
+                skip_plain,
+                &opts.trust,
+            )
+            .await?;
             out.push(
                 open_base(
                     &store,
@@ -322,6 +360,7 @@ pub async fn open_inputs(
                     &generation,
                     opts.kek.as_deref(),
                     opts.allow_plain,
+                    &opts.trust,
                 )
                 .await?,
             );

@@ -4,6 +4,7 @@
 //! replayed: any other command (CONFIG, ACL, EVAL, REPLICAOF, ...) stops the
 //! restore, naming the segment and the offset.
 
+use super::chain::ChainWalk;
 use super::layout::GenerationDir;
 use super::plan::{read_segment, Plan, Point};
 use super::read::open_base;
@@ -11,6 +12,7 @@ use super::BackupError;
 use crate::aof::KeyCache;
 use crate::command::Replay;
 use crate::kek::Kek;
+use crate::signing::Trust;
 use crate::store::Store;
 use crate::target::{load, LoadStats, Target};
 
@@ -39,6 +41,7 @@ pub async fn restore(
     plan: &Plan,
     kek: &dyn Kek,
     allow_plain: bool,
+    trust: &Trust,
     target: &mut dyn Target,
 ) -> Result<RestoreSummary, BackupError> {
     let base = open_base(
@@ -47,11 +50,12 @@ pub async fn restore(
         &plan.generation,
         Some(kek),
         allow_plain,
+        trust,
     )
     .await?;
     load(target, vec![base], &|_| {}).await?;
     let base_stats = target.stats().clone();
-    let replayed = replay(store, plan, kek, target).await?;
+    let replayed = replay(store, plan, kek, trust, target).await?;
     let done = target.finish().await?;
     Ok(RestoreSummary {
         base: LoadStats {
@@ -64,15 +68,20 @@ pub async fn restore(
     })
 }
 
-/// Applies the plan's segments to `target` (after its base is loaded).
+/// Applies the plan's segments to `target` (after its base is loaded), each
+/// checked on the signed chain before any of it is applied; for the latest
+/// state, the newest signed chain head must be reached.
 pub async fn replay(
     store: &Store,
     plan: &Plan,
     kek: &dyn Kek,
+    trust: &Trust,
     target: &mut dyn Target,
 ) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
     let mut keys = KeyCache::new();
+    let mut chain = ChainWalk::new(plan.base_offset);
+    let mut stopped = false;
     let mut stats = ReplayStats {
         offset: plan.base_offset,
         ..Default::default()
@@ -83,7 +92,16 @@ pub async fn replay(
         Point::Offset(o) => r.offset > o,
     };
     'segments: for seg in &plan.timeline.segments {
-        let records = read_segment(store, &dir, &seg.name, kek, &mut keys).await?;
+        let read = read_segment(store, &dir, seg, kek, &mut keys, trust).await?;
+        if let Err(e) = chain.admit(
+            &dir.segment_label(&seg.name),
+            seg.to,
+            read.attested.as_ref(),
+        ) {
+            target.finish().await?;
+            return Err(e);
+        }
+        let records = read.records;
         // A segment is checked whole before any of it is applied: one that
         // holds a command replay never runs is refused as a whole.
         if let Some(bad) = records
@@ -106,6 +124,7 @@ pub async fn replay(
                 continue; // already applied (an overlapping segment)
             }
             if past(&r) {
+                stopped = true;
                 break 'segments;
             }
             if r.replay() == Replay::Apply {
@@ -114,6 +133,13 @@ pub async fn replay(
             }
             stats.offset = r.offset;
             stats.time_ms = r.time_ms;
+        }
+    }
+    if !stopped {
+        // Everything stored was asked for: the end must be the signed one.
+        if let Err(e) = chain.check_end(plan.head.as_ref(), &plan.generation) {
+            target.finish().await?;
+            return Err(e);
         }
     }
     Ok(stats)

@@ -5,6 +5,7 @@
 use super::layout::{generation_time, MANIFEST};
 use super::list::{list, GenerationInfo};
 use super::BackupError;
+use crate::signing::Trust;
 use crate::store::Store;
 use std::time::Duration;
 
@@ -92,14 +93,18 @@ pub fn select(
     doomed
 }
 
-/// Applies the policy (or only reports, with `dry_run`).
+/// Applies the policy (or only reports, with `dry_run`). Only manifests
+/// signed by a trusted signer count as complete, so planted ones never make
+/// a real generation old enough to go.
 pub async fn prune(
     store: &Store,
     source: Option<&str>,
     policy: &Retention,
     dry_run: bool,
+    trust: &Trust,
 ) -> Result<Vec<Pruned>, BackupError> {
-    let gens = list(store, source).await?;
+    trust.require_for_reading()?;
+    let gens = list(store, source, trust).await?;
     let doomed = select(&gens, policy, std::time::SystemTime::now());
     let mut out = vec![];
     for g in doomed {

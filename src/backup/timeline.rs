@@ -2,7 +2,7 @@
 //! offset order, and any holes between them (a hole is never silent: `list`,
 //! `verify` and `restore` name it).
 
-use super::layout::{parse_segment_name, GenerationDir};
+use super::layout::{parse_head_name, parse_segment_name, GenerationDir};
 use super::BackupError;
 use crate::store::Store;
 
@@ -19,6 +19,9 @@ pub struct Timeline {
     pub segments: Vec<Segment>,
     /// `(from, to)` offset ranges with no segment.
     pub holes: Vec<(u64, u64)>,
+    /// The offsets of the chain heads stored (not yet verified).
+    #[serde(skip)]
+    pub heads: Vec<u64>,
 }
 
 impl Timeline {
@@ -35,6 +38,10 @@ pub async fn timeline(
     base: u64,
 ) -> Result<Timeline, BackupError> {
     let objects = store.list(&dir.aof_dir(store)).await?;
+    let heads = objects
+        .iter()
+        .filter_map(|o| parse_head_name(o.location.filename()?))
+        .collect();
     let mut segments: Vec<Segment> = objects
         .into_iter()
         .filter_map(|o| {
@@ -48,10 +55,10 @@ pub async fn timeline(
             })
         })
         .collect();
-    // Two segments from one offset (a restart that cut differently): keep the
-    // longer. Replay skips any record it already applied, so overlaps are safe.
+    // Two segments from one offset (a restart that cut differently) are both
+    // kept, the longer first: each is checked on the chain, and replay skips
+    // any record it already applied, so overlaps are safe.
     segments.sort_by_key(|s| (s.from, std::cmp::Reverse(s.to)));
-    segments.dedup_by_key(|s| s.from);
     let mut holes = vec![];
     let mut at = base;
     for s in &segments {
@@ -60,5 +67,9 @@ pub async fn timeline(
         }
         at = at.max(s.to);
     }
-    Ok(Timeline { segments, holes })
+    Ok(Timeline {
+        segments,
+        holes,
+        heads,
+    })
 }

@@ -3,6 +3,8 @@
 //! (every chunk, every record, offsets following on) — and reports holes. No
 //! Redis needed.
 
+use super::chain::ChainWalk;
+use super::head::newest_head;
 use super::list::list;
 use super::plan::read_segment;
 use super::read::open_base;
@@ -11,6 +13,7 @@ use super::BackupError;
 use crate::aof::KeyCache;
 use crate::inputs::drain;
 use crate::kek::Kek;
+use crate::signing::Trust;
 use crate::store::Store;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -24,6 +27,10 @@ pub struct GenerationReport {
     pub first_offset: u64,
     pub last_offset: u64,
     pub holes: Vec<(u64, u64)>,
+    /// The verified signer of the manifest (None: unsigned, read with --allow-unsigned).
+    pub signer: Option<String>,
+    /// Receive time of the newest record (Unix ms; the base's time without segments).
+    pub newest_ms: u64,
     pub problems: Vec<String>,
 }
 
@@ -38,9 +45,11 @@ pub async fn verify(
     source: Option<&str>,
     generation: Option<&str>,
     kek: &dyn Kek,
+    trust: &Trust,
     mut progress: impl FnMut(&GenerationReport),
 ) -> Result<Vec<GenerationReport>, BackupError> {
-    let gens = list(store, source).await?;
+    trust.require_for_reading()?;
+    let gens = list(store, source, trust).await?;
     let mut out = vec![];
     // One key cache for the run: its unwrap-failure budget spans generations.
     let mut keys = KeyCache::new();
@@ -58,6 +67,8 @@ pub async fn verify(
             first_offset: 0,
             last_offset: 0,
             holes: vec![],
+            signer: g.signer.clone(),
+            newest_ms: 0,
             problems: vec![],
         };
         let Some(m) = g.manifest.as_ref() else {
@@ -70,8 +81,9 @@ pub async fn verify(
         };
         r.first_offset = m.redis.offset;
         r.last_offset = m.redis.offset;
+        r.newest_ms = crate::text::parse_rfc3339_ms(&m.completed).unwrap_or(0);
         // A plain generation is named as a problem: a KEK is given.
-        match open_base(store, &g.source, &g.generation, Some(kek), false).await {
+        match open_base(store, &g.source, &g.generation, Some(kek), false, trust).await {
             Ok(input) => match drain(input).await {
                 Ok(n) => r.base_bytes = n,
                 Err(e) => r.problems.push(format!("base: {e}")),
@@ -82,9 +94,23 @@ pub async fn verify(
         match timeline(store, &dir, m.redis.offset).await {
             Ok(t) => {
                 r.holes = t.holes.clone();
+                let mut chain = ChainWalk::new(m.redis.offset);
+                let mut chain_ok = true;
                 for seg in &t.segments {
-                    match read_segment(store, &dir, &seg.name, kek, &mut keys).await {
-                        Ok(records) => {
+                    match read_segment(store, &dir, seg, kek, &mut keys, trust).await {
+                        Ok(read) => {
+                            if let Err(e) = chain.admit(
+                                &dir.segment_label(&seg.name),
+                                seg.to,
+                                read.attested.as_ref(),
+                            ) {
+                                r.problems.push(e.to_string());
+                                chain_ok = false;
+                            }
+                            let records = read.records;
+                            if let Some(last) = records.last() {
+                                r.newest_ms = r.newest_ms.max(last.time_ms);
+                            }
                             r.segments += 1;
                             r.commands += records.len() as u64;
                             if let Some(bad) = records
@@ -117,8 +143,22 @@ pub async fn verify(
                             }
                             r.last_offset = r.last_offset.max(seg.to);
                         }
-                        Err(e) => r.problems.push(e.to_string()),
+                        Err(e) => {
+                            r.problems.push(e.to_string());
+                            chain_ok = false;
+                        }
                     }
+                }
+                let head = newest_head(store, &dir, &t.heads, trust).await;
+                if chain_ok {
+                    if let Err(e) = chain.check_end(head.as_ref(), &g.generation) {
+                        r.problems.push(e.to_string());
+                    }
+                } else if let Some(h) = head.filter(|h| h.to > chain.reached) {
+                    r.problems.push(format!(
+                        "its signed chain head says the segments reach offset {}",
+                        h.to
+                    ));
                 }
             }
             Err(e) => r.problems.push(e.to_string()),

@@ -5,6 +5,7 @@
 use crate::kek::Kek;
 use crate::resp::{ConnectOptions, RedisUrl};
 use crate::settings::{Config, SealTuning};
+use crate::signing::Trust;
 use crate::store::Store;
 use clap::Args;
 use std::sync::Arc;
@@ -37,6 +38,25 @@ impl KekArg {
     /// The KEK from the flag, the environment or the config; none is an error.
     pub fn open(&self, config: &Config) -> anyhow::Result<Arc<dyn Kek>> {
         Ok(config.open_kek(self.kek.as_deref())?)
+    }
+}
+
+/// Whose backups count when reading them.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// A trusted signer's public key (signing.pub.pem of a backup host);
+    /// repeatable. The one beside the KEK file is trusted too.
+    #[arg(long = "trust", env = "REDVAULT_TRUST", value_delimiter = ',')]
+    pub trust: Vec<String>,
+    /// Also read backups written before signing (format 1), whose origin
+    /// cannot be authenticated; said on every use.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    pub fn trust(&self, config: &Config, kek: Option<&str>) -> anyhow::Result<Trust> {
+        Ok(config.trust(&self.trust, kek, self.allow_unsigned)?)
     }
 }
 
@@ -77,6 +97,10 @@ pub struct SealArgs {
     /// Store chunks uncompressed.
     #[arg(long)]
     pub no_compress: bool,
+    /// Ed25519 signing key (PKCS#8 PEM) that signs what is written; by
+    /// default signing.pem beside the KEK file.
+    #[arg(long, env = "REDVAULT_SIGNING_KEY")]
+    pub signing_key: Option<String>,
 }
 
 impl SealArgs {

@@ -40,6 +40,10 @@ pub struct DaemonArgs {
     pub segment_interval_ms: Option<u64>,
     #[command(flatten)]
     pub seal: SealArgs,
+    /// More signers whose generations retention counts (this daemon's own is
+    /// always trusted).
+    #[arg(long = "trust", env = "REDVAULT_TRUST", value_delimiter = ',')]
+    pub trust: Vec<String>,
 }
 
 pub async fn run_daemon(
@@ -54,6 +58,8 @@ pub async fn run_daemon(
         store: args.store.store,
         prefix: args.store.prefix,
         kek: args.seal.kek.kek.clone(),
+        signing_key: args.seal.signing_key.clone(),
+        trust: args.trust,
         seal: args.seal.tuning(),
         state_dir: args.state_dir,
         listen: args.listen,

@@ -1,6 +1,6 @@
 //! `redvault export` and `redvault list`.
 
-use super::args::{RedisArgs, SealArgs, StoreArgs};
+use super::args::{RedisArgs, SealArgs, StoreArgs, TrustArgs};
 use super::output::Output;
 use super::progress::{bytes_bar, human_bytes};
 use crate::backup::{export, list, ExportRequest};
@@ -32,6 +32,12 @@ pub struct ListArgs {
     /// Only this source.
     #[arg(long)]
     pub source: Option<String>,
+    /// Checks signatures against these signers (and the one beside --kek).
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// A KEK file whose folder holds the trusted signing key (nothing is unwrapped).
+    #[arg(long, env = "REDVAULT_KEK")]
+    pub kek: Option<String>,
 }
 
 pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
@@ -45,6 +51,11 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
     } else {
         Some(args.seal.kek.open(config)?)
     };
+    // Fail closed: nothing is written unsigned.
+    let signer = config.open_signer(
+        args.seal.signing_key.as_deref(),
+        args.seal.kek.kek.as_deref(),
+    )?;
     let store = args.store.open(config)?;
     let source = args
         .source
@@ -57,6 +68,7 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         store,
         source,
         kek,
+        signer,
         seal: config.seal_options(&args.seal.tuning())?,
     };
     let bar = bytes_bar(None, out.progress());
@@ -96,7 +108,8 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
 
 pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let store = args.store.open(config)?;
-    let gens = list(&store, args.source.as_deref()).await?;
+    let trust = args.trust.trust(config, args.kek.as_deref())?;
+    let gens = list(&store, args.source.as_deref(), &trust).await?;
     if out.json {
         println!("{}", serde_json::to_string(&gens)?);
         return Ok(());
@@ -122,7 +135,16 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
                     .join(" ")
             })
             .unwrap_or_else(|| "-".into());
-        let state = if g.complete { "complete" } else { "incomplete" };
+        // Trusted: signed by a trusted signer; unverified: no trusted signer
+        // was given to check it (--trust); refused: a manifest that is there
+        // but does not count (why is printed below).
+        let state = match (g.complete, g.verified, &g.problem) {
+            (true, true, _) => "trusted",
+            (true, false, _) if trust.checks() => "unsigned",
+            (true, false, _) => "unverified",
+            (false, _, Some(_)) => "refused",
+            (false, _, None) => "incomplete",
+        };
         let keys = if g.segments > 0 {
             format!(
                 "{keys}; {} segments to offset {}{}",
@@ -146,6 +168,17 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
             state,
             keys
         );
+    }
+    for g in gens.iter().filter(|g| g.problem.is_some()) {
+        eprintln!(
+            "{}/{}: {}",
+            g.source,
+            g.generation,
+            g.problem.as_deref().unwrap_or_default()
+        );
+    }
+    if !trust.checks() {
+        eprintln!("signatures not checked: pass --trust FILE (a backup host's signing.pub.pem) or --kek beside one");
     }
     eprintln!("{} generation(s)", gens.len());
     Ok(())

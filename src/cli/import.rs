@@ -1,6 +1,6 @@
 //! `redvault import` and `redvault inspect`.
 
-use super::args::{confirm_flush, flush_all, KekArg, RedisArgs};
+use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, TrustArgs};
 use super::output::Output;
 use super::progress::human_bytes;
 use crate::backup::{open_inputs, InputOptions};
@@ -36,6 +36,8 @@ pub struct FromArgs {
     /// Read a plain (unencrypted) generation even though a KEK is given.
     #[arg(long)]
     pub allow_plain: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +106,7 @@ async fn open_from(args: &FromArgs, config: &Config) -> anyhow::Result<Vec<Input
         generation: args.generation.as_deref(),
         kek,
         allow_plain: args.allow_plain,
+        trust: args.trust.trust(config, args.kek.kek.as_deref())?,
         context: &context,
     };
     Ok(open_inputs(&args.from, &opts).await?)

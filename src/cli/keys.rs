@@ -5,6 +5,7 @@ use super::output::Output;
 use crate::backup::{rewrap, status};
 use crate::kek::generate_key_files;
 use crate::settings::Config;
+use crate::signing::{write_signer_files, SIGNING_KEY_FILE};
 use crate::store::Store;
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -33,7 +34,10 @@ impl KeysStoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Generate a local RSA KEK: the private key (mode 0600) and its public half
-    /// beside it (NAME.pub.pem). Hosts that only back up need only the public half.
+    /// beside it (NAME.pub.pem), and the signing pair beside them
+    /// (signing.pem, 0600, and signing.pub.pem) unless the folder has one.
+    /// Backup hosts need the public KEK and the private signing key; restore
+    /// hosts the private KEK and the public signing key.
     Generate {
         /// Where to write the private key (PEM, PKCS#8); never overwritten.
         #[arg(long)]
@@ -41,6 +45,13 @@ pub enum KeysCommand {
         /// Key size in bits (at least 2048).
         #[arg(long, default_value_t = crate::kek::DEFAULT_BITS)]
         bits: usize,
+    },
+    /// Generate a signing pair in DIR (signing.pem, mode 0600, and
+    /// signing.pub.pem), e.g. beside an existing KEK.
+    Signer {
+        /// The folder to write into; existing files are never overwritten.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Re-wrap every backup's data key under another KEK or key version
     /// (rotation). Only keyring.json objects are rewritten; data is not touched.
@@ -69,12 +80,33 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
     match cmd {
         KeysCommand::Generate { out: path, bits } => {
             let g = generate_key_files(&path, bits)?;
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let signer = if dir.join(SIGNING_KEY_FILE).exists() {
+                None
+            } else {
+                Some(write_signer_files(&dir)?)
+            };
             out.summary(
                 &format!(
-                    "wrote private key {} (keep it secret, mode 0600) and public key {}; key id {}",
+                    "wrote private key {} (keep it secret, mode 0600) and public key {}; key id {}; {}",
                     g.private_path.display(),
                     g.public_path.display(),
-                    g.id
+                    g.id,
+                    match &signer {
+                        Some(s) => format!(
+                            "signing key {} (0600; backup hosts) and {} (restore hosts); signer {}",
+                            s.private_path.display(),
+                            s.public_path.display(),
+                            s.id
+                        ),
+                        None => format!(
+                            "the signing key already in {} is kept",
+                            dir.display()
+                        ),
+                    }
                 ),
                 serde_json::json!({
                     "command": "keys generate",
@@ -82,6 +114,27 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
                     "public_key": g.public_path,
                     "key_id": g.id,
                     "bits": bits,
+                    "signing_key": signer.as_ref().map(|s| &s.private_path),
+                    "signing_public_key": signer.as_ref().map(|s| &s.public_path),
+                    "signer": signer.as_ref().map(|s| &s.id),
+                }),
+            );
+            Ok(())
+        }
+        KeysCommand::Signer { out: dir } => {
+            let s = write_signer_files(&dir)?;
+            out.summary(
+                &format!(
+                    "wrote signing key {} (keep it secret, mode 0600; backup hosts) and {} (copy to restore hosts); signer {}",
+                    s.private_path.display(),
+                    s.public_path.display(),
+                    s.id
+                ),
+                serde_json::json!({
+                    "command": "keys signer",
+                    "signing_key": s.private_path,
+                    "signing_public_key": s.public_path,
+                    "signer": s.id,
                 }),
             );
             Ok(())

@@ -1,6 +1,6 @@
 //! `redvault restore` (a point in time), `redvault verify`, `redvault prune`.
 
-use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs};
+use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs, TrustArgs};
 use super::output::Output;
 use crate::backup::{plan, prune, restore, verify, GenerationReport, Point};
 use crate::settings::Config;
@@ -45,6 +45,19 @@ pub struct RestoreArgs {
     /// Parallel connections for the base snapshot.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// "2026-12-01T10:00:00.000Z, 3m 2s ago": how old the newest restored record is.
+fn age(ms: u64) -> String {
+    let now = crate::text::now_ms();
+    let ago = std::time::Duration::from_secs(now.saturating_sub(ms) / 1000);
+    format!(
+        "{}, {} ago",
+        crate::text::rfc3339_ms(ms),
+        humantime::format_duration(ago)
+    )
 }
 
 pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
@@ -56,6 +69,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         .or(config.source.clone())
         .ok_or_else(|| anyhow::anyhow!("no source given: pass --source NAME"))?;
     let kek = args.kek.open(config)?;
+    let trust = args.trust.trust(config, args.kek.kek.as_deref())?;
     let point = match (&args.at, args.offset) {
         (Some(at), _) => Point::At(
             crate::text::parse_rfc3339_ms(at)
@@ -72,6 +86,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         point,
         kek.as_ref(),
         args.allow_plain,
+        &trust,
     )
     .await?;
     let link = args.redis.connect_options(config)?;
@@ -89,12 +104,25 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         ..LoadOptions::default()
     };
     let mut target = RedisTarget::connect(&url, &link, opts).await?;
-    let done = restore(&store, &plan, kek.as_ref(), args.allow_plain, &mut target).await?;
+    let done = restore(
+        &store,
+        &plan,
+        kek.as_ref(),
+        args.allow_plain,
+        &trust,
+        &mut target,
+    )
+    .await?;
     let (stats, replayed) = (done.base, done.replayed);
     let secs = started.elapsed().as_secs_f64();
+    let newest = if replayed.time_ms > 0 {
+        format!("newest record {}", age(replayed.time_ms))
+    } else {
+        "no segments after the base".into()
+    };
     out.summary(
         &format!(
-            "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {secs:.1}s",
+            "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s",
             plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset
         ),
         serde_json::json!({
@@ -122,22 +150,26 @@ pub struct VerifyArgs {
     pub generation: Option<String>,
     #[command(flatten)]
     pub kek: KekArg,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 pub async fn run_verify(args: VerifyArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let store = args.store.open(config)?;
     let kek = args.kek.open(config)?;
+    let trust = args.trust.trust(config, args.kek.kek.as_deref())?;
     let json = out.json;
     let reports = verify(
         &store,
         args.source.as_deref(),
         args.generation.as_deref(),
         kek.as_ref(),
+        &trust,
         |r| {
             if !json {
                 let state = if r.ok() { "ok" } else { "BAD" };
                 eprintln!(
-                    "{state:<4} {}/{}: base {} bytes, {} segments, {} commands, offsets {}..{}{}{}",
+                    "{state:<4} {}/{}: base {} bytes, {} segments, {} commands, offsets {}..{}, signed by {}, newest record {}{}{}",
                     r.source,
                     r.generation,
                     r.base_bytes,
@@ -145,6 +177,8 @@ pub async fn run_verify(args: VerifyArgs, config: &Config, out: &Output) -> anyh
                     r.commands,
                     r.first_offset,
                     r.last_offset,
+                    r.signer.as_deref().unwrap_or("nobody (unsigned)"),
+                    if r.newest_ms > 0 { age(r.newest_ms) } else { "-".into() },
                     if r.holes.is_empty() {
                         String::new()
                     } else {
@@ -214,6 +248,12 @@ pub struct PruneArgs {
     /// Show what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only generations signed by these signers count (and the one beside --kek).
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// A KEK file whose folder holds the trusted signing key (nothing is unwrapped).
+    #[arg(long, env = "REDVAULT_KEK")]
+    pub kek: Option<String>,
 }
 
 pub async fn run_prune(args: PruneArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
@@ -222,7 +262,15 @@ pub async fn run_prune(args: PruneArgs, config: &Config, out: &Output) -> anyhow
     if !policy.is_set() {
         bail!("no retention policy: pass --keep-last N and/or --keep-within D, or set them in [daemon]");
     }
-    let pruned = prune(&store, args.source.as_deref(), &policy, args.dry_run).await?;
+    let trust = args.trust.trust(config, args.kek.as_deref())?;
+    let pruned = prune(
+        &store,
+        args.source.as_deref(),
+        &policy,
+        args.dry_run,
+        &trust,
+    )
+    .await?;
     if !out.json {
         for p in &pruned {
             eprintln!(

@@ -14,6 +14,11 @@ pub struct Checkpoint {
     pub durable: u64,
     /// Everything up to this offset is in storage or in the local spool.
     pub spooled: u64,
+    /// Hex of the link of the segment ending at `spooled` (the chain's
+    /// genesis right after a base); the next segment names it. Absent in a
+    /// checkpoint of an older redvault, whose generation cannot go on signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,18 +4,25 @@
 use super::checkpoint::Checkpoints;
 use super::spool::{Spool, SpoolError};
 use super::DaemonError;
-use crate::aof::{encode_record, seal_segment};
+use crate::aof::{encode_record, seal_segment, SegmentPlace};
 use crate::backup::layout::segment_name;
 use crate::command::Command;
 use crate::data_key::DataKey;
 use crate::keyring::Keyring;
 use crate::sealer::SealOptions;
+use crate::signing::Signer;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(super) struct Segmenter {
     pub generation: String,
+    source: String,
     dek: DataKey,
     ring: Keyring,
+    signer: Arc<Signer>,
+    /// The link of the last segment cut (the next one names it).
+    prev: [u8; 32],
+    last_time_ms: u64,
     pub buf: Vec<u8>,
     from: u64,
     to: u64,
@@ -24,12 +31,25 @@ pub(super) struct Segmenter {
 }
 
 impl Segmenter {
-    /// A segment starting after `offset`, sealed with the session's key.
-    pub fn new(generation: &str, offset: u64, dek: DataKey, ring: Keyring) -> Self {
+    /// A segment starting after `offset` (following the segment whose link is
+    /// `prev`), sealed with the session's key and signed by `signer`.
+    pub fn new(
+        source: &str,
+        generation: &str,
+        offset: u64,
+        prev: [u8; 32],
+        dek: DataKey,
+        ring: Keyring,
+        signer: Arc<Signer>,
+    ) -> Self {
         Segmenter {
             generation: generation.into(),
+            source: source.into(),
             dek,
             ring,
+            signer,
+            prev,
+            last_time_ms: 0,
             buf: Vec::with_capacity(64 << 10),
             from: offset,
             to: offset,
@@ -41,6 +61,7 @@ impl Segmenter {
     pub fn add(&mut self, cmd: &Command) {
         encode_record(&mut self.buf, cmd);
         self.to = cmd.offset;
+        self.last_time_ms = cmd.time_ms;
         self.first_at.get_or_insert_with(Instant::now);
         if !cmd.is_keepalive() {
             self.has_writes = true;
@@ -67,12 +88,23 @@ impl Segmenter {
             return Ok(());
         }
         let segment = segment_name(self.from, self.to);
-        let sealed = seal_segment(
+        let place = SegmentPlace {
+            source: &self.source,
+            generation: &self.generation,
+            name: &segment,
+            from: self.from,
+            to: self.to,
+        };
+        let (sealed, link) = seal_segment(
             &self.buf,
-            &self.generation,
-            &segment,
-            &self.dek,
-            &self.ring,
+            &place,
+            self.prev,
+            self.last_time_ms,
+            &crate::aof::SessionKeys {
+                dek: &self.dek,
+                keyring: &self.ring,
+                signer: &self.signer,
+            },
             seal,
         )
         .await
@@ -83,7 +115,11 @@ impl Segmenter {
             Err(e) => return Err(DaemonError::Spool(e)),
         }
         let to = self.to;
-        checkpoints.update(name, &self.generation, |cp| cp.spooled = to)?;
+        checkpoints.update(name, &self.generation, |cp| {
+            cp.spooled = to;
+            cp.link = Some(hex::encode(link));
+        })?;
+        self.prev = link;
         self.buf.clear();
         self.from = self.to;
         self.first_at = None;

@@ -15,6 +15,7 @@ use crate::data_key::DataKey;
 use crate::kek::Kek;
 use crate::keyring::Keyring;
 use crate::sealer::SealOptions;
+use crate::signing::{Signer, Trust};
 use crate::source::{Acker, CommandFeed, Resumed, Source, SourceError};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ pub struct Job {
     pub from: Arc<dyn Source>,
     pub store: Store,
     pub kek: Arc<dyn Kek>,
+    /// Signs manifests, segments and chain heads.
+    pub signer: Arc<Signer>,
+    /// Whose generations retention counts (this signer, and any configured).
+    pub trust: Trust,
     pub seal: SealOptions,
     pub checkpoints: Arc<Checkpoints>,
     pub spool_dir: PathBuf,
@@ -92,6 +97,7 @@ async fn run_sessions(
     let _uploader = AbortOnDrop(tokio::spawn(spool.clone().upload_forever(
         j.store.clone(),
         j.name.clone(),
+        j.signer.clone(),
         dtx,
     )));
     let mut force_full = false;
@@ -135,6 +141,11 @@ async fn run_sessions(
         apply_durable(j, &mut durable);
     }
     apply_durable(j, &mut durable);
+    if spool.is_empty() {
+        // The end of what is stored, signed: a reader can tell segments
+        // deleted from the end.
+        spool.write_head(&j.store, &j.name, &j.signer).await;
+    }
     tracing::info!(source = %j.name, spooled_segments_left = !spool.is_empty(), "stopped");
     Ok(())
 }
@@ -182,6 +193,7 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         store: j.store.clone(),
         source: j.name.clone(),
         kek: Some(j.kek.clone()),
+        signer: j.signer.clone(),
         seal: j.seal.clone(),
     };
     let (summary, feed) = export_and_follow(req, &|_, _| {}).await?;
@@ -191,6 +203,7 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         generation: summary.generation.clone(),
         durable: offset,
         spooled: offset,
+        link: Some(hex::encode(crate::aof::chain::GENESIS)),
     };
     j.checkpoints.put(&j.name, &cp)?;
     j.metrics.bases.fetch_add(1, Relaxed);
@@ -201,7 +214,7 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         .fetch_add(summary.stored_bytes, Relaxed);
     tracing::info!(source = %j.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, "base snapshot stored");
     if j.retention.is_set() {
-        match prune(&j.store, Some(&j.name), &j.retention, false).await {
+        match prune(&j.store, Some(&j.name), &j.retention, false, &j.trust).await {
             Ok(p) if !p.is_empty() => {
                 tracing::info!(source = %j.name, generations = p.len(), "retention pruned")
             }
@@ -223,6 +236,10 @@ async fn start(j: &Job, force_full: bool) -> Result<(Checkpoint, CommandFeed), D
     let Some(mut cp) = checkpoint else {
         return new_base(j).await;
     };
+    if cp.link.is_none() {
+        tracing::warn!(source = %j.name, generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
+        return new_base(j).await;
+    }
     match j.from.resume(&cp.replid, cp.spooled).await? {
         Resumed::Stream { replid, feed } => {
             tracing::info!(source = %j.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
@@ -274,7 +291,23 @@ async fn session(
             }
         }
     });
-    let mut seg = Segmenter::new(&cp.generation, cp.spooled, dek, ring);
+    let prev = cp
+        .link
+        .as_deref()
+        .and_then(|l| hex::decode(l).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            DaemonError::Lost("the checkpoint's chain link is not 32 bytes of hex".into())
+        })?;
+    let mut seg = Segmenter::new(
+        &j.name,
+        &cp.generation,
+        cp.spooled,
+        prev,
+        dek,
+        ring,
+        j.signer.clone(),
+    );
     let mut wires = Wires {
         durable,
         shutdown,

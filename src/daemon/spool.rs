@@ -3,13 +3,28 @@
 //! bytes; an uploader drains it in order, retrying with backoff.
 
 use super::metrics::{unix_now, SourceMetrics};
+use crate::backup::head::{write_head, Head};
 use crate::backup::layout::{parse_segment_name, GenerationDir};
+use crate::signing::Signer;
 use crate::store::{Store, StoreError};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A signed chain head is written at most this often while segments flow
+/// (and at a clean stop).
+pub const HEAD_EVERY: Duration = Duration::from_secs(60);
+
+/// What the newest stored segment says, for its chain head.
+#[derive(Debug, Clone)]
+struct StoredEnd {
+    generation: String,
+    to: u64,
+    link: [u8; 32],
+    last_time_ms: u64,
+}
 use tokio::sync::{watch, Notify};
 
 /// One sealed segment in the spool.
@@ -28,6 +43,10 @@ pub struct Spool {
     queue: Mutex<VecDeque<Spooled>>,
     wake: Notify,
     metrics: Arc<SourceMetrics>,
+    /// The newest stored segment, and the (generation, offset) its head was
+    /// last written for, with when.
+    stored_end: Mutex<Option<StoredEnd>>,
+    head_written: Mutex<Option<(String, u64, Instant)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +105,8 @@ impl Spool {
             queue: Mutex::new(left.into()),
             wake: Notify::new(),
             metrics,
+            stored_end: Mutex::new(None),
+            head_written: Mutex::new(None),
         }))
     }
 
@@ -145,6 +166,7 @@ impl Spool {
         self: Arc<Self>,
         store: Store,
         source: String,
+        signer: Arc<Signer>,
         durable: watch::Sender<(String, u64)>,
     ) {
         loop {
@@ -156,7 +178,12 @@ impl Spool {
             let mut delay = Duration::from_millis(200);
             loop {
                 match self.upload_one(&store, &source, &item).await {
-                    Ok(()) => break,
+                    Ok(end) => {
+                        if let Some(end) = end {
+                            *self.stored_end.lock().expect("spool lock") = Some(end);
+                        }
+                        break;
+                    }
                     Err(e) => {
                         self.metrics.errors.fetch_add(1, Relaxed);
                         tracing::error!(source = %source, segment = %item.name, "cannot store segment, retrying in {:?}: {e}", delay);
@@ -172,6 +199,45 @@ impl Spool {
             self.metrics.segments.fetch_add(1, Relaxed);
             self.metrics.last_segment_time.store(unix_now(), Relaxed);
             let _ = durable.send((item.generation.clone(), item.to));
+            let due = self
+                .head_written
+                .lock()
+                .expect("spool lock")
+                .as_ref()
+                .is_none_or(|(_, _, at)| at.elapsed() >= HEAD_EVERY);
+            if due && self.is_empty() {
+                self.write_head(&store, &source, &signer).await;
+            }
+        }
+    }
+
+    /// Writes the signed chain head of the newest stored segment, unless it
+    /// was written already (best effort: a head only tells readers where
+    /// the end is; a failure is logged).
+    pub async fn write_head(&self, store: &Store, source: &str, signer: &Signer) {
+        let Some(end) = self.stored_end.lock().expect("spool lock").clone() else {
+            return;
+        };
+        let already = self
+            .head_written
+            .lock()
+            .expect("spool lock")
+            .as_ref()
+            .is_some_and(|(g, to, _)| *g == end.generation && *to == end.to);
+        if already {
+            return;
+        }
+        let dir = GenerationDir::new(source, &end.generation);
+        let head = Head::new(&dir, end.to, end.link, end.last_time_ms, signer);
+        match write_head(store, &dir, head, signer).await {
+            Ok(()) => {
+                *self.head_written.lock().expect("spool lock") =
+                    Some((end.generation, end.to, Instant::now()));
+            }
+            Err(e) => {
+                self.metrics.errors.fetch_add(1, Relaxed);
+                tracing::error!(source = %source, "cannot store the chain head: {e}");
+            }
         }
     }
 
@@ -180,7 +246,7 @@ impl Spool {
         store: &Store,
         source: &str,
         item: &Spooled,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<Option<StoredEnd>, SpoolError> {
         let bytes =
             bytes::Bytes::from(std::fs::read(&item.path).map_err(|source| SpoolError::Io {
                 dir: item.path.display().to_string(),
@@ -192,12 +258,13 @@ impl Spool {
             store.create(&path, bytes.clone()), // Bytes: a cheap clone
         )
         .await;
+        let end = || stored_end(&bytes);
         match put {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(end().await),
             // Stored by an earlier attempt whose answer was lost: the same
             // bytes are there. Other bytes are another writer's: never replaced.
             Ok(Err(StoreError::Exists { .. })) => match store.read(&path).await {
-                Ok(there) if there[..] == bytes[..] => Ok(()),
+                Ok(there) if there[..] == bytes[..] => Ok(end().await),
                 Ok(_) => Err(SpoolError::Store(StoreError::Exists {
                     url: store.url.clone(),
                     path: path.to_string(),
@@ -218,4 +285,20 @@ impl Spool {
     pub fn is_empty(&self) -> bool {
         self.queue.lock().expect("spool lock").is_empty()
     }
+}
+
+/// The chain end a sealed segment of ours states (None for an unsigned one
+/// an older redvault left in the spool).
+async fn stored_end(sealed: &[u8]) -> Option<StoredEnd> {
+    let mut input = sealed;
+    let raw = crate::opener::RawHeader::read(&mut input, "spooled segment")
+        .await
+        .ok()?;
+    let (st, link) = crate::aof::chain::own_statement(&raw.header.attestation)?;
+    Some(StoredEnd {
+        generation: st.generation,
+        to: st.to,
+        link,
+        last_time_ms: st.last_time_ms,
+    })
 }

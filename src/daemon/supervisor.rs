@@ -28,6 +28,10 @@ pub struct DaemonOverrides {
     pub store: Option<String>,
     pub prefix: Option<String>,
     pub kek: Option<String>,
+    /// The signing key (else the config's, else signing.pem beside the KEK).
+    pub signing_key: Option<String>,
+    /// More signers retention trusts besides this daemon's own.
+    pub trust: Vec<String>,
     pub seal: SealTuning,
     pub state_dir: Option<PathBuf>,
     pub listen: Option<String>,
@@ -63,6 +67,10 @@ fn jobs(
         }
     }
     let kek = config.open_kek(o.kek.as_deref())?;
+    // Fail closed: without a signing key nothing is written.
+    let signer = config.open_signer(o.signing_key.as_deref(), o.kek.as_deref())?;
+    let mut trust = config.trust(&o.trust, o.kek.as_deref(), false)?;
+    trust.add_signer(&signer);
     let store = config.open_store(o.store.as_deref(), "--to", o.prefix.as_deref())?;
     let seal = config.seal_options(&o.seal)?;
     let schedule_text = o.base_every.clone().or(d.base_every.clone());
@@ -80,6 +88,8 @@ fn jobs(
             from: Arc::new(PsyncSource::new(url, link.clone())),
             store: store.clone(),
             kek: kek.clone(),
+            signer: signer.clone(),
+            trust: trust.clone(),
             seal: seal.clone(),
             checkpoints: checkpoints.clone(),
             spool_dir: state.join("spool").join(&name),

@@ -2,7 +2,8 @@
 //! It is authenticated by an HMAC, and that tag is every chunk's associated data.
 
 use super::{
-    FormatError, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN, MIN_CHUNK_SIZE, SALT_LEN,
+    FormatError, FORMAT_V1, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN, MIN_CHUNK_SIZE,
+    SALT_LEN,
 };
 use crate::data_key::{DataKey, KEY_ID_LEN};
 use hmac::{Hmac, Mac};
@@ -51,6 +52,11 @@ pub struct Header {
     /// A keyring carried inside the header (standalone files); empty when the
     /// keyring is stored beside the object (backups).
     pub keyring: Vec<u8>,
+    /// The writer's signed statement about the object (AOF segments: see
+    /// `aof::chain`); empty for objects a signed manifest vouches for. Only a
+    /// version 2 header has the field, so an object without one is written
+    /// as version 1, byte for byte as before.
+    pub attestation: Vec<u8>,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -60,7 +66,12 @@ impl Header {
     pub fn encode(&self, dek: &DataKey) -> Vec<u8> {
         let mut b = Vec::with_capacity(128 + self.keyring.len());
         b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        let version = if self.attestation.is_empty() {
+            FORMAT_V1
+        } else {
+            FORMAT_VERSION
+        };
+        b.extend_from_slice(&version.to_be_bytes());
         b.extend_from_slice(&[0; 4]); // header length, patched below
         b.push(self.kind as u8);
         b.push(self.compression as u8);
@@ -71,6 +82,10 @@ impl Header {
         put_str16(&mut b, &self.object_name);
         b.extend_from_slice(&(self.keyring.len() as u32).to_be_bytes());
         b.extend_from_slice(&self.keyring);
+        if !self.attestation.is_empty() {
+            b.extend_from_slice(&(self.attestation.len() as u32).to_be_bytes());
+            b.extend_from_slice(&self.attestation);
+        }
         let total = (b.len() + HEADER_MAC_LEN) as u32;
         b[10..14].copy_from_slice(&total.to_be_bytes());
         let tag = mac(dek, &self.salt, &b);
@@ -80,11 +95,19 @@ impl Header {
 
     /// Checks magic and version of the fixed prefix; returns the whole header length.
     pub fn parse_prefix(prefix: &[u8; PREFIX_LEN], label: &str) -> Result<u32, FormatError> {
+        Self::parse_prefix_version(prefix, label).map(|(len, _)| len)
+    }
+
+    /// As `parse_prefix`, with the version (1 or 2).
+    pub fn parse_prefix_version(
+        prefix: &[u8; PREFIX_LEN],
+        label: &str,
+    ) -> Result<(u32, u16), FormatError> {
         if prefix[..8] != MAGIC {
             return Err(FormatError::BadMagic(label.into()));
         }
         let version = u16::from_be_bytes([prefix[8], prefix[9]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_V1 {
             return Err(FormatError::UnsupportedVersion(label.into(), version));
         }
         let len = u32::from_be_bytes(prefix[10..14].try_into().unwrap());
@@ -95,7 +118,7 @@ impl Header {
                 format!("header length {len} out of range"),
             ));
         }
-        Ok(len)
+        Ok((len, version))
     }
 
     /// Parses a whole header (prefix included). Not yet authenticated: call
@@ -106,7 +129,8 @@ impl Header {
             .get(..PREFIX_LEN)
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| bad("shorter than its prefix"))?;
-        let len = Self::parse_prefix(prefix, label)? as usize;
+        let (len, version) = Self::parse_prefix_version(prefix, label)?;
+        let len = len as usize;
         if bytes.len() != len {
             return Err(bad("length does not match its length field"));
         }
@@ -135,6 +159,19 @@ impl Header {
             .take(klen)
             .ok_or_else(|| bad("bad keyring field"))?
             .to_vec();
+        let attestation = if version == FORMAT_VERSION {
+            let alen = r.u32().ok_or_else(|| bad("short"))? as usize;
+            let a = r
+                .take(alen)
+                .ok_or_else(|| bad("bad attestation field"))?
+                .to_vec();
+            if a.is_empty() {
+                return Err(bad("a version 2 header with an empty attestation"));
+            }
+            a
+        } else {
+            vec![]
+        };
         if r.pos != body_end {
             return Err(bad("trailing bytes before the header MAC"));
         }
@@ -149,6 +186,7 @@ impl Header {
                 generation,
                 object_name,
                 keyring,
+                attestation,
             },
             tag,
         ))

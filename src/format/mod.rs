@@ -1,4 +1,4 @@
-//! The sealed object byte format, version 1. docs/FORMAT.md is the specification;
+//! The sealed object byte format, versions 1 and 2 (2 adds the attestation). docs/FORMAT.md is the specification;
 //! this module is its one implementation of the bytes (header, chunk, footer).
 
 pub(crate) mod chunk_frame;
@@ -8,7 +8,10 @@ pub use chunk_frame::{nonce, open_chunk, seal_chunk, seal_chunk_into, Encoding, 
 pub use header::{Compression, Header, ObjectKind, HEADER_MAC_LEN, PREFIX_LEN};
 
 pub const MAGIC: [u8; 8] = *b"REDVAULT";
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest version: a header with an attestation (a signed statement).
+pub const FORMAT_VERSION: u16 = 2;
+/// Objects without an attestation are still written as version 1.
+pub const FORMAT_V1: u16 = 1;
 pub const FOOTER_MAGIC: [u8; 8] = *b"RVINDEX1";
 pub const SALT_LEN: usize = 32;
 /// Largest header accepted (it may embed a keyring).
@@ -27,7 +30,7 @@ pub enum FormatError {
     #[error("{0}: not a redvault sealed object (bad magic)")]
     BadMagic(String),
     #[error(
-        "{0}: format version {1} is not supported (this redvault reads version {FORMAT_VERSION})"
+        "{0}: format version {1} is not supported (this redvault reads versions {FORMAT_V1} and {FORMAT_VERSION})"
     )]
     UnsupportedVersion(String, u16),
     #[error("{0}: malformed header: {1}")]

@@ -208,21 +208,8 @@ fn public_path_for(out: &Path) -> PathBuf {
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KekError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // The mode is set at creation, so the private key is never readable by others.
-        opts.mode(mode);
-    }
-    let err = |source| KekError::Write {
+    crate::text::write_new_file(path, bytes, mode).map_err(|source| KekError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let mut f = opts.open(path).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    Ok(())
+    })
 }

@@ -50,6 +50,8 @@ pub struct ObjectSpec {
     pub name: String,
     /// A keyring to carry in the header (standalone files); empty for backups.
     pub embedded_keyring: Vec<u8>,
+    /// The writer's signed statement for the header (segments); empty otherwise.
+    pub attestation: Vec<u8>,
 }
 
 /// What a finished object holds.
@@ -123,6 +125,7 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
             generation: spec.generation,
             object_name: spec.name,
             keyring: spec.embedded_keyring,
+            attestation: spec.attestation,
         };
         let bytes = header.encode(dek);
         let aad: [u8; HEADER_MAC_LEN] = bytes[bytes.len() - HEADER_MAC_LEN..].try_into().unwrap();

@@ -8,6 +8,7 @@ use crate::backup::{BackupError, Retention};
 use crate::kek::{open_kek, Kek, KekError, KeyVaultOptions};
 use crate::resp::{ConnectOptions, RedisUrl, UrlError};
 use crate::sealer::SealOptions;
+use crate::signing::{SignError, Signer, Trust, SIGNING_KEY_FILE, SIGNING_PUB_FILE};
 use crate::store::{Store, StoreContext, StoreError};
 use serde::Deserialize;
 use std::path::Path;
@@ -50,6 +51,8 @@ pub enum SettingsError {
     Url(#[from] UrlError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
 }
 
 /// How to seal, as flags give it (each falls back to `[seal]`).
@@ -65,6 +68,12 @@ pub struct SealTuning {
 pub struct Config {
     /// KEK: a path to a PEM key file.
     pub kek: Option<String>,
+    /// The writer's Ed25519 signing key (PKCS#8 PEM); defaults to
+    /// signing.pem beside the KEK file.
+    pub signing_key: Option<String>,
+    /// Whose backups readers trust.
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// The Redis to back up: redis://[user[:password]@]host:port.
     pub redis: Option<String>,
     /// Storage URL (file://, az://, s3://, gs://).
@@ -116,6 +125,15 @@ pub struct DaemonConfig {
 pub struct DaemonSource {
     pub name: String,
     pub redis: String,
+}
+
+/// The `[trust]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public signing keys (signing.pub.pem of each backup host).
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +289,79 @@ impl Config {
             Some(_) => Ok(Some(self.open_kek(arg)?)),
             None => Ok(None),
         }
+    }
+
+    /// The folder of the KEK file, if the KEK is a file: where its signing
+    /// pair is kept.
+    fn kek_dir(&self, kek_arg: Option<&str>) -> Option<std::path::PathBuf> {
+        let spec = kek_arg.or(self.kek.as_deref())?;
+        if crate::kek::is_key_vault_spec(spec) {
+            return None;
+        }
+        let parent = Path::new(spec).parent()?;
+        Some(if parent.as_os_str().is_empty() {
+            Path::new(".").to_path_buf()
+        } else {
+            parent.to_path_buf()
+        })
+    }
+
+    /// The writer's signing key: a flag, else `signing_key`, else signing.pem
+    /// beside the KEK file. None is an error: nothing is written unsigned.
+    pub fn open_signer(
+        &self,
+        arg: Option<&str>,
+        kek_arg: Option<&str>,
+    ) -> Result<Arc<Signer>, SettingsError> {
+        let beside = self.kek_dir(kek_arg).map(|d| d.join(SIGNING_KEY_FILE));
+        let path = match arg.or(self.signing_key.as_deref()) {
+            Some(p) => Path::new(p).to_path_buf(),
+            None => match beside {
+                Some(p) if p.exists() => p,
+                _ => {
+                    return Err(SettingsError::Invalid(format!(
+                        "no signing key: redvault signs every backup it writes, so that only backups of yours are ever restored. Make one with `redvault keys signer --out DIR`{} and pass --signing-key DIR/{SIGNING_KEY_FILE} (or REDVAULT_SIGNING_KEY, or signing_key in the config); copy DIR/{SIGNING_PUB_FILE} to the hosts that restore",
+                        beside
+                            .as_ref()
+                            .and_then(|p| p.parent())
+                            .map(|d| format!(" (with DIR = {}, beside the KEK, it is found on its own)", d.display()))
+                            .unwrap_or_default()
+                    )))
+                }
+            },
+        };
+        Ok(Arc::new(Signer::load(&path)?))
+    }
+
+    /// The signers a reader trusts: `--trust` files (and REDVAULT_TRUST),
+    /// `[trust] signers`, and the signing key kept beside the KEK file.
+    pub fn trust(
+        &self,
+        files: &[String],
+        kek_arg: Option<&str>,
+        allow_unsigned: bool,
+    ) -> Result<Trust, SettingsError> {
+        let mut t = Trust::new(allow_unsigned);
+        for f in files.iter().chain(&self.trust.signers) {
+            t.add_file(Path::new(f))?;
+        }
+        if let Some(dir) = self.kek_dir(kek_arg) {
+            let public = dir.join(SIGNING_PUB_FILE);
+            let private = dir.join(SIGNING_KEY_FILE);
+            if public.exists() {
+                t.add_file(&public)?;
+            } else if private.exists() {
+                t.add_file(&private)?;
+            }
+            t.set_hint(format!(
+                "no trusted signer is given: copy {SIGNING_PUB_FILE} from the backup host (it is beside its KEK) to {}, or pass --trust FILE (or REDVAULT_TRUST, or [trust] signers in the config)",
+                public.display()
+            ));
+        }
+        if allow_unsigned {
+            tracing::warn!("--allow-unsigned: backups written before signing are read, and their origin is not authenticated");
+        }
+        Ok(t)
     }
 
     /// Seal options from flags, else `[seal]`, else the defaults.

@@ -43,7 +43,16 @@ pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&p, private).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&q, public).unwrap();
+    // The signing pair beside the KEK pair, as `keys generate` leaves it.
+    if !dir.join(redvault::signing::SIGNING_KEY_FILE).exists() {
+        redvault::signing::write_signer_files(dir).unwrap();
+    }
     (p, q)
+}
+
+/// The signing key `write_test_keys` left in `dir`.
+pub fn test_signer(dir: &Path) -> redvault::signing::Signer {
+    redvault::signing::Signer::load(&dir.join(redvault::signing::SIGNING_KEY_FILE)).unwrap()
 }
 
 pub fn opts(chunk_size: u32, level: Option<i32>) -> SealOptions {
@@ -60,6 +69,7 @@ pub fn spec(name: &str) -> ObjectSpec {
         generation: "20261123T000000Z-test".into(),
         name: name.into(),
         embedded_keyring: vec![],
+        attestation: vec![],
     }
 }
 

@@ -1,0 +1,384 @@
+//! Who wrote a backup. Each writer (an export host, a daemon) holds an Ed25519
+//! signing key and signs every manifest, AOF segment and chain head it stores;
+//! readers take the public keys of the signers they trust and refuse (and never
+//! count) anything else. The public KEK lets anyone *seal* a backup; only a
+//! trusted signing key lets one pass for this owner's.
+//!
+//! Files: `signing.pem` (PKCS#8, mode 0600) and `signing.pub.pem` (SPKI), made
+//! by `keys generate` beside the KEK pair; a reader given a KEK file also
+//! trusts the `signing.pub.pem` beside it.
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub const SIGNING_KEY_FILE: &str = "signing.pem";
+pub const SIGNING_PUB_FILE: &str = "signing.pub.pem";
+pub const SIGNATURE_LEN: usize = 64;
+pub const SIGNER_ID_LEN: usize = 16;
+
+/// What a signature is over: each kind of record signs under its own name, so
+/// a signature over one can never be taken for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    Manifest,
+    Segment,
+    Head,
+}
+
+impl Domain {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Domain::Manifest => b"redvault/2 manifest\0",
+            Domain::Segment => b"redvault/2 segment\0",
+            Domain::Head => b"redvault/2 head\0",
+        }
+    }
+}
+
+fn message(domain: Domain, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.tag().len() + body.len());
+    m.extend_from_slice(domain.tag());
+    m.extend_from_slice(body);
+    m
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("cannot read signing key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "signing key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    LoosePermissions { path: String, mode: u32 },
+    #[error("{path} holds no Ed25519 key in PEM (PKCS#8 private or SPKI public) form")]
+    NotAKey { path: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NoSigningKey(String),
+    #[error("{0}")]
+    NoTrust(String),
+    #[error("signed by {signer}, which is not a trusted signer (trusted: {trusted})")]
+    Untrusted { signer: String, trusted: String },
+    #[error("its signature by {signer} does not verify: it was changed after signing, or forged")]
+    BadSignature { signer: String },
+    #[error("its signature is malformed: {0}")]
+    Malformed(String),
+}
+
+/// `ed25519:` and the first 16 bytes (hex) of the SHA-256 of the public key.
+pub fn signer_id(key: &VerifyingKey) -> String {
+    format!("ed25519:{}", hex::encode(signer_id_bytes(key)))
+}
+
+pub fn signer_id_bytes(key: &VerifyingKey) -> [u8; SIGNER_ID_LEN] {
+    let d = Sha256::digest(key.as_bytes());
+    d[..SIGNER_ID_LEN].try_into().unwrap()
+}
+
+/// The id string of raw id bytes (as segment attestations carry them).
+pub fn signer_id_from_bytes(b: &[u8; SIGNER_ID_LEN]) -> String {
+    format!("ed25519:{}", hex::encode(b))
+}
+
+/// A writer's signing key (zeroized on drop by dalek).
+pub struct Signer {
+    key: SigningKey,
+    id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.id)
+    }
+}
+
+impl Signer {
+    pub fn generate() -> Self {
+        Self::from_key(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    fn from_key(key: SigningKey) -> Self {
+        let id = signer_id(&key.verifying_key());
+        Signer { key, id }
+    }
+
+    /// Loads a private signing key (PKCS#8 PEM); like the KEK, refused when
+    /// group or others can read it.
+    pub fn load(path: &Path) -> Result<Self, SignError> {
+        let shown = path.display().to_string();
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            SignError::Read {
+                path: shown.clone(),
+                source,
+            }
+        })?);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|source| SignError::Read {
+                    path: shown.clone(),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(SignError::LoosePermissions {
+                    path: shown,
+                    mode: mode & 0o777,
+                });
+            }
+        }
+        let key =
+            SigningKey::from_pkcs8_pem(&text).map_err(|_| SignError::NotAKey { path: shown })?;
+        Ok(Self::from_key(key))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn id_bytes(&self) -> [u8; SIGNER_ID_LEN] {
+        signer_id_bytes(&self.key.verifying_key())
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn sign(&self, domain: Domain, body: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.key.sign(&message(domain, body)).to_bytes()
+    }
+}
+
+/// What `write_signer_files` made.
+#[derive(Debug)]
+pub struct GeneratedSigner {
+    pub private_path: PathBuf,
+    pub public_path: PathBuf,
+    pub id: String,
+}
+
+/// Writes a new signing pair into `dir` (`signing.pem` 0600, `signing.pub.pem`);
+/// never overwrites either.
+pub fn write_signer_files(dir: &Path) -> Result<GeneratedSigner, SignError> {
+    let s = Signer::generate();
+    let private_path = dir.join(SIGNING_KEY_FILE);
+    let public_path = dir.join(SIGNING_PUB_FILE);
+    let other = |path: &Path, e: &dyn std::fmt::Display| SignError::Write {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let private_pem = s
+        .key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| other(&private_path, &e))?;
+    let public_pem = s
+        .key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| other(&public_path, &e))?;
+    if public_path.exists() {
+        return Err(SignError::Write {
+            path: public_path.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
+    crate::text::write_new_file(&private_path, private_pem.as_bytes(), 0o600).map_err(
+        |source| SignError::Write {
+            path: private_path.display().to_string(),
+            source,
+        },
+    )?;
+    crate::text::write_new_file(&public_path, public_pem.as_bytes(), 0o644).map_err(|source| {
+        SignError::Write {
+            path: public_path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(GeneratedSigner {
+        private_path,
+        public_path,
+        id: s.id,
+    })
+}
+
+/// The signers a reader trusts, and whether records of the older, unsigned
+/// format are read at all.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<(String, VerifyingKey)>,
+    /// Read generations and segments written before signing (format 1),
+    /// with a warning each time.
+    pub allow_unsigned: bool,
+    /// What to tell a user who gave no trusted signer.
+    hint: Option<String>,
+}
+
+impl Trust {
+    pub fn new(allow_unsigned: bool) -> Self {
+        Trust {
+            allow_unsigned,
+            ..Default::default()
+        }
+    }
+
+    /// Trusts the key in `path`: a public key (SPKI PEM), or a private one
+    /// (its public half).
+    pub fn add_file(&mut self, path: &Path) -> Result<(), SignError> {
+        let shown = path.display().to_string();
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            SignError::Read {
+                path: shown.clone(),
+                source,
+            }
+        })?);
+        let key = match VerifyingKey::from_public_key_pem(&text) {
+            Ok(k) => k,
+            Err(_) => SigningKey::from_pkcs8_pem(&text)
+                .map_err(|_| SignError::NotAKey { path: shown })?
+                .verifying_key(),
+        };
+        self.add_key(key);
+        Ok(())
+    }
+
+    pub fn add_key(&mut self, key: VerifyingKey) {
+        let id = signer_id(&key);
+        if !self.keys.iter().any(|(k, _)| *k == id) {
+            self.keys.push((id, key));
+        }
+    }
+
+    /// Trusts `signer`'s own public key (a daemon reading what it wrote).
+    pub fn add_signer(&mut self, signer: &Signer) {
+        self.add_key(signer.verifying_key());
+    }
+
+    /// Where the user should get a trusted key from, when none is given.
+    pub fn set_hint(&mut self, hint: String) {
+        self.hint = Some(hint);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether listing can tell trusted from untrusted at all: a signer is
+    /// trusted, or unsigned records are allowed.
+    pub fn checks(&self) -> bool {
+        !self.keys.is_empty() || self.allow_unsigned
+    }
+
+    /// For commands that act on what they read (import, restore, verify,
+    /// prune): some signer must be trusted, unless only unsigned (older)
+    /// backups are read.
+    pub fn require_for_reading(&self) -> Result<(), SignError> {
+        if self.allow_unsigned {
+            return Ok(());
+        }
+        self.require()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Fails when no signer is trusted, naming what to copy where.
+    pub fn require(&self) -> Result<(), SignError> {
+        if self.keys.is_empty() {
+            return Err(SignError::NoTrust(self.hint.clone().unwrap_or_else(|| {
+                format!("no trusted signer is given: copy {SIGNING_PUB_FILE} from the backup host (it is beside its KEK) and pass --trust FILE, set REDVAULT_TRUST, or put it beside the KEK given here")
+            })));
+        }
+        Ok(())
+    }
+
+    /// Verifies `signature` by `signer` (an id string) over `body`.
+    pub fn verify(
+        &self,
+        domain: Domain,
+        body: &[u8],
+        signer: &str,
+        signature: &[u8],
+    ) -> Result<(), SignError> {
+        self.require()?;
+        let Some((_, key)) = self.keys.iter().find(|(k, _)| k == signer) else {
+            return Err(SignError::Untrusted {
+                signer: signer.into(),
+                trusted: self.ids().join(", "),
+            });
+        };
+        let sig = Signature::from_slice(signature)
+            .map_err(|_| SignError::Malformed(format!("{} bytes", signature.len())))?;
+        key.verify_strict(&message(domain, body), &sig)
+            .map_err(|_| SignError::BadSignature {
+                signer: signer.into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_bind_signer_domain_and_body() {
+        let a = Signer::generate();
+        let b = Signer::generate();
+        let mut trust = Trust::new(false);
+        assert!(matches!(trust.require(), Err(SignError::NoTrust(_))));
+        trust.add_signer(&a);
+        let sig = a.sign(Domain::Segment, b"body");
+        trust
+            .verify(Domain::Segment, b"body", a.id(), &sig)
+            .unwrap();
+        assert!(matches!(
+            trust.verify(Domain::Segment, b"bodY", a.id(), &sig),
+            Err(SignError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            trust.verify(Domain::Head, b"body", a.id(), &sig),
+            Err(SignError::BadSignature { .. })
+        ));
+        let forged = b.sign(Domain::Segment, b"body");
+        let e = trust
+            .verify(Domain::Segment, b"body", b.id(), &forged)
+            .unwrap_err();
+        assert!(e.to_string().contains(b.id()), "{e}");
+        assert!(matches!(
+            trust.verify(Domain::Segment, b"body", a.id(), &forged),
+            Err(SignError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn key_files_round_trip_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = write_signer_files(dir.path()).unwrap();
+        let s = Signer::load(&g.private_path).unwrap();
+        assert_eq!(s.id(), g.id);
+        let mut t = Trust::new(false);
+        t.add_file(&g.public_path).unwrap();
+        assert_eq!(t.ids(), vec![g.id.clone()]);
+        assert!(write_signer_files(dir.path()).is_err(), "never overwritten");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&g.private_path)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
