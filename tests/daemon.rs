@@ -1120,3 +1120,170 @@ fn export_generation(work: &Path, store: &str, primary: &RedisServer) -> (String
     let gen_dir = work.join("store/cache1").join(&generation);
     (generation, gen_dir)
 }
+
+/// Segments written by a daemon, stopped cleanly: (store folder of the
+/// generation, its segments in order, the primary).
+fn daemon_generation(work: &Path, store: &str) -> (PathBuf, Vec<PathBuf>, RedisServer) {
+    let primary = RedisServer::start(&[]);
+    let mut d = Daemon::start(
+        work,
+        &primary.url(),
+        store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    for i in 0..3 {
+        write_batch(&primary, &format!("s{i}"), 20);
+        d.wait_durable(&primary);
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    d.stop();
+    let mut segs: Vec<PathBuf> = walk(&work.join("store"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".aof.rv"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    let gen_dir = segs[0].parent().unwrap().parent().unwrap().to_path_buf();
+    (gen_dir, segs, primary)
+}
+
+/// Deleting the last segments (and the signed chain heads that name them)
+/// rolls nothing back silently: the head written at the clean stop names
+/// the offset the segments must reach; restore and verify fail naming the
+/// missing end, and the target is left as the base alone never was.
+#[tokio::test]
+async fn deleted_trailing_segments_are_named_not_restored_around() {
+    let (work, store) = workspace();
+    let (gen_dir, segs, _primary) = daemon_generation(work.path(), &store);
+    let heads: Vec<PathBuf> = walk(&gen_dir.join("aof"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("head-")
+        })
+        .collect();
+    assert!(!heads.is_empty(), "a clean stop writes a signed chain head");
+    // Restores in full first.
+    let (_, (code, out, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("last_write_ms"), "{out}");
+
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("segments are missing at the end"), "{line}");
+    assert_eq!(
+        dst.client().ok(&["DBSIZE"]),
+        Resp::Int(0),
+        "refused before anything was loaded"
+    );
+    let (code, _, err) = run(redvault()
+        .args(["verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 1);
+    assert!(err.contains("segments are missing at the end"), "{err}");
+    // A point inside what is there still restores.
+    let first = segs[0].file_name().unwrap().to_str().unwrap();
+    let (_, to) = redvault::backup::layout::parse_segment_name(first).unwrap();
+    let (_, (code, _, err)) = restore(work.path(), &store, &["--offset", &to.to_string()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A segment sealed with the right public KEK but signed by another key (or
+/// carrying no signature, as the older format) is refused by restore and
+/// verify, naming the signer, before the private key is used on it; the
+/// target keeps none of it.
+#[tokio::test]
+async fn a_segment_not_signed_by_a_trusted_signer_is_refused() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let (generation, gen_dir) = export_generation(work.path(), &store, &primary);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gen_dir.join("manifest.json")).unwrap()).unwrap();
+    let base = manifest["redis"]["offset"].as_u64().unwrap();
+    let stranger = redvault::signing::Signer::generate();
+    let name = redvault::backup::layout::segment_name(base, base + 40);
+    forge_segment(
+        work.path(),
+        &gen_dir,
+        &generation,
+        &name,
+        &[(&["SET", "forged", "1"][..], base + 40)],
+        false,
+        &stranger,
+        redvault::aof::chain::GENESIS,
+    )
+    .await;
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains(&name)
+            && line.contains(stranger.id())
+            && line.contains("not a trusted signer"),
+        "{line}"
+    );
+    assert_eq!(dst.client().ok(&["EXISTS", "forged"]), Resp::Int(0));
+    let (code, _, err) = run(redvault()
+        .args(["verify", "--from", &store, "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 1);
+    assert!(err.contains("not a trusted signer"), "{err}");
+
+    // The same segment with its attestation stripped (a format 1 object):
+    // refused as unsigned unless --allow-unsigned.
+    let own = common::test_signer(work.path());
+    std::fs::remove_file(gen_dir.join("aof").join(&name)).unwrap();
+    let link = forge_segment(
+        work.path(),
+        &gen_dir,
+        &generation,
+        &name,
+        &[(&["SET", "forged", "1"][..], base + 40)],
+        false,
+        &own,
+        redvault::aof::chain::GENESIS,
+    )
+    .await;
+    assert_ne!(link, redvault::aof::chain::GENESIS);
+    let path = gen_dir.join("aof").join(&name);
+    let stripped = strip_attestation(&std::fs::read(&path).unwrap());
+    std::fs::write(&path, stripped).unwrap();
+    let (dst, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("unsigned") && line.contains("--allow-unsigned"),
+        "{line}"
+    );
+    assert_eq!(dst.client().ok(&["EXISTS", "forged"]), Resp::Int(0));
+}
+
+/// A sealed object's header without its attestation, as a version 1 object:
+/// what an attacker gets by cutting the signature out. The header MAC is then
+/// wrong (it covered the attestation), which is what a reader sees after it
+/// refused the object as unsigned.
+fn strip_attestation(sealed: &[u8]) -> Vec<u8> {
+    let hlen = u32::from_be_bytes(sealed[10..14].try_into().unwrap()) as usize;
+    let header = &sealed[..hlen];
+    // Walk the fields to the attestation (docs/FORMAT.md).
+    let mut p = 14 + 1 + 1 + 4 + 16 + 32;
+    for _ in 0..2 {
+        let n = u16::from_be_bytes(header[p..p + 2].try_into().unwrap()) as usize;
+        p += 2 + n;
+    }
+    let k = u32::from_be_bytes(header[p..p + 4].try_into().unwrap()) as usize;
+    p += 4 + k;
+    let mut out = header[..p].to_vec();
+    out[8..10].copy_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&header[hlen - 32..]);
+    let len = out.len() as u32;
+    out[10..14].copy_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&sealed[hlen..]);
+    out
+}

@@ -63,36 +63,26 @@ pub async fn pick_generation(
     sources.dedup();
     match sources.as_slice() {
         [] => {
-            let plain = gens
+            // The newest folder passed over, and why (unsigned, untrusted,
+            // planted): "no backup" alone would hide a refusal.
+            let refused = gens
                 .iter()
-                .filter(|g| {
-                    g.problem
-                        .as_deref()
-                        .is_some_and(|p| p.starts_with("a plain"))
-                })
-                .count();
-            let untrusted = gens
-                .iter()
-                .filter(|g| g.manifest.is_none() && g.signer.is_some())
-                .count();
+                .filter(|g| g.problem.is_some())
+                .max_by(|a, b| a.generation.cmp(&b.generation));
             Err(BackupError::NotFound(format!(
-                "no complete backup in {}{}{}{}",
+                "no complete backup in {}{}{}",
                 store.url,
                 source
                     .map(|s| format!(" for source {s}"))
                     .unwrap_or_default(),
-                if plain > 0 {
-                    format!(": {plain} plain (unencrypted) generation(s) passed over since a KEK is given; --allow-plain reads them")
-                } else {
-                    String::new()
-                },
-                if untrusted > 0 {
-                    format!(
-                        "; {untrusted} generation(s) signed by no trusted signer (trusted: {}) passed over",
-                        trust.ids().join(", ")
-                    )
-                } else {
-                    String::new()
+                match refused {
+                    Some(g) => format!(
+                        "; the newest passed over, {}/{}: {}",
+                        g.source,
+                        g.generation,
+                        g.problem.as_deref().unwrap_or_default()
+                    ),
+                    None => String::new(),
                 }
             )))
         }
