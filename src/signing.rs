@@ -106,6 +106,12 @@ impl Signer {
         Self::from_key(SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
+    /// A key from its 32-byte seed. Only for test vectors: a real key comes
+    /// from `generate`.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self::from_key(SigningKey::from_bytes(seed))
+    }
+
     fn from_key(key: SigningKey) -> Self {
         let id = signer_id(&key.verifying_key());
         Signer { key, id }

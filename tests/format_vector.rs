@@ -156,3 +156,103 @@ fn raw_vector_chunk0_matches_the_specification() {
     hk0.expand(b"redvault/1 data key id", &mut id).unwrap();
     assert_eq!(&sealed[20..36], &id);
 }
+
+const SEGMENT_VECTOR: &str = "tests/vectors/format-v2-segment.hex";
+
+fn vector_signer() -> redvault::signing::Signer {
+    redvault::signing::Signer::from_seed(&std::array::from_fn(|i| 0x40 + i as u8))
+}
+
+fn vector_record() -> Vec<u8> {
+    let mut plain = vec![];
+    redvault::aof::encode_record(
+        &mut plain,
+        &redvault::command::Command {
+            args: vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()],
+            offset: 131,
+            time_ms: 1_764_547_200_000,
+        },
+    );
+    plain
+}
+
+/// A version 2 object: an AOF segment whose header carries the signed
+/// statement. Ed25519 is deterministic, so the bytes are exact; the
+/// signature and the link are checked again from the primitives FORMAT.md
+/// names.
+#[tokio::test]
+async fn segment_vector_is_byte_exact_and_its_signature_checks_by_hand() {
+    use ed25519_dalek::Verifier;
+    use redvault::aof::chain::{link_of, Statement, GENESIS};
+    use sha2::Digest;
+    let signer = vector_signer();
+    let plain = vector_record();
+    let statement = Statement {
+        source: "cache1".into(),
+        generation: "20261201T000000.000Z-vector00-00000000".into(),
+        from: 100,
+        to: 131,
+        prev: GENESIS,
+        plaintext_sha256: sha2::Sha256::digest(&plain).into(),
+        plaintext_bytes: plain.len() as u64,
+        data_key_id: dek().id(),
+        last_time_ms: 1_764_547_200_000,
+        signer: signer.id_bytes(),
+    };
+    let attestation = statement.sign(&signer);
+    let spec = ObjectSpec {
+        kind: ObjectKind::Aof,
+        generation: statement.generation.clone(),
+        name: "00000000000000000100-00000000000000000131.aof.rv".into(),
+        embedded_keyring: vec![],
+        attestation: attestation.clone(),
+    };
+    let o = SealOptions {
+        chunk_size: 16,
+        zstd_level: None,
+        parallelism: 1,
+    };
+    let mut s = Sealer::with_salt(Vec::new(), spec, &dek(), &o, salt())
+        .await
+        .unwrap();
+    s.write(&plain).await.unwrap();
+    let sealed = s.finish().await.unwrap().1;
+    if std::env::var_os("REDVAULT_WRITE_VECTORS").is_some() {
+        write_hex(
+            SEGMENT_VECTOR,
+            "format v2, an AOF segment with its attestation; see docs/FORMAT.md 'Test vectors'",
+            &sealed,
+        );
+    }
+    assert_eq!(
+        hex::encode(&sealed),
+        hex::encode(read_hex(SEGMENT_VECTOR)),
+        "sealing no longer produces the v2 vector"
+    );
+    assert_eq!(&sealed[8..10], &2u16.to_be_bytes(), "version 2");
+    // The attestation is the last field before the header MAC.
+    let hlen = u32::from_be_bytes(sealed[10..14].try_into().unwrap()) as usize;
+    let a_end = hlen - 32;
+    let a_start = a_end - attestation.len();
+    let alen = u32::from_be_bytes(sealed[a_start - 4..a_start].try_into().unwrap()) as usize;
+    assert_eq!(alen, attestation.len());
+    let att = &sealed[a_start..a_end];
+    let (body, sig) = att.split_at(att.len() - 64);
+    let mut msg = b"redvault/2 segment\0".to_vec();
+    msg.extend_from_slice(body);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(
+        &ed25519_dalek::SigningKey::from_bytes(&std::array::from_fn(|i| 0x40 + i as u8))
+            .verifying_key()
+            .to_bytes(),
+    )
+    .unwrap();
+    key.verify(&msg, &ed25519_dalek::Signature::from_slice(sig).unwrap())
+        .expect("the signature FORMAT.md describes");
+    let mut l = sha2::Sha256::new();
+    l.update(b"redvault/2 link\0");
+    l.update(att);
+    assert_eq!(<[u8; 32]>::from(l.finalize()), link_of(att));
+    // And the object opens (the v2 header parses and authenticates).
+    let opened = common::open_bytes(&sealed, &dek(), "vector").await.unwrap();
+    assert_eq!(opened, plain);
+}
