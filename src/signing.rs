@@ -295,6 +295,17 @@ impl Trust {
         self.require()
     }
 
+    /// The trust for the parts of one generation: a signed generation never
+    /// has unsigned segments (an older writer's checkpoint starts a new
+    /// base), so for it unsigned ones are refused whatever `allow_unsigned`.
+    pub fn for_generation(&self, signed: bool) -> Trust {
+        let mut t = self.clone();
+        if signed {
+            t.allow_unsigned = false;
+        }
+        t
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.keys.iter().map(|(k, _)| k.clone()).collect()
     }

@@ -220,3 +220,76 @@ fn a_deleted_newest_manifest_is_named_when_rolled_back() {
         "{err}"
     );
 }
+
+/// A keyring swapped for one wrapping the attacker's own data key (anyone can
+/// wrap one with the public KEK) is refused before its key opens anything:
+/// the signed manifest names the data key.
+#[tokio::test]
+async fn a_swapped_keyring_is_refused() {
+    let w = World::new();
+    let generation = w.export(&w.src, &w.path("signing.pem"));
+    let kek = redvault::kek::LocalRsaKek::from_pem(
+        &std::fs::read_to_string(w.path("kek.pub.pem")).unwrap(),
+        "kek.pub.pem",
+    )
+    .unwrap();
+    let theirs = redvault::data_key::DataKey::generate();
+    let ring = redvault::keyring::Keyring::wrap(&theirs, &kek)
+        .await
+        .unwrap();
+    let path = w.gen_dir(&generation).join("keyring.json");
+    std::fs::write(&path, ring.to_json()).unwrap();
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = w.read(&["import", "--redis", &target.url()]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("keyring.json") && line.contains("the signed manifest names"),
+        "{line}"
+    );
+    assert_eq!(target.client().ok(&["DBSIZE"]), Resp::Int(0));
+}
+
+/// With --allow-unsigned, an unsigned generation newer than the source's
+/// oldest signed one (planted: no redvault writes one after signing began)
+/// is passed over and named, and prune does not count it.
+#[test]
+fn allow_unsigned_never_prefers_a_planted_unsigned_generation() {
+    let w = World::new();
+    w.export(&w.src, &w.path("signing.pem"));
+    let before = w.src.digest();
+    let evil = RedisServer::start(&[]);
+    evil.client().ok(&["SET", "attacker", "1"]);
+    let (code, out, err) = run(redvault()
+        .args(["--json", "export", "--redis", &evil.url(), "--to", &w.store])
+        .args(["--source", "cache1", "--kek"])
+        .arg(w.path("kek.pub.pem"))
+        .arg("--signing-key")
+        .arg(w.path("signing.pem")));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let planted = v["generation"].as_str().unwrap().to_string();
+    // Made unsigned: a format 1 manifest (its MAC was over the signer too,
+    // so the attacker recomputes nothing: it need not verify to be chosen).
+    let manifest = w.gen_dir(&planted).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["version"] = 1.into();
+    let obj = m.as_object_mut().unwrap();
+    obj.remove("signer");
+    obj.remove("signature");
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = w.read(&["import", "--redis", &target.url(), "--allow-unsigned"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), before);
+    assert!(
+        err.contains(&format!("skipped cache1/{planted}")) && err.contains("planted"),
+        "{err}"
+    );
+    let (code, out, err) = w.read(&["--json", "prune", "--keep-last", "1", "--allow-unsigned"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["generations"], serde_json::json!([]), "{out}");
+}

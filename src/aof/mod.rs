@@ -123,8 +123,9 @@ pub async fn seal_segment(
         embedded_keyring: keyring.to_json(),
         attestation,
     };
-    let mut sealer =
-        Sealer::new(Vec::with_capacity(plain.len() / 2 + 1024), spec, dek, opts).await?;
+    let mut sealer = Sealer::new(Vec::with_capacity(plain.len() / 2 + 1024), spec, dek, opts)
+        .await?
+        .with_known_digest(statement.plaintext_sha256);
     sealer.write(plain).await?;
     let (_, out) = sealer.finish().await?;
     Ok((out, link))
@@ -216,12 +217,25 @@ pub async fn open_segment(
         }
         let ring =
             Keyring::from_json(&h.keyring, label).map_err(|e| AofError::Invalid(e.to_string()))?;
+        // The keyring must be for the key the header (and its signed
+        // statement) names: the private key is never used on a keyring
+        // swapped in beside a genuine statement.
+        if ring.data_key_id != id {
+            return Err(bad(format!(
+                "its keyring holds data key {}, its header names {id}",
+                ring.data_key_id
+            )));
+        }
         let dek = match ring.unwrap(kek, label).await {
             Ok(dek) => dek,
             Err(e) => {
                 // Only a use of the private key counts (not a keyring that
                 // names another KEK, which is refused without one).
-                if matches!(e, crate::keyring::KeyringError::Kek { .. }) {
+                if matches!(
+                    e,
+                    crate::keyring::KeyringError::Kek { .. }
+                        | crate::keyring::KeyringError::IdMismatch(_)
+                ) {
                     keys.failures += 1;
                 }
                 return Err(AofError::Invalid(e.to_string()));

@@ -9,8 +9,9 @@ use crate::aof::chain::{Attested, GENESIS};
 use std::collections::HashMap;
 
 pub struct ChainWalk {
-    /// The link of the verified segment ending at each offset.
-    links: HashMap<u64, [u8; 32]>,
+    /// The links of the verified segments ending at each offset (two when a
+    /// restart cut the stream differently).
+    links: HashMap<u64, Vec<[u8; 32]>>,
     /// The offset the verified segments reach.
     pub reached: u64,
     /// The receive time of the newest record seen (Unix ms).
@@ -20,7 +21,7 @@ pub struct ChainWalk {
 impl ChainWalk {
     pub fn new(base_offset: u64) -> Self {
         ChainWalk {
-            links: HashMap::from([(base_offset, GENESIS)]),
+            links: HashMap::from([(base_offset, vec![GENESIS])]),
             reached: base_offset,
             last_time_ms: 0,
         }
@@ -39,7 +40,7 @@ impl ChainWalk {
             // After a hole (named as such by the timeline, and never replayed
             // across) there is nothing to link to.
             let after_hole = st.from > self.reached;
-            if !after_hole && self.links.get(&st.from) != Some(&st.prev) {
+            if !after_hole && !self.has_link(st.from, &st.prev) {
                 return Err(BackupError::Corrupt {
                     label: label.into(),
                     why: format!(
@@ -48,11 +49,15 @@ impl ChainWalk {
                     ),
                 });
             }
-            self.links.insert(st.to, a.link);
+            self.links.entry(st.to).or_default().push(a.link);
             self.last_time_ms = self.last_time_ms.max(st.last_time_ms);
         }
         self.reached = self.reached.max(to);
         Ok(())
+    }
+
+    fn has_link(&self, at: u64, link: &[u8; 32]) -> bool {
+        self.links.get(&at).is_some_and(|v| v.contains(link))
     }
 
     /// From names alone (this walk's `reached` is where the stored segments
@@ -71,7 +76,7 @@ impl ChainWalk {
         if h.to > self.reached {
             return Err(missing_end(h, generation, self.reached));
         }
-        if h.link_bytes().as_ref() != self.links.get(&h.to) {
+        if !h.link_bytes().is_some_and(|l| self.has_link(h.to, &l)) {
             return Err(BackupError::Corrupt {
                 label: format!("{}/{generation}", h.source),
                 why: format!(

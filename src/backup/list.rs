@@ -156,5 +156,35 @@ pub async fn list(
             }
         }
     }
-    Ok(gens.into_values().collect())
+    let mut out: Vec<GenerationInfo> = gens.into_values().collect();
+    if trust.allow_unsigned {
+        pass_over_unsigned_after_signed(&mut out);
+    }
+    Ok(out)
+}
+
+/// Unsigned (format 1) generations are read with --allow-unsigned only as
+/// what they are: backups from before signing. One newer than the source's
+/// oldest signed generation was written after signing began, which no
+/// redvault does: planted. It is neither chosen nor counted by retention.
+fn pass_over_unsigned_after_signed(gens: &mut [GenerationInfo]) {
+    let oldest_signed: BTreeMap<String, String> = gens
+        .iter()
+        .filter(|g| g.complete && g.verified)
+        .fold(BTreeMap::new(), |mut m, g| {
+            m.entry(g.source.clone())
+                .or_insert_with(|| g.generation.clone());
+            m
+        });
+    for g in gens.iter_mut() {
+        let newer = oldest_signed
+            .get(&g.source)
+            .is_some_and(|first| g.generation.as_str() > first.as_str());
+        if g.complete && !g.verified && newer {
+            g.complete = false;
+            g.problem = Some(
+                "unsigned (format 1), yet newer than this source's oldest signed generation: written after signing began, so planted; refused".into(),
+            );
+        }
+    }
 }

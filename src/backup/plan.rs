@@ -35,6 +35,8 @@ pub struct Plan {
     pub point: Point,
     /// The newest signed chain head that verified: where the segments must reach.
     pub head: Option<Head>,
+    /// The manifest is signed (so every segment must be too).
+    pub signed: bool,
 }
 
 /// The time range a generation covers: its base's creation to its last record.
@@ -91,6 +93,7 @@ async fn coverage(
         .ok_or_else(|| BackupError::NotFound(format!("{}: no manifest", g.generation)))?;
     let base_offset = m.redis.offset;
     let dir = g.dir();
+    let trust = &trust.for_generation(g.verified);
     let t = timeline(store, &dir, base_offset).await?;
     let from_ms = parse_ms(&m.created).unwrap_or(0);
     let mut to_ms = parse_ms(&m.completed).unwrap_or(from_ms);
@@ -166,7 +169,8 @@ pub async fn plan(
             if generation.is_none() && matches!(point, Point::Latest) {
                 super::read::warn_skipped_newer(&all, source, &g.generation);
             }
-            let head = newest_head(store, &g.dir(), &t.heads, trust).await;
+            let head =
+                newest_head(store, &g.dir(), &t.heads, &trust.for_generation(g.verified)).await;
             if let (Some(h), Point::Latest) = (&head, point) {
                 // Named before anything is loaded (replay checks the links too).
                 super::chain::ChainWalk::new(t.end(c.base_offset).max(c.base_offset))
@@ -179,6 +183,7 @@ pub async fn plan(
                 timeline: t,
                 point,
                 head,
+                signed: g.verified,
             });
         }
         seen.push(c);

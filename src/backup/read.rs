@@ -150,6 +150,19 @@ pub async fn open_manifest(
         BackupError::Invalid("the backup is sealed: pass --kek with the private key".into())
     })?;
     let ring = read_keyring(store, dir).await?;
+    // The signed manifest names the data key: a keyring wrapping any other
+    // (anyone can wrap one with the public KEK) is refused before its key
+    // opens anything.
+    if unverified.data_key_id.as_deref() != Some(ring.data_key_id.as_str()) {
+        return Err(BackupError::Corrupt {
+            label: dir.label(KEYRING),
+            why: format!(
+                "it holds data key {}, the signed manifest names {}",
+                ring.data_key_id,
+                unverified.data_key_id.as_deref().unwrap_or("none")
+            ),
+        });
+    }
     let dek = ring.unwrap(kek, &dir.label(KEYRING)).await?;
     Ok((Manifest::open(&bytes, &dek, &label_m)?, Some(dek)))
 }
@@ -248,6 +261,21 @@ pub async fn open_base(
         })?
         .clone();
     let label = dir.label(&object.name);
+    if dek.is_none() {
+        // A plain base has no authenticated chunks: its digest (signed in the
+        // manifest) is checked in a first pass, so nothing of a swapped object
+        // reaches a target (the second pass checks it again).
+        use futures::TryStreamExt;
+        let mut first = store.read_stream(&dir.object(store, &object.name)).await?;
+        let mut sha = Sha256::new();
+        while let Some(piece) = first.try_next().await.map_err(|e| InputError::Read {
+            label: label.clone(),
+            message: crate::text::one_line(&e),
+        })? {
+            sha.update(&piece);
+        }
+        check_digest(&label, &object.plaintext_sha256, sha)?;
+    }
     let stream = store.read_stream(&dir.object(store, &object.name)).await?;
     let mut body = tokio_util::io::StreamReader::new(stream);
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);

@@ -79,6 +79,7 @@ pub async fn replay(
     target: &mut dyn Target,
 ) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
+    let trust = &trust.for_generation(plan.signed);
     let mut keys = KeyCache::new();
     let mut chain = ChainWalk::new(plan.base_offset);
     let mut stopped = false;

@@ -25,9 +25,11 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// The offset after the last segment, or `base` when there is none.
+    /// The furthest offset a segment reaches, or `base` when there is none
+    /// (segments from one offset are sorted longest first, so the last one
+    /// listed need not reach furthest).
     pub fn end(&self, base: u64) -> u64 {
-        self.segments.last().map_or(base, |s| s.to)
+        self.segments.iter().map(|s| s.to).max().unwrap_or(base)
     }
 }
 

@@ -67,7 +67,8 @@ pub async fn verify(
             first_offset: 0,
             last_offset: 0,
             holes: vec![],
-            signer: g.signer.clone(),
+            // Only a signer that was checked is reported.
+            signer: g.signer.clone().filter(|_| g.verified),
             newest_ms: 0,
             problems: vec![],
         };
@@ -91,6 +92,7 @@ pub async fn verify(
             Err(e) => r.problems.push(format!("base: {e}")),
         }
         let dir = g.dir();
+        let trust = &trust.for_generation(g.verified);
         match timeline(store, &dir, m.redis.offset).await {
             Ok(t) => {
                 r.holes = t.holes.clone();
@@ -104,8 +106,10 @@ pub async fn verify(
                                 seg.to,
                                 read.attested.as_ref(),
                             ) {
+                                // Not counted: it is not part of this backup.
                                 r.problems.push(e.to_string());
                                 chain_ok = false;
+                                continue;
                             }
                             let records = read.records;
                             if let Some(last) = records.last() {

@@ -225,9 +225,65 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     Ok((cp, feed))
 }
 
+/// A segment cut just before a crash is in the spool (or already in storage)
+/// while the checkpoint was not yet told: take it in (its end and its link),
+/// so the stream resumes after it and the chain goes on from it, instead of
+/// cutting the same range again under another key.
+async fn catch_up_cut(j: &Job, spool: &Spool, cp: &mut Checkpoint) -> Result<(), DaemonError> {
+    use crate::backup::layout::{parse_segment_name, GenerationDir};
+    let dir = GenerationDir::new(&j.name, &cp.generation);
+    for _ in 0..4 {
+        let sealed = match spool.queued_from(&cp.generation, cp.spooled) {
+            Some(b) => Some(b),
+            None => {
+                // Storage down: the spool goes on; at worst the range is cut
+                // again (both cuts fit the chain; see backup::chain).
+                let Ok(listed) = j.store.list(&dir.aof_dir(&j.store)).await else {
+                    return Ok(());
+                };
+                let found = listed.into_iter().find(|o| {
+                    o.location
+                        .filename()
+                        .and_then(parse_segment_name)
+                        .is_some_and(|(from, _)| from == cp.spooled)
+                });
+                match found {
+                    Some(o) => j.store.read(&o.location).await.ok().map(|b| b.to_vec()),
+                    None => None,
+                }
+            }
+        };
+        let Some(sealed) = sealed else { return Ok(()) };
+        let mut input = &sealed[..];
+        let Ok(raw) = crate::opener::RawHeader::read(&mut input, "segment").await else {
+            return Ok(());
+        };
+        let Some((st, link)) = crate::aof::chain::own_statement(&raw.header.attestation) else {
+            return Ok(());
+        };
+        let ours = st.signer == j.signer.id_bytes()
+            && st.source == j.name
+            && st.generation == cp.generation
+            && st.from == cp.spooled
+            && st.to > st.from;
+        if !ours {
+            return Ok(());
+        }
+        tracing::info!(source = %j.name, generation = %cp.generation, from = st.from, to = st.to, "a segment cut before the last stop was not yet in the checkpoint; continuing after it");
+        cp.spooled = st.to;
+        cp.link = Some(hex::encode(link));
+        j.checkpoints.put(&j.name, cp)?;
+    }
+    Ok(())
+}
+
 /// The stream of the checkpoint's generation, or a new base when there is
 /// none or the source cannot continue it.
-async fn start(j: &Job, force_full: bool) -> Result<(Checkpoint, CommandFeed), DaemonError> {
+async fn start(
+    j: &Job,
+    spool: &Spool,
+    force_full: bool,
+) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     let checkpoint = if force_full {
         None
     } else {
@@ -240,6 +296,7 @@ async fn start(j: &Job, force_full: bool) -> Result<(Checkpoint, CommandFeed), D
         tracing::warn!(source = %j.name, generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
         return new_base(j).await;
     }
+    catch_up_cut(j, spool, &mut cp).await?;
     match j.from.resume(&cp.replid, cp.spooled).await? {
         Resumed::Stream { replid, feed } => {
             tracing::info!(source = %j.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
@@ -268,7 +325,7 @@ async fn session(
     // with no usable KEK nothing is written.
     let dek = DataKey::generate();
     let ring = Keyring::wrap(&dek, j.kek.as_ref()).await?;
-    let (cp, feed) = start(j, force_full).await?;
+    let (cp, feed) = start(j, spool, force_full).await?;
     j.metrics.connected.store(true, Relaxed);
     j.metrics.received_offset.store(cp.spooled, Relaxed);
     j.metrics.durable_offset.store(cp.durable, Relaxed);

@@ -281,6 +281,21 @@ impl Spool {
         }
     }
 
+    /// The sealed bytes of a queued segment of `generation` starting at `from`.
+    pub fn queued_from(&self, generation: &str, from: u64) -> Option<Vec<u8>> {
+        let item = self
+            .queue
+            .lock()
+            .expect("spool lock")
+            .iter()
+            .find(|s| {
+                s.generation == generation
+                    && parse_segment_name(&s.name).is_some_and(|(f, _)| f == from)
+            })
+            .cloned()?;
+        std::fs::read(&item.path).ok()
+    }
+
     /// Whether everything queued has been stored.
     pub fn is_empty(&self) -> bool {
         self.queue.lock().expect("spool lock").is_empty()

@@ -79,15 +79,13 @@ impl<R: AsyncRead + Unpin> Opener<R> {
     ) -> Result<Self, FormatError> {
         let h = &raw.header;
         if h.data_key_id != dek.id() {
-            // A flipped bit in the id lands here too; the header MAC cannot tell
-            // them apart without the right key, so the message says both.
-            if Header::verify(&raw.bytes, &h.salt, dek, label).is_err() {
-                return Err(FormatError::WrongDataKey {
-                    label: label.into(),
-                    object_key: hex::encode(h.data_key_id),
-                    keyring_key: hex::encode(dek.id()),
-                });
-            }
+            // Another key's object, or a flipped bit in the id: refused either
+            // way (the header must name the very key it is opened with).
+            return Err(FormatError::WrongDataKey {
+                label: label.into(),
+                object_key: hex::encode(h.data_key_id),
+                keyring_key: hex::encode(dek.id()),
+            });
         }
         Header::verify(&raw.bytes, &h.salt, dek, label)?;
         let key = dek.chunk_key(&h.salt);

@@ -78,7 +78,8 @@ pub struct Sealer<W> {
     /// sees no churn, and memory stays at a few chunks however long the stream.
     spare: Vec<Vec<u8>>,
     frame_lens: Vec<u32>,
-    sha: Sha256,
+    /// The plaintext digest as it goes, or the one the caller computed.
+    sha: Result<Sha256, [u8; 32]>,
     plaintext_bytes: u64,
     stored_bytes: u64,
 }
@@ -150,13 +151,23 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
             inflight: VecDeque::new(),
             spare: Vec::new(),
             frame_lens: Vec::new(),
-            sha: Sha256::new(),
+            sha: Ok(Sha256::new()),
             plaintext_bytes: 0,
         })
     }
 
+    /// For a caller that already hashed the whole plaintext (a segment's
+    /// signed statement names its digest): not hashed twice; the summary
+    /// reports `digest`.
+    pub fn with_known_digest(mut self, digest: [u8; 32]) -> Self {
+        self.sha = Err(digest);
+        self
+    }
+
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), FormatError> {
-        self.sha.update(data);
+        if let Ok(sha) = &mut self.sha {
+            sha.update(data);
+        }
         self.plaintext_bytes += data.len() as u64;
         while !data.is_empty() {
             if self.buf.len() == self.chunk_size {
@@ -196,7 +207,10 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
             plaintext_bytes: self.plaintext_bytes,
             stored_bytes: self.stored_bytes,
             chunks: self.next_index,
-            plaintext_sha256: self.sha.finalize().into(),
+            plaintext_sha256: match self.sha {
+                Ok(sha) => sha.finalize().into(),
+                Err(known) => known,
+            },
         };
         Ok((summary, self.out))
     }
