@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures::TryStreamExt;
-use object_store::{path::Path, ObjectStore};
+use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use redvault::keyring::DataKey;
 use redvault::opener::{Opener, RawHeader};
 use redvault::sealer::Sealer;

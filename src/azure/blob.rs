@@ -11,8 +11,8 @@ use futures::{FutureExt, StreamExt};
 use object_store::azure::{AzureCredential, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::path::Path;
 use object_store::{
-    CredentialProvider, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    CopyOptions, CredentialProvider, GetOptions, GetResult, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 use std::sync::Arc;
 
@@ -240,9 +240,15 @@ impl ObjectStore for ExplainingStore {
         r.map_err(|e| self.explain.map(e))
     }
 
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        let r = self.inner.delete(location).await;
-        r.map_err(|e| self.explain.map(e))
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let explain = self.explain.clone();
+        self.inner
+            .delete_stream(locations)
+            .map(move |r| r.map_err(|e| explain.map(e)))
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -258,13 +264,13 @@ impl ObjectStore for ExplainingStore {
         r.map_err(|e| self.explain.map(e))
     }
 
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        let r = self.inner.copy(from, to).await;
-        r.map_err(|e| self.explain.map(e))
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        let r = self.inner.copy_if_not_exists(from, to).await;
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        let r = self.inner.copy_opts(from, to, options).await;
         r.map_err(|e| self.explain.map(e))
     }
 }

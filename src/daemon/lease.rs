@@ -54,7 +54,7 @@ impl Lease {
         let lease = Lease {
             store: store.clone(),
             source: source.into(),
-            path: lease_dir(store, source).child(file),
+            path: lease_dir(store, source).join(file),
             holder,
         };
         match lease.check().await {

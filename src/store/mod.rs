@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::Arc;
 
 /// The URL schemes `Store::open_with` takes: the one list (a `--from` that is
@@ -184,7 +184,7 @@ impl Store {
     pub fn path(&self, parts: &[&str]) -> Path {
         let mut p = self.prefix.clone();
         for part in parts {
-            p = p.child(*part);
+            p = p.join(*part);
         }
         p
     }
