@@ -86,7 +86,21 @@ pub async fn verify(
         // A plain generation is named as a problem: a KEK is given.
         match open_base(store, &g.source, &g.generation, Some(kek), false, trust).await {
             Ok(input) => match drain(input).await {
-                Ok(n) => r.base_bytes = n,
+                Ok(n) => {
+                    r.base_bytes = n;
+                    // The digest matched; the manifest's counts must too.
+                    let listed: u64 = m
+                        .objects
+                        .iter()
+                        .filter(|o| o.kind == "rdb")
+                        .map(|o| o.plaintext_bytes)
+                        .sum();
+                    if listed != n {
+                        r.problems.push(format!(
+                            "base: {n} bytes, the manifest says {listed}"
+                        ));
+                    }
+                }
                 Err(e) => r.problems.push(format!("base: {e}")),
             },
             Err(e) => r.problems.push(format!("base: {e}")),
