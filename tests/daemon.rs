@@ -1287,3 +1287,142 @@ fn strip_attestation(sealed: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&sealed[hlen..]);
     out
 }
+
+/// A loopback "primary" that answers every PSYNC with a hostile reply (a
+/// replication id that is a path): each session of that source fails.
+/// Bounded: at most `sessions` connections, each read-timed.
+fn hostile_primary(sessions: usize) -> u16 {
+    use std::io::BufRead;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for _ in 0..sessions {
+            let Ok((s, _)) = l.accept() else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            let mut line = String::new();
+            // Each command: "*N", then N "$len" + value lines; the first
+            // argument names it.
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let Some(n) = line
+                    .trim()
+                    .strip_prefix('*')
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    break;
+                };
+                let mut name = String::new();
+                for i in 0..n * 2 {
+                    line.clear();
+                    let _ = r.read_line(&mut line);
+                    if i == 1 {
+                        name = line.trim().to_ascii_uppercase();
+                    }
+                }
+                let reply: &[u8] = match name.as_str() {
+                    "PSYNC" => b"+FULLRESYNC ../../../../etc/x 0\r\n$5\r\nREDIS\r\n",
+                    "INFO" => b"$30\r\n# Server\r\nredis_version:7.0.15\r\n",
+                    _ => b"+OK\r\n",
+                };
+                if w.write_all(reply).is_err() || name == "PSYNC" {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+fn metric_of(d: &Daemon, name: &str, source: &str) -> Option<u64> {
+    let m = d.metrics()?;
+    let prefix = format!("redvault_{name}{{source=\"{source}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// One source whose primary answers with hostile replies fails session after
+/// session: it is retried with backoff, counted in redvault_errors_total and
+/// named by /healthz, while the other source's segments keep flowing.
+#[test]
+fn a_failing_source_is_retried_and_counted_while_the_other_flows() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let bad = hostile_primary(20);
+    let config = work.path().join("redvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{store}\"\nkek = \"{}\"\n[daemon]\nsegment_interval_ms = 100\n[[daemon.sources]]\nname = \"good\"\nredis = \"{}\"\n[[daemon.sources]]\nname = \"bad\"\nredis = \"redis://127.0.0.1:{bad}\"\n",
+            work.path().join("kek.pub.pem").display(),
+            primary.url()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = work.path().join("daemon.log");
+    let child = redvault()
+        .env("REDVAULT_LOG", "info")
+        .arg("--config")
+        .arg(&config)
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, port, log };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_of(&d, "up", "good") != Some(1) {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for round in 0..3 {
+        write_batch(&primary, &format!("r{round}"), 10);
+        let target = repl_offset(&primary);
+        while metric_of(&d, "durable_offset", "good").is_none_or(|o| o < target) {
+            assert!(Instant::now() < deadline, "{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    while metric_of(&d, "errors_total", "bad").is_none_or(|e| e < 2) {
+        assert!(Instant::now() < deadline, "never retried: {}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric_of(&d, "errors_total", "good"), Some(0));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut health = String::new();
+    let _ = s.read_to_string(&mut health);
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("unhealthy: bad"),
+        "{health}"
+    );
+    assert!(d.log().contains("replication id"), "{}", d.log());
+    d.stop();
+    // The good source's data is all there.
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "restore",
+            "--redis",
+            &dst.url(),
+            "--from",
+            &store,
+            "--source",
+            "good",
+        ])
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest());
+}

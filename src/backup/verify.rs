@@ -96,9 +96,8 @@ pub async fn verify(
                         .map(|o| o.plaintext_bytes)
                         .sum();
                     if listed != n {
-                        r.problems.push(format!(
-                            "base: {n} bytes, the manifest says {listed}"
-                        ));
+                        r.problems
+                            .push(format!("base: {n} bytes, the manifest says {listed}"));
                     }
                 }
                 Err(e) => r.problems.push(format!("base: {e}")),
