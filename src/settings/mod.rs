@@ -402,3 +402,20 @@ impl Config {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented examples in config/ are what users copy: they must parse.
+    #[test]
+    fn the_example_configs_parse() {
+        for (name, text) in [
+            ("redvault.toml", include_str!("../../config/redvault.toml")),
+            ("daemon.toml", include_str!("../../config/daemon.toml")),
+        ] {
+            let c: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(c.kek.is_some(), "{name}");
+        }
+    }
+}
