@@ -70,6 +70,36 @@ pub struct RedisArgs {
     /// Seconds without a byte from Redis before giving up.
     #[arg(long, env = "REDVAULT_REDIS_TIMEOUT")]
     pub redis_timeout: Option<u64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for rediss:// links (each also in `[redis_tls]`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) to verify the server with; else the system's roots.
+    #[arg(long, env = "REDVAULT_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM), for servers that require mutual TLS.
+    #[arg(long, env = "REDVAULT_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "REDVAULT_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (e.g. when connecting by IP).
+    #[arg(long, env = "REDVAULT_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    pub fn options(&self) -> crate::resp::TlsOptions {
+        crate::resp::TlsOptions {
+            ca_file: self.tls_ca.clone(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        }
+    }
 }
 
 impl RedisArgs {
@@ -79,7 +109,7 @@ impl RedisArgs {
 
     /// The one set of connection options every Redis link of a command uses.
     pub fn connect_options(&self, config: &Config) -> anyhow::Result<ConnectOptions> {
-        Ok(config.connect_options(self.redis_timeout)?)
+        Ok(config.connect_options(self.redis_timeout, &self.tls.options())?)
     }
 }
 

@@ -54,6 +54,7 @@ pub async fn run_daemon(
     let o = DaemonOverrides {
         redis: args.redis.redis.clone(),
         redis_timeout: args.redis.redis_timeout,
+        tls: args.redis.tls.options(),
         source: args.source,
         store: args.store.store,
         prefix: args.store.prefix,

@@ -24,6 +24,7 @@ pub struct DaemonOverrides {
     /// One job's Redis (else the config's `[[daemon.sources]]`).
     pub redis: Option<String>,
     pub redis_timeout: Option<u64>,
+    pub tls: crate::resp::TlsOptions,
     pub source: Option<String>,
     pub store: Option<String>,
     pub prefix: Option<String>,
@@ -78,7 +79,7 @@ fn jobs(
         BaseSchedule::parse(t)?;
     }
     let retention = config.retention(o.keep_last, o.keep_within.as_deref())?;
-    let link = config.connect_options(o.redis_timeout)?;
+    let link = config.connect_options(o.redis_timeout, &o.tls)?;
     let mut out = vec![];
     for (name, redis) in wanted {
         check_source_name(&name)?;

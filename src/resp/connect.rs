@@ -16,6 +16,8 @@ pub struct ConnectOptions {
     pub read_timeout: Duration,
     /// AUTH with fetched credentials (Entra ID) instead of the URL's password.
     pub auth: Option<Arc<dyn RedisAuth>>,
+    /// The TLS client for `rediss://` links (None: the system's roots).
+    pub tls: Option<Arc<super::TlsClient>>,
 }
 
 impl Default for ConnectOptions {
@@ -24,6 +26,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             auth: None,
+            tls: None,
         }
     }
 }
@@ -92,7 +95,53 @@ pub async fn connect(url: &RedisUrl, opts: &ConnectOptions) -> Result<Conn, Redi
         source,
     })?;
     let _ = tcp.set_nodelay(true);
-    let mut conn = Conn::new(Box::new(tcp), addr.clone(), opts.read_timeout);
+    let io: Box<dyn super::Transport> = if url.tls {
+        let client = match &opts.tls {
+            Some(c) => c.clone(),
+            None => super::TlsClient::system().map_err(|e| RedisError::Tls {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?,
+        };
+        let stream = tokio::time::timeout(opts.connect_timeout, client.handshake(tcp, &url.host))
+            .await
+            .map_err(|_| RedisError::Tls {
+                addr: addr.clone(),
+                message: "no answer to the TLS handshake: a plain (non-TLS) port? use redis://"
+                    .into(),
+            })?
+            .map_err(|e| RedisError::Tls {
+                addr: addr.clone(),
+                message: tls_hint(&e),
+            })?;
+        Box::new(stream)
+    } else {
+        Box::new(tcp)
+    };
+    let mut conn = Conn::new(io, addr.clone(), opts.read_timeout);
+    // One PING first, so a link of the wrong kind fails here, saying so: a
+    // TLS port closes a plain connection; a server wanting a client
+    // certificate says it only after the handshake (TLS 1.3).
+    match conn.command(&[b"PING"]).await {
+        Ok(_) => {}
+        Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) if !url.tls => {
+            return Err(RedisError::Tls {
+                addr,
+                message: "the server closed a plain connection at once: a TLS port? use rediss://"
+                    .into(),
+            })
+        }
+        Err(RedisError::Io { source, .. })
+            if source.to_string().contains("CertificateRequired") =>
+        {
+            return Err(RedisError::Tls {
+                addr,
+                message: "the server requires a client certificate: pass --tls-cert and --tls-key"
+                    .into(),
+            })
+        }
+        Err(e) => return Err(e),
+    }
     if let Some(auth) = &opts.auth {
         authenticate(&mut conn, &addr, auth.as_ref()).await?;
     } else if let Some(pass) = &url.password {
@@ -112,6 +161,19 @@ pub async fn connect(url: &RedisUrl, opts: &ConnectOptions) -> Result<Conn, Redi
         }
     }
     Ok(conn)
+}
+
+/// A handshake error, with what it most likely means.
+fn tls_hint(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("InvalidContentType")
+        || text.contains("corrupt message")
+        || e.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        format!("{text}: the server does not speak TLS there (a plain port? use redis://)")
+    } else {
+        text
+    }
 }
 
 /// The server's version from INFO; None if the user may not run INFO.

@@ -4,6 +4,7 @@
 
 mod conn;
 mod connect;
+mod tls;
 mod url;
 
 pub use conn::{decode_command, encode_command, encode_into, Conn, ConnWriter, Reply, Transport};
@@ -11,6 +12,7 @@ pub use connect::{
     authenticate, config_get, connect, redis_version, ConnectOptions, CredentialError, RedisAuth,
     RedisCredentials,
 };
+pub use tls::{TlsClient, TlsError, TlsOptions};
 pub use url::{RedisUrl, UrlError};
 
 /// What can go wrong on a Redis link; every message names the address.
@@ -34,6 +36,9 @@ pub enum RedisError {
     },
     #[error("Redis at {addr} closed the connection during {during}")]
     Closed { addr: String, during: String },
+    /// The TLS handshake failed; the message says whether the port looks plain.
+    #[error("Redis at {addr}: TLS handshake failed: {message}")]
+    Tls { addr: String, message: String },
     #[error("Redis at {addr} refused authentication{}: {message}", user.as_ref().map(|u| format!(" for user {u}")).unwrap_or_default())]
     Auth {
         addr: String,

@@ -1,4 +1,4 @@
-//! `redis://[user:pass@]host:port[/db]` as the replication client needs it.
+//! `redis[s]://[user:pass@]host:port[/db]` as the replication client needs it.
 
 use zeroize::Zeroizing;
 
@@ -13,20 +13,22 @@ pub struct RedisUrl {
     pub port: u16,
     pub user: Option<String>,
     pub password: Option<Zeroizing<String>>,
+    /// `rediss://`: the link is TLS.
+    pub tls: bool,
 }
 
 impl RedisUrl {
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let u = url::Url::parse(s).map_err(|e| UrlError(e.to_string()))?;
-        match u.scheme() {
-            "redis" => {}
-            "rediss" => {
-                return Err(UrlError(
-                    "TLS (rediss://) is not supported yet; use redis://".into(),
-                ))
+        let tls = match u.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => {
+                return Err(UrlError(format!(
+                    "scheme {other}, expected redis:// or rediss:// (TLS)"
+                )))
             }
-            other => return Err(UrlError(format!("scheme {other}, expected redis://"))),
-        }
+        };
         let host = u
             .host_str()
             .ok_or_else(|| UrlError("no host".into()))?
@@ -46,6 +48,7 @@ impl RedisUrl {
             port: u.port().unwrap_or(6379),
             user,
             password,
+            tls,
         })
     }
 
@@ -75,7 +78,7 @@ impl RedisUrl {
 
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redis://")?;
+        write!(f, "{}", if self.tls { "rediss://" } else { "redis://" })?;
         if let Some(u) = &self.user {
             write!(f, "{u}@")?;
         }

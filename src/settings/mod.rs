@@ -6,7 +6,7 @@
 use crate::azure::{AzureSettings, Identity, IdentityError};
 use crate::backup::{BackupError, Retention};
 use crate::kek::{open_kek, Kek, KekError, KeyVaultOptions};
-use crate::resp::{ConnectOptions, RedisUrl, UrlError};
+use crate::resp::{ConnectOptions, RedisUrl, TlsClient, TlsError, TlsOptions, UrlError};
 use crate::sealer::SealOptions;
 use crate::signing::{SignError, Signer, Trust, SIGNING_KEY_FILE, SIGNING_PUB_FILE};
 use crate::store::{Store, StoreContext, StoreError};
@@ -53,6 +53,8 @@ pub enum SettingsError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Sign(#[from] SignError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// How to seal, as flags give it (each falls back to `[seal]`).
@@ -84,6 +86,9 @@ pub struct Config {
     pub source: Option<String>,
     /// Seconds without a byte from Redis before giving up.
     pub redis_timeout: Option<u64>,
+    /// TLS for rediss:// links.
+    #[serde(default)]
+    pub redis_tls: RedisTlsConfig,
     #[serde(default)]
     pub seal: SealConfig,
     /// The daemon: state, schedules, retention, sources.
@@ -125,6 +130,17 @@ pub struct DaemonConfig {
 pub struct DaemonSource {
     pub name: String,
     pub redis: String,
+}
+
+/// The `[redis_tls]` table (each key also a flag: --tls-ca, --tls-cert,
+/// --tls-key, --tls-server-name).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub server_name: Option<String>,
 }
 
 /// The `[trust]` table.
@@ -232,13 +248,27 @@ impl Config {
     }
 
     /// The one set of connection options for every Redis link: the timeout
-    /// from a flag or `redis_timeout`, Entra ID credentials from `[azure.redis]`.
+    /// from a flag or `redis_timeout`, Entra ID credentials from `[azure.redis]`,
+    /// TLS from flags or `[redis_tls]` (used by rediss:// URLs).
     pub fn connect_options(
         &self,
         timeout_arg: Option<u64>,
+        tls_args: &TlsOptions,
     ) -> Result<ConnectOptions, SettingsError> {
+        let c = &self.redis_tls;
+        let tls = TlsOptions {
+            ca_file: tls_args.ca_file.clone().or(c.ca_file.clone()),
+            cert_file: tls_args.cert_file.clone().or(c.cert_file.clone()),
+            key_file: tls_args.key_file.clone().or(c.key_file.clone()),
+            server_name: tls_args.server_name.clone().or(c.server_name.clone()),
+        };
         let mut o = ConnectOptions {
             auth: self.redis_auth()?,
+            tls: if tls.is_default() {
+                None
+            } else {
+                Some(Arc::new(TlsClient::new(&tls)?))
+            },
             ..Default::default()
         };
         if let Some(t) = timeout_arg.or(self.redis_timeout) {

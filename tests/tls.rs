@@ -1,0 +1,225 @@
+//! TLS to Redis (rediss://) against Debian's redis-server with a TLS port
+//! and a CA the tests make: export and import over TLS give the same data;
+//! a plain URL on a TLS port, a TLS URL on a plain port, a server name the
+//! certificate does not carry and a missing client certificate each fail with
+//! one line naming the cause.
+
+mod common;
+
+use common::redis::*;
+use common::tls::TestCa;
+use common::*;
+
+/// A server with its plain port (for the test's own client) and a TLS port.
+fn tls_server(ca: &TestCa, auth_clients: bool) -> (RedisServer, u16) {
+    let tls_port = free_port();
+    let p = tls_port.to_string();
+    let s = RedisServer::start(&[
+        "--tls-port",
+        &p,
+        "--tls-cert-file",
+        ca.cert.to_str().unwrap(),
+        "--tls-key-file",
+        ca.key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        if auth_clients { "yes" } else { "no" },
+    ]);
+    (s, tls_port)
+}
+
+fn store() -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    (work, store)
+}
+
+#[test]
+fn export_and_import_over_tls_give_the_same_data() {
+    let ca = TestCa::new();
+    let (src, src_tls) = tls_server(&ca, false);
+    fill_all_types(&mut src.client());
+    let (work, store) = store();
+    let url = format!("rediss://127.0.0.1:{src_tls}");
+    let (code, _, err) = run(redvault()
+        .args(["export", "--redis", &url, "--to", &store, "--source", "s"])
+        .arg("--tls-ca")
+        .arg(&ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let (dst, dst_tls) = tls_server(&ca, false);
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &format!("rediss://127.0.0.1:{dst_tls}"),
+        ])
+        .args(["--from", &store])
+        .env("REDVAULT_TLS_CA", &ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}
+
+#[test]
+fn mismatched_links_and_names_fail_naming_the_cause() {
+    let ca = TestCa::new();
+    let (src, src_tls) = tls_server(&ca, false);
+    let (work, store) = store();
+    let export = |url: &str, extra: &[&str]| {
+        run(redvault()
+            .args(["export", "--redis", url, "--to", &store, "--source", "s"])
+            .args(extra)
+            .arg("--tls-ca")
+            .arg(&ca.ca)
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem")))
+    };
+    // A plain URL on the TLS port.
+    let (code, _, err) = export(&format!("redis://127.0.0.1:{src_tls}"), &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("a TLS port? use rediss://"), "{line}");
+    // A TLS URL on the plain port.
+    let (code, _, err) = export(&format!("rediss://127.0.0.1:{}", src.port), &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    // A name the certificate does not carry.
+    let (code, _, err) = export(
+        &format!("rediss://127.0.0.1:{src_tls}"),
+        &["--tls-server-name", "cache.example.net"],
+    );
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("TLS handshake failed") && line.contains("certificate"),
+        "{line}"
+    );
+    // Nothing was written by any of them.
+    assert!(files_below(&work.path().join("store")).is_empty());
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let ca = TestCa::new();
+    let (src, src_tls) = tls_server(&ca, true);
+    src.client().ok(&["SET", "k", "v"]);
+    let (work, store) = store();
+    let url = format!("rediss://127.0.0.1:{src_tls}");
+    let export = |extra: &[&str]| {
+        run(redvault()
+            .args(["export", "--redis", &url, "--to", &store, "--source", "s"])
+            .args(extra)
+            .arg("--tls-ca")
+            .arg(&ca.ca)
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem")))
+    };
+    let (code, _, err) = export(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        one_line_error(&err).contains("requires a client certificate"),
+        "{err}"
+    );
+    let (code, _, err) = export(&[
+        "--tls-cert",
+        ca.cert.to_str().unwrap(),
+        "--tls-key",
+        ca.key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+fn metric(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines()
+        .find(|l| l.starts_with(&format!("redvault_{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The daemon follows a primary over TLS (the replication stream included),
+/// and restore writes into a TLS target: the digests are equal.
+#[test]
+fn the_daemon_and_restore_work_over_tls() {
+    use std::time::{Duration, Instant};
+    let ca = TestCa::new();
+    let (src, src_tls) = tls_server(&ca, false);
+    let (work, store) = store();
+    let mport = free_port();
+    let mut daemon = redvault()
+        .env("REDVAULT_TLS_CA", &ca.ca)
+        .args([
+            "daemon",
+            "--redis",
+            &format!("rediss://127.0.0.1:{src_tls}"),
+        ])
+        .args([
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--segment-interval-ms",
+            "100",
+        ])
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args(["--listen", &format!("127.0.0.1:{mport}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(mport, "up") != Some(1) {
+        assert!(Instant::now() < deadline, "the daemon never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fill_all_types(&mut src.client());
+    let offset = |s: &RedisServer| -> u64 {
+        match s.client().ok(&["INFO", "replication"]) {
+            Resp::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let target = offset(&src);
+    while metric(mport, "durable_offset").is_none_or(|d| d < target) {
+        assert!(Instant::now() < deadline, "never durable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    let (dst, dst_tls) = tls_server(&ca, false);
+    let (code, _, err) = run(redvault()
+        .args([
+            "restore",
+            "--redis",
+            &format!("rediss://127.0.0.1:{dst_tls}"),
+        ])
+        .args(["--from", &store, "--source", "cache1", "--tls-ca"])
+        .arg(&ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}
