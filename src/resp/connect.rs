@@ -122,13 +122,39 @@ pub async fn connect(url: &RedisUrl, opts: &ConnectOptions) -> Result<Conn, Redi
     // One PING first, so a link of the wrong kind fails here, saying so: a
     // TLS port closes a plain connection; a server wanting a client
     // certificate says it only after the handshake (TLS 1.3).
+    if !url.tls && opts.tls.is_some() {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("TLS options are set, but {url:?} is redis://: that link is not encrypted (rediss:// is)");
+        }
+    }
     match conn.command(&[b"PING"]).await {
-        Ok(_) => {}
-        Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) if !url.tls => {
-            return Err(RedisError::Tls {
+        // NOAUTH and NOPERM are for the AUTH that follows to settle; any
+        // other refusal (too many clients, protected mode) is the answer.
+        Ok(Reply::Error(message))
+            if !message.starts_with("NOAUTH") && !message.starts_with("NOPERM") =>
+        {
+            return Err(RedisError::Refused {
                 addr,
-                message: "the server closed a plain connection at once: a TLS port? use rediss://"
-                    .into(),
+                command: "PING".into(),
+                message,
+            })
+        }
+        Ok(_) => {}
+        // The cause as seen, with what it most likely means.
+        Err(RedisError::Closed { .. }) if !url.tls => {
+            return Err(RedisError::Closed {
+                addr,
+                during: "the reply to the first PING (a TLS port? use rediss://)".into(),
+            })
+        }
+        Err(RedisError::Io { source, .. }) if !url.tls => {
+            return Err(RedisError::Io {
+                addr,
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("{source} (a TLS port? use rediss://)"),
+                ),
             })
         }
         Err(RedisError::Io { source, .. })
