@@ -103,6 +103,21 @@ fn mismatched_links_and_names_fail_naming_the_cause() {
         line.contains("TLS handshake failed") && line.contains("certificate"),
         "{line}"
     );
+    // A server whose CA is not trusted (no --tls-ca: the system's roots).
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--redis",
+            &format!("rediss://127.0.0.1:{src_tls}"),
+        ])
+        .args(["--to", &store, "--source", "s", "--kek"])
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("TLS handshake failed") && line.contains("certificate"),
+        "{line}"
+    );
     // Nothing was written by any of them.
     assert!(files_below(&work.path().join("store")).is_empty());
 }
