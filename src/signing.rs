@@ -74,6 +74,16 @@ pub enum SignError {
     Malformed(String),
 }
 
+/// A key file's text, wiped from memory when dropped.
+fn read_pem(path: &Path) -> Result<zeroize::Zeroizing<String>, SignError> {
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|source| SignError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 /// `ed25519:` and the first 16 bytes (hex) of the SHA-256 of the public key.
 pub fn signer_id(key: &VerifyingKey) -> String {
     format!("ed25519:{}", hex::encode(signer_id_bytes(key)))
@@ -121,12 +131,7 @@ impl Signer {
     /// group or others can read it.
     pub fn load(path: &Path) -> Result<Self, SignError> {
         let shown = path.display().to_string();
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            SignError::Read {
-                path: shown.clone(),
-                source,
-            }
-        })?);
+        let text = read_pem(path)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -242,12 +247,7 @@ impl Trust {
     /// (its public half).
     pub fn add_file(&mut self, path: &Path) -> Result<(), SignError> {
         let shown = path.display().to_string();
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            SignError::Read {
-                path: shown.clone(),
-                source,
-            }
-        })?);
+        let text = read_pem(path)?;
         let key = match VerifyingKey::from_public_key_pem(&text) {
             Ok(k) => k,
             Err(_) => SigningKey::from_pkcs8_pem(&text)

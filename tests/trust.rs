@@ -65,6 +65,17 @@ impl World {
     }
 }
 
+/// Rewrites a manifest as format 1 wrote it: version 1, no signer, no signature.
+fn make_unsigned(manifest: &Path) {
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    m["version"] = 1.into();
+    let obj = m.as_object_mut().unwrap();
+    obj.remove("signer");
+    obj.remove("signature");
+    std::fs::write(manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
 /// An attacker's own export (their Redis, the victim's public KEK, their
 /// signing key) copied in as the newest generation: a default import passes
 /// it over and names it; asking for it by name, verify and list say whose
@@ -169,14 +180,7 @@ fn an_unsigned_generation_needs_allow_unsigned() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let generation = v["generation"].as_str().unwrap();
-    let manifest = w.gen_dir(generation).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    m["version"] = 1.into();
-    let obj = m.as_object_mut().unwrap();
-    obj.remove("signer");
-    obj.remove("signature");
-    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    make_unsigned(&w.gen_dir(generation).join("manifest.json"));
 
     let import = |extra: &[&str]| {
         let target = RedisServer::start(&[]);
@@ -271,14 +275,7 @@ fn allow_unsigned_never_prefers_a_planted_unsigned_generation() {
     let planted = v["generation"].as_str().unwrap().to_string();
     // Made unsigned: a format 1 manifest (its MAC was over the signer too,
     // so the attacker recomputes nothing: it need not verify to be chosen).
-    let manifest = w.gen_dir(&planted).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    m["version"] = 1.into();
-    let obj = m.as_object_mut().unwrap();
-    obj.remove("signer");
-    obj.remove("signature");
-    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    make_unsigned(&w.gen_dir(&planted).join("manifest.json"));
 
     let target = RedisServer::start(&[]);
     let (code, _, err) = w.read(&["import", "--redis", &target.url(), "--allow-unsigned"]);
