@@ -315,23 +315,39 @@ fn wrong_password_and_missing_permission_are_named() {
     let kek = work.path().join("kek.pub.pem");
     let kek = kek.to_str().unwrap();
 
+    // A password in the URL works, with a warning naming the safer ways.
     let (code, _, err) = export_cmd(
         &format!("redis://:wrong@127.0.0.1:{}", src.port),
         &store,
         &["--kek", kek],
     );
     assert_ne!(code, 0);
-    let line = one_line_error(&err);
+    assert!(err.contains("use --redis-password-file"), "{err}");
+    let line = err.lines().last().unwrap_or_default();
     assert!(
-        line.contains("refused authentication") && !line.contains("wrong@"),
+        line.contains("refused authentication") && !line.contains("wrong"),
         "{line}"
     );
-
+    // From a file (one trailing newline is not part of it).
+    let pw = work.path().join("redis-password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
     let (code, _, err) = export_cmd(
-        &format!("redis://reader:readpw@127.0.0.1:{}", src.port),
+        &format!("redis://127.0.0.1:{}", src.port),
         &store,
-        &["--kek", kek],
+        &["--kek", kek, "--redis-password-file", pw.to_str().unwrap()],
     );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+
+    let (code, _, err) = run(redvault()
+        .env("REDVAULT_REDIS_PASSWORD", "readpw")
+        .args([
+            "export",
+            "--redis",
+            &format!("redis://reader@127.0.0.1:{}", src.port),
+        ])
+        .args(["--kek", kek, "--to"])
+        .arg(format!("file://{}", store.display())));
     assert_ne!(code, 0);
     let line = one_line_error(&err);
     assert!(

@@ -63,13 +63,17 @@ impl TrustArgs {
 /// How to reach one Redis: the URL and the read timeout.
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// The Redis: redis://[user[:password]@]host:port. The password can also
-    /// come from REDVAULT_REDIS_PASSWORD (kept out of the process list).
+    /// The Redis: redis[s]://[user[:password]@]host:port. Better, the password
+    /// from --redis-password-file or REDVAULT_REDIS_PASSWORD (kept out of the
+    /// process list).
     #[arg(long, env = "REDVAULT_REDIS")]
     pub redis: Option<String>,
     /// Seconds without a byte from Redis before giving up.
     #[arg(long, env = "REDVAULT_REDIS_TIMEOUT")]
     pub redis_timeout: Option<u64>,
+    /// A file holding the Redis password (e.g. a systemd credential).
+    #[arg(long, env = "REDVAULT_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -104,7 +108,7 @@ impl TlsArgs {
 
 impl RedisArgs {
     pub fn url(&self, config: &Config) -> anyhow::Result<RedisUrl> {
-        Ok(config.redis_url(self.redis.as_deref())?)
+        Ok(config.redis_url(self.redis.as_deref(), self.redis_password_file.as_deref())?)
     }
 
     /// The one set of connection options every Redis link of a command uses.

@@ -55,6 +55,7 @@ pub async fn run_daemon(
         redis: args.redis.redis.clone(),
         redis_timeout: args.redis.redis_timeout,
         tls: args.redis.tls.options(),
+        redis_password_file: args.redis.redis_password_file.clone(),
         source: args.source,
         store: args.store.store,
         prefix: args.store.prefix,

@@ -25,6 +25,7 @@ pub struct DaemonOverrides {
     pub redis: Option<String>,
     pub redis_timeout: Option<u64>,
     pub tls: crate::resp::TlsOptions,
+    pub redis_password_file: Option<PathBuf>,
     pub source: Option<String>,
     pub store: Option<String>,
     pub prefix: Option<String>,
@@ -55,7 +56,7 @@ fn jobs(
     let d = config.daemon.clone().unwrap_or_default();
     let mut wanted: Vec<(String, Option<String>)> = vec![];
     if o.redis.is_some() || d.sources.is_empty() {
-        let url = config.redis_url(o.redis.as_deref())?;
+        let url = config.redis_url(o.redis.as_deref(), o.redis_password_file.as_deref())?;
         let name = o
             .source
             .clone()
@@ -83,7 +84,7 @@ fn jobs(
     let mut out = vec![];
     for (name, redis) in wanted {
         check_source_name(&name)?;
-        let url = config.redis_url(redis.as_deref())?;
+        let url = config.redis_url(redis.as_deref(), o.redis_password_file.as_deref())?;
         out.push(Job {
             state_dir: state.to_path_buf(),
             from: Arc::new(PsyncSource::new(url, link.clone())),

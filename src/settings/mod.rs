@@ -78,6 +78,9 @@ pub struct Config {
     pub trust: TrustConfig,
     /// The Redis to back up: redis://[user[:password]@]host:port.
     pub redis: Option<String>,
+    /// A file holding the Redis password (e.g. a systemd credential), so it
+    /// is in no URL, config or process list.
+    pub redis_password_file: Option<std::path::PathBuf>,
     /// Storage URL (file://, az://, s3://, gs://).
     pub store: Option<String>,
     /// Path prefix inside the store.
@@ -231,9 +234,15 @@ impl Config {
         })
     }
 
-    /// The Redis URL from a flag, else the config; the password may come from
-    /// REDVAULT_REDIS_PASSWORD (kept out of the process list).
-    pub fn redis_url(&self, arg: Option<&str>) -> Result<RedisUrl, SettingsError> {
+    /// The Redis URL from a flag, else the config. The password may come from
+    /// a file (`--redis-password-file`, `redis_password_file`) or
+    /// REDVAULT_REDIS_PASSWORD, both kept out of the process list; one in the
+    /// URL itself is taken with a warning naming those.
+    pub fn redis_url(
+        &self,
+        arg: Option<&str>,
+        password_file: Option<&Path>,
+    ) -> Result<RedisUrl, SettingsError> {
         let s = arg.or(self.redis.as_deref()).ok_or_else(|| {
             SettingsError::Invalid(
                 "no Redis given: pass --redis URL, set REDVAULT_REDIS, or set redis in the config file"
@@ -241,8 +250,24 @@ impl Config {
             )
         })?;
         let mut url = RedisUrl::parse(s)?;
-        if let Ok(p) = std::env::var("REDVAULT_REDIS_PASSWORD") {
+        let file = password_file.or(self.redis_password_file.as_deref());
+        if let Some(path) = file {
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                SettingsError::Invalid(format!(
+                    "cannot read the Redis password file {}: {e}",
+                    path.display()
+                ))
+            })?);
+            // One trailing newline (as `echo` writes) is not part of it.
+            let p = text.strip_suffix('\n').unwrap_or(&text);
+            let p = p.strip_suffix('\r').unwrap_or(p);
+            url.password = Some(Zeroizing::new(p.to_string()));
+        } else if let Ok(p) = std::env::var("REDVAULT_REDIS_PASSWORD") {
             url.password = Some(Zeroizing::new(p));
+        } else if url.password.is_some() {
+            tracing::warn!(
+                "a password in the Redis URL can show in the process list, shell history and config backups: use --redis-password-file FILE (or REDVAULT_REDIS_PASSWORD)"
+            );
         }
         Ok(url)
     }
