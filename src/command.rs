@@ -19,6 +19,12 @@ pub enum Replay {
     Refuse,
 }
 
+/// The data writes replay applies (upper case, sorted), for the restore
+/// role of `acl print`.
+pub fn data_writes() -> &'static [&'static str] {
+    DATA_WRITES
+}
+
 /// The commands Redis propagates for data, upper case and sorted (binary
 /// search). Blocking and read-or-write forms are listed as Redis may propagate
 /// them; FUNCTION is checked by subcommand.

@@ -2,10 +2,11 @@
 //!
 //! The layers, bottom up (docs/ARCHITECTURE.md; `tests/layers.rs` enforces
 //! that a module imports only from its own layer or below):
-//! `text, data_key, command` -> `resp, format` -> `kek, keyring, signing, sealer,
+//! `text, data_key, command` -> `resp, format, acl` -> `kek, keyring, signing, sealer,
 //! opener, rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect, sealed_file`
 //! -> `backup` -> `settings` -> `daemon` -> `cli`.
 
+pub mod acl;
 pub mod aof;
 pub mod azure;
 pub mod backup;

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Bottom to top; a module may use its own layer and those before it.
 const LAYERS: &[&[&str]] = &[
     &["text", "data_key", "command"],
-    &["resp", "format"],
+    &["resp", "format", "acl"],
     &[
         "kek", "keyring", "signing", "sealer", "opener", "rdb", "azure", "store", "aof",
     ],
