@@ -45,7 +45,7 @@ pub enum RedisError {
         user: Option<String>,
         message: String,
     },
-    #[error("Redis at {addr}: {user} lacks the permission to run '{command}', which a replica needs ({message})")]
+    #[error("Redis at {addr}: {user} lacks the permission to run '{command}', which a replica needs ({message}); `redvault acl print --role backup` prints a user that has it")]
     NoPermission {
         addr: String,
         user: String,
