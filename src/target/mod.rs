@@ -104,25 +104,46 @@ pub struct LoadStats {
     pub commands: u64,
 }
 
+/// For a NOPERM refusal: the `acl print` role whose user has the permission.
+fn perm_hint(message: &str, role: &str) -> String {
+    if message.starts_with("NOPERM") {
+        format!("; `redvault acl print --role {role}` prints a user that has it")
+    } else {
+        String::new()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error(transparent)]
     Connect(#[from] RedisError),
     #[error("key {key} already exists in db {db} of the target; use --replace, --skip-existing or --flush")]
     KeyExists { key: String, db: u64 },
-    #[error("the target refused key {key} (db {db}): {message}")]
+    #[error(
+        "the target refused key {key} (db {db}): {message}{}",
+        perm_hint(message, "import")
+    )]
     Refused {
         key: String,
         db: u64,
         message: String,
     },
-    #[error("the target refused function library {library}: {message}")]
+    #[error(
+        "the target refused function library {library}: {message}{}",
+        perm_hint(message, "import")
+    )]
     Function { library: String, message: String },
-    #[error("the target refused the command at offset {offset}: {message}")]
+    #[error(
+        "the target refused the command at offset {offset}: {message}{}",
+        perm_hint(message, "restore")
+    )]
     Command { offset: u64, message: String },
     #[error("a loader connection ended unexpectedly: {0}")]
     Worker(String),
-    #[error("the target refused SELECT {db}: {message}")]
+    #[error(
+        "the target refused SELECT {db}: {message}{}",
+        perm_hint(message, "import")
+    )]
     Select { db: u64, message: String },
     #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}")]
     TooLarge {
