@@ -169,7 +169,8 @@ fn metric(port: u16, name: &str) -> Option<u64> {
 }
 
 /// The daemon follows a primary over TLS (the replication stream included),
-/// and restore writes into a TLS target: the digests are equal.
+/// through a clean stop and restart that continue the generation, and
+/// restore writes into a TLS target: the digests are equal.
 #[test]
 fn the_daemon_and_restore_work_over_tls() {
     use std::time::{Duration, Instant};
@@ -177,36 +178,32 @@ fn the_daemon_and_restore_work_over_tls() {
     let (src, src_tls) = tls_server(&ca, false);
     let (work, store) = store();
     let mport = free_port();
-    let mut daemon = redvault()
-        .env("REDVAULT_TLS_CA", &ca.ca)
-        .args([
-            "daemon",
-            "--redis",
-            &format!("rediss://127.0.0.1:{src_tls}"),
-        ])
-        .args([
-            "--to",
-            &store,
-            "--source",
-            "cache1",
-            "--segment-interval-ms",
-            "100",
-        ])
-        .arg("--kek")
-        .arg(work.path().join("kek.pub.pem"))
-        .arg("--state-dir")
-        .arg(work.path().join("state"))
-        .args(["--listen", &format!("127.0.0.1:{mport}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(mport, "up") != Some(1) {
-        assert!(Instant::now() < deadline, "the daemon never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    fill_all_types(&mut src.client());
+    let start = || {
+        redvault()
+            .env("REDVAULT_TLS_CA", &ca.ca)
+            .args([
+                "daemon",
+                "--redis",
+                &format!("rediss://127.0.0.1:{src_tls}"),
+            ])
+            .args([
+                "--to",
+                &store,
+                "--source",
+                "cache1",
+                "--segment-interval-ms",
+                "100",
+            ])
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem"))
+            .arg("--state-dir")
+            .arg(work.path().join("state"))
+            .args(["--listen", &format!("127.0.0.1:{mport}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let offset = |s: &RedisServer| -> u64 {
         match s.client().ok(&["INFO", "replication"]) {
             Resp::Bulk(Some(b)) => String::from_utf8_lossy(&b)
@@ -217,15 +214,44 @@ fn the_daemon_and_restore_work_over_tls() {
             other => panic!("{other:?}"),
         }
     };
-    let target = offset(&src);
-    while metric(mport, "durable_offset").is_none_or(|d| d < target) {
-        assert!(Instant::now() < deadline, "never durable");
-        std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stop = |mut d: std::process::Child| {
+        let _ = std::process::Command::new("kill")
+            .arg(d.id().to_string())
+            .status();
+        let _ = d.wait();
+    };
+    // Twice: the second run continues the generation over TLS (PSYNC from
+    // the checkpoint) after a clean stop.
+    for round in 0..2 {
+        let daemon = start();
+        while metric(mport, "up") != Some(1) {
+            assert!(Instant::now() < deadline, "the daemon never connected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if round == 0 {
+            fill_all_types(&mut src.client());
+        } else {
+            src.client().ok(&["SET", "after-restart", "1"]);
+        }
+        let target = offset(&src);
+        while metric(mport, "durable_offset").is_none_or(|d| d < target) {
+            assert!(Instant::now() < deadline, "never durable");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop(daemon);
     }
-    let _ = std::process::Command::new("kill")
-        .arg(daemon.id().to_string())
-        .status();
-    let _ = daemon.wait();
+    let generations = std::fs::read_dir(work.path().join("store").join("cache1"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(generations, 1, "the restart continued the generation");
     let (dst, dst_tls) = tls_server(&ca, false);
     let (code, _, err) = run(redvault()
         .args([
