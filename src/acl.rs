@@ -145,3 +145,106 @@ mod tests {
         assert!(Role::NAMES.iter().all(|n| Role::parse(n).is_some()));
     }
 }
+
+/// What `acl check` found for one user and role.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub user: String,
+    pub role: String,
+    pub allowed: Vec<String>,
+    /// Commands the role sends that the user may not run, with Redis's reason.
+    pub missing: Vec<(String, String)>,
+    /// Commands outside the role (admin, scripting, replication control) the
+    /// user may run anyway.
+    pub excess: Vec<String>,
+    /// Commands of the role this server does not know (newer servers' writes).
+    pub unknown: Vec<String>,
+    /// Commands DRYRUN could not judge with sample arguments (containers
+    /// such as XGROUP that need a subcommand), with its answer.
+    pub unchecked: Vec<(String, String)>,
+}
+
+/// One DRYRUN's verdict.
+enum Verdict {
+    Unknown,
+    Allowed,
+    Denied(String),
+    Unchecked(String),
+}
+
+/// Commands no role sends that are worth knowing a user may run.
+const WATCHED: &[&str] = &[
+    "acl|setuser",
+    "config|set",
+    "debug",
+    "eval",
+    "flushall",
+    "keys",
+    "module|load",
+    "replicaof",
+    "script|load",
+    "shutdown",
+];
+
+/// Checks `user` against `role` with `ACL DRYRUN` on `conn` (a connection
+/// that may run ACL: an admin). Each command is tried with arguments of its
+/// arity (COMMAND INFO); keys are a sample matching `keys`.
+pub async fn check(
+    conn: &mut crate::resp::Conn,
+    user: &str,
+    role: Role,
+    keys: &str,
+    with_flush: bool,
+) -> Result<CheckReport, crate::resp::RedisError> {
+    use crate::resp::Reply;
+    let sample_key = keys.replace(['*', '?'], "x");
+    let mut report = CheckReport {
+        user: user.into(),
+        role: role.name().into(),
+        ..Default::default()
+    };
+    let mut try_one = async |cmd: &str| -> Result<Verdict, crate::resp::RedisError> {
+        let parts: Vec<&str> = cmd.split('|').collect();
+        let info = conn.command(&[b"COMMAND", b"INFO", cmd.as_bytes()]).await?;
+        let arity = match &info {
+            Reply::Array(items) => match items.first() {
+                Some(Reply::Array(entry)) => match entry.get(1) {
+                    Some(Reply::Integer(a)) => *a,
+                    _ => return Ok(Verdict::Unknown),
+                },
+                _ => return Ok(Verdict::Unknown),
+            },
+            _ => return Ok(Verdict::Unknown),
+        };
+        // Arity counts the command name (and the subcommand); negative is a minimum.
+        let needed = (arity.unsigned_abs() as usize).saturating_sub(parts.len());
+        let mut args: Vec<Vec<u8>> = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), user.into()];
+        args.extend(parts.iter().map(|p| p.as_bytes().to_vec()));
+        args.extend((0..needed).map(|_| sample_key.as_bytes().to_vec()));
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        Ok(match conn.command(&refs).await? {
+            Reply::Status(s) if s == "OK" => Verdict::Allowed,
+            Reply::Bulk(Some(why)) => Verdict::Denied(String::from_utf8_lossy(&why).into_owned()),
+            Reply::Error(e) => Verdict::Unchecked(e),
+            other => Verdict::Unchecked(format!("{other:?}")),
+        })
+    };
+    for cmd in role.commands(with_flush) {
+        match try_one(&cmd).await? {
+            Verdict::Unknown => report.unknown.push(cmd),
+            Verdict::Allowed => report.allowed.push(cmd),
+            Verdict::Denied(why) => report.missing.push((cmd, why)),
+            Verdict::Unchecked(why) => report.unchecked.push((cmd, why)),
+        }
+    }
+    let role_cmds = role.commands(with_flush);
+    for cmd in WATCHED
+        .iter()
+        .filter(|c| !role_cmds.iter().any(|r| r == *c))
+    {
+        if let Verdict::Allowed = try_one(cmd).await? {
+            report.excess.push(cmd.to_string());
+        }
+    }
+    Ok(report)
+}

@@ -126,3 +126,46 @@ fn the_restore_role_fits_the_server_and_refuses_admin_commands() {
         }
     }
 }
+
+/// `acl check` says, for a user made from `acl print`, that every command of
+/// the role is allowed; for one lacking a command, names it and exits 1; and
+/// names admin commands a broad user may run beyond the role.
+#[test]
+fn acl_check_finds_what_is_missing_and_what_is_beyond_the_role() {
+    let server = RedisServer::start(&[]);
+    let admin = format!("redis://127.0.0.1:{}", server.port);
+    let check = |user: &str| {
+        run(redvault().args([
+            "acl", "check", "--role", "backup", "--user", user, "--redis", &admin,
+        ]))
+    };
+    let line = print("backup", &["--user", "bk"]);
+    setuser(&server, &line, None);
+    let (code, out, err) = check("bk");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("allowed  +psync") && !out.contains("EXCESS"),
+        "{out}"
+    );
+
+    setuser(&server, &line, Some("replconf"));
+    let (code, out, err) = check("bk");
+    assert_eq!(code, 1);
+    assert!(out.contains("MISSING  +replconf"), "{out}");
+    assert!(one_line_error(&err).contains("+replconf"), "{err}");
+
+    match server
+        .client()
+        .cmd(&[b"ACL", b"SETUSER", b"wide", b"on", b">pw", b"~*", b"+@all"])
+        .unwrap()
+    {
+        Resp::Status(s) => assert_eq!(s, "OK"),
+        other => panic!("{other:?}"),
+    }
+    let (code, out, _) = check("wide");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("EXCESS   config|set") && out.contains("EXCESS   eval"),
+        "{out}"
+    );
+}

@@ -86,6 +86,23 @@ pub enum AclCommand {
         #[command(flatten)]
         redis: args::RedisArgs,
     },
+    /// Check a user against a role with ACL DRYRUN: each command the role
+    /// needs, allowed or missing, and admin commands it may run beyond the
+    /// role. Exit 1 if anything is missing. --redis connects as a user that
+    /// may run ACL (an admin).
+    Check {
+        #[arg(long)]
+        role: String,
+        /// The user to check.
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "*")]
+        keys: String,
+        #[arg(long)]
+        with_flush: bool,
+        #[command(flatten)]
+        redis: args::RedisArgs,
+    },
 }
 
 /// The top-level commands of `wanted` that the server knows (COMMAND INFO
@@ -132,6 +149,59 @@ pub fn run() -> i32 {
         rt.block_on(async {
             match cli.command {
                 Command::Keys(k) => keys::run(k, &config, &out).await,
+                Command::Acl(AclCommand::Check {
+                    role,
+                    user,
+                    keys,
+                    with_flush,
+                    redis,
+                }) => {
+                    let r = crate::acl::Role::parse(&role).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown --role {role}; one of {}",
+                            crate::acl::Role::NAMES.join(", ")
+                        )
+                    })?;
+                    let mut conn = crate::resp::connect(
+                        &redis.url(&config)?,
+                        &redis.connect_options(&config)?,
+                    )
+                    .await?;
+                    let report = crate::acl::check(&mut conn, &user, r, &keys, with_flush).await?;
+                    if out.json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        for c in &report.allowed {
+                            println!("allowed  +{c}");
+                        }
+                        for (c, why) in &report.missing {
+                            println!("MISSING  +{c}: {why}");
+                        }
+                        for (c, why) in &report.unchecked {
+                            println!("unchecked {c}: {why}");
+                        }
+                        for c in &report.unknown {
+                            println!("unknown  {c} (this server has no such command)");
+                        }
+                        for c in &report.excess {
+                            println!("EXCESS   {c}: allowed, though the {} role never sends it", r.name());
+                        }
+                    }
+                    if !report.missing.is_empty() {
+                        anyhow::bail!(
+                            "user {user} lacks {} of the {} role: {}",
+                            report.missing.len(),
+                            r.name(),
+                            report
+                                .missing
+                                .iter()
+                                .map(|(c, _)| format!("+{c}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
+                    }
+                    Ok(())
+                }
                 Command::Acl(AclCommand::Print {
                     role,
                     user,
