@@ -3,6 +3,7 @@
 
 mod acl;
 mod args;
+mod audit;
 mod daemon;
 mod export;
 mod files;
@@ -29,6 +30,9 @@ pub struct Cli {
     /// Print the summary as one JSON object, and no progress.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Append one JSON record per command to this file (created 0600).
+    #[arg(long, global = true, env = "REDVAULT_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,15 +67,47 @@ pub enum Command {
     Acl(acl::AclCommand),
 }
 
+impl Command {
+    /// The name of the action, for the audit log.
+    fn action(&self) -> &'static str {
+        match self {
+            Command::Keys(keys::KeysCommand::Generate { .. }) => "keys generate",
+            Command::Keys(keys::KeysCommand::Signer { .. }) => "keys signer",
+            Command::Keys(keys::KeysCommand::Rewrap { .. }) => "keys rewrap",
+            Command::Keys(keys::KeysCommand::Status { .. }) => "keys status",
+            Command::Seal(_) => "seal",
+            Command::Unseal(_) => "unseal",
+            Command::Export(_) => "export",
+            Command::List(_) => "list",
+            Command::Import(_) => "import",
+            Command::Inspect(_) => "inspect",
+            Command::Daemon(_) => "daemon",
+            Command::Restore(_) => "restore",
+            Command::Verify(_) => "verify",
+            Command::Prune(_) => "prune",
+            Command::Acl(_) => "acl",
+        }
+    }
+}
+
 /// Runs the command line; returns the process exit code. Failures print one line
 /// naming the cause.
 pub fn run() -> i32 {
     not_dumpable();
     let cli = Cli::parse();
     init_logging();
-    let out = output::Output { json: cli.json };
+    let out = output::Output {
+        json: cli.json,
+        last: Default::default(),
+    };
+    let action = cli.command.action();
+    let mut audit = audit::Audit::new(cli.audit_log.clone(), action);
     let result = (|| -> anyhow::Result<()> {
         let config = crate::settings::Config::load(cli.config.as_deref())?;
+        audit = audit::Audit::new(cli.audit_log.clone().or(config.audit_log.clone()), action);
+        if action == "daemon" {
+            audit.record("start", None, None)?;
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -92,6 +128,12 @@ pub fn run() -> i32 {
             }
         })
     })();
+    let details = out.last.lock().ok().and_then(|l| l.clone());
+    let line = result.as_ref().err().map(|e| one_line(e));
+    let result = match audit.record("end", details, line.as_deref()) {
+        Err(e) if result.is_ok() => Err(e),
+        _ => result,
+    };
     match result {
         Ok(()) => 0,
         Err(e) => {

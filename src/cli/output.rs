@@ -2,12 +2,17 @@
 
 pub struct Output {
     pub json: bool,
+    /// The last summary, for the audit record.
+    pub last: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl Output {
     /// Prints the summary. Human text goes to stderr; JSON to stdout, unless the
     /// command writes its data there (`OUT` is `-`), then to stderr.
     pub fn summary_to(&self, human: &str, json: serde_json::Value, stdout_busy: bool) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(json.clone());
+        }
         if self.json && !stdout_busy {
             println!("{json}");
         } else if self.json {

@@ -76,6 +76,8 @@ pub struct Config {
     /// Whose backups readers trust.
     #[serde(default)]
     pub trust: TrustConfig,
+    /// Append one JSON record per command (and daemon start/stop) here.
+    pub audit_log: Option<std::path::PathBuf>,
     /// The Redis to back up: redis://[user[:password]@]host:port.
     pub redis: Option<String>,
     /// A file holding the Redis password (e.g. a systemd credential), so it
