@@ -129,7 +129,7 @@ pub fn run() -> i32 {
         })
     })();
     let details = out.last.lock().ok().and_then(|l| l.clone());
-    let line = result.as_ref().err().map(|e| one_line(e));
+    let line = result.as_ref().err().map(one_line);
     let result = match audit.record("end", details, line.as_deref()) {
         Err(e) if result.is_ok() => Err(e),
         _ => result,
