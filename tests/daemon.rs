@@ -951,16 +951,7 @@ async fn a_second_daemon_on_one_source_is_refused_by_the_lease() {
         "{}",
         b.log()
     );
-    let generations = std::fs::read_dir(work.path().join("store/cache1"))
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count();
+    let generations = generation_count(&work.path().join("store/cache1"));
     assert_eq!(generations, 1, "the second daemon wrote nothing");
     drop(b);
     // kill -9 and restart with the same state directory: its own lease.

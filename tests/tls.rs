@@ -241,16 +241,7 @@ fn the_daemon_and_restore_work_over_tls() {
         }
         stop(daemon);
     }
-    let generations = std::fs::read_dir(work.path().join("store").join("cache1"))
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count();
+    let generations = generation_count(&work.path().join("store/cache1"));
     assert_eq!(generations, 1, "the restart continued the generation");
     let (dst, dst_tls) = tls_server(&ca, false);
     let (code, _, err) = run(redvault()

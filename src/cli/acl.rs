@@ -49,6 +49,15 @@ pub enum AclCommand {
     },
 }
 
+fn parse_role(role: &str) -> anyhow::Result<crate::acl::Role> {
+    crate::acl::Role::parse(role).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown --role {role}; one of {}",
+            crate::acl::Role::NAMES.join(", ")
+        )
+    })
+}
+
 pub async fn run(cmd: AclCommand, config: &Config, out: &Output) -> anyhow::Result<()> {
     match cmd {
         AclCommand::Check {
@@ -58,12 +67,7 @@ pub async fn run(cmd: AclCommand, config: &Config, out: &Output) -> anyhow::Resu
             with_flush,
             redis,
         } => {
-            let r = crate::acl::Role::parse(&role).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown --role {role}; one of {}",
-                    crate::acl::Role::NAMES.join(", ")
-                )
-            })?;
+            let r = parse_role(&role)?;
             let mut conn =
                 crate::resp::connect(&redis.url(config)?, &redis.connect_options(config)?).await?;
             let report = crate::acl::check(&mut conn, &user, r, &keys, with_flush).await?;
@@ -112,12 +116,7 @@ pub async fn run(cmd: AclCommand, config: &Config, out: &Output) -> anyhow::Resu
             with_flush,
             redis,
         } => {
-            let r = crate::acl::Role::parse(&role).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown --role {role}; one of {}",
-                    crate::acl::Role::NAMES.join(", ")
-                )
-            })?;
+            let r = parse_role(&role)?;
             let user = user.unwrap_or_else(|| format!("redvault-{}", r.name()));
             let known = match redis.redis.is_some() {
                 true => Some(

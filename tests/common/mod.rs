@@ -50,6 +50,21 @@ pub fn write_test_keys(dir: &Path) -> (PathBuf, PathBuf) {
     (p, q)
 }
 
+/// How many generation folders a source folder holds (dot folders, the
+/// writer leases, are none).
+pub fn generation_count(source_dir: &Path) -> usize {
+    std::fs::read_dir(source_dir)
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
+}
+
 /// The signing key `write_test_keys` left in `dir`.
 pub fn test_signer(dir: &Path) -> redvault::signing::Signer {
     redvault::signing::Signer::load(&dir.join(redvault::signing::SIGNING_KEY_FILE)).unwrap()
