@@ -47,45 +47,51 @@ impl Azurite {
             "Azurite is missing at {}: run scripts/setup",
             bin.display()
         );
-        let dir = tempfile::tempdir().unwrap();
-        let port = super::redis::free_port();
-        let mut argv: Vec<std::ffi::OsString> = vec![];
-        if let Some(t) = tls {
-            argv.extend([
-                "--oauth".into(),
-                "basic".into(),
-                "--cert".into(),
-                t.cert.clone().into(),
-                "--key".into(),
-                t.key.clone().into(),
-            ]);
+        // A free port can be taken by another test between choosing and
+        // binding it: then Azurite exits, and another port is tried.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = super::redis::free_port();
+            let mut argv: Vec<std::ffi::OsString> = vec![];
+            if let Some(t) = tls {
+                argv.extend([
+                    "--oauth".into(),
+                    "basic".into(),
+                    "--cert".into(),
+                    t.cert.clone().into(),
+                    "--key".into(),
+                    t.key.clone().into(),
+                ]);
+            }
+            argv.extend(
+                [
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    &port.to_string(),
+                    "--disableTelemetry",
+                    "--silent",
+                    "--loose",
+                    "--skipApiVersionCheck",
+                    "--location",
+                ]
+                .iter()
+                .map(std::ffi::OsString::from),
+            );
+            argv.push(dir.path().into());
+            let child = spawn(&argv);
+            let mut a = Azurite {
+                port,
+                dir,
+                ca: tls.map(|t| t.ca.clone()),
+                child,
+                argv,
+            };
+            if a.wait_listening() {
+                return a;
+            }
         }
-        argv.extend(
-            [
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &port.to_string(),
-                "--disableTelemetry",
-                "--silent",
-                "--loose",
-                "--skipApiVersionCheck",
-                "--location",
-            ]
-            .iter()
-            .map(std::ffi::OsString::from),
-        );
-        argv.push(dir.path().into());
-        let child = spawn(&argv);
-        let a = Azurite {
-            port,
-            dir,
-            ca: tls.map(|t| t.ca.clone()),
-            child,
-            argv,
-        };
-        a.wait_listening();
-        a
+        panic!("Azurite could not bind a free port in 5 tries");
     }
 
     /// Stops the service (SIGTERM, so it saves its metadata): storage is down.
@@ -106,13 +112,28 @@ impl Azurite {
     /// Starts it again on the same port and data folder.
     pub fn start_again(&mut self) {
         self.child = spawn(&self.argv);
-        self.wait_listening();
+        assert!(
+            self.wait_listening(),
+            "Azurite did not start again on port {}",
+            self.port
+        );
     }
 
-    fn wait_listening(&self) {
+    /// True once Azurite itself listens on its port; false if it exited
+    /// first (the port was taken). A successful connect is not enough: the
+    /// port may be another test's server, or the kernel may connect the
+    /// probing socket to itself, so the listening socket must be one of the
+    /// child's open files.
+    fn wait_listening(&mut self) -> bool {
         let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if super::redis::listens(self.child.id(), port) {
+                return true;
+            }
             assert!(
                 Instant::now() < deadline,
                 "Azurite did not start on port {port}"

@@ -34,6 +34,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
+/// (read from /proc/net/tcp and the process's file descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let wanted = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local address, state 0A (LISTEN), inode
+            (f.len() > 9 && f[1] == wanted && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
+}
+
 impl RedisServer {
     /// Starts redis-server with test settings plus `extra` (`--name value` pairs).
     pub fn start(extra: &[&str]) -> Self {
@@ -116,9 +145,12 @@ impl RedisServer {
             let s = &*self;
             if let Ok(mut c) = s.try_client() {
                 // LOADING answers until an RDB given at startup is in.
+                // The answer must come from this child, not from another
+                // test's server that took the port first.
+                let ours = || listens(s.child.id(), s.port);
                 match c.cmd(&[b"PING"]) {
-                    Ok(Resp::Status(_)) => return true,
-                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return true,
+                    Ok(Resp::Status(_)) if ours() => return true,
+                    Ok(Resp::Error(e)) if e.starts_with("NOAUTH") && ours() => return true,
                     _ => {}
                 }
             }
