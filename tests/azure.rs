@@ -7,6 +7,7 @@
 mod common;
 
 use common::azurite::Azurite;
+use common::daemon::Daemon;
 use common::key_vault::KeyVault;
 use common::redis::*;
 use common::tls::TestCa;
@@ -225,6 +226,209 @@ async fn export_and_import_with_managed_identity_and_key_vault() {
         "{log:?}"
     );
     assert!(!generation.is_empty());
+}
+
+/// A signing key that never leaves Key Vault (EC P-256, ES256): `keys
+/// signer-public` gives its public half; an export and a daemon (manifests,
+/// segments, chain heads) sign through the vault; a reader that trusts that
+/// key restores the same data, one that trusts another signer refuses it and
+/// names the vault's signer; without the 'sign' permission, or with an RSA
+/// key, nothing is written and the error names the cause.
+#[tokio::test]
+async fn signing_key_held_in_key_vault() {
+    let tokens = TokenEndpoint::start(Some(SYSTEM_OID), vec![], 3600);
+    let w = World::new(tokens, false, "");
+    w.vault.add_rsa_version("backup-kek");
+    let version = w.vault.add_ec_version("backup-signer");
+    w.vault
+        .permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey", "sign"]);
+    let kek = w.kek_url("backup-kek");
+    let signer = w.kek_url("backup-signer");
+    let store = w.file_store();
+
+    let public = w.work.path().join("vault-signer.pub.pem");
+    let (code, stdout, err) = run(w
+        .cmd()
+        .args([
+            "--json",
+            "keys",
+            "signer-public",
+            "--signing-key",
+            &signer,
+            "--out",
+        ])
+        .arg(&public));
+    assert_eq!(code, 0, "keys signer-public: {err}");
+    let id = json(&stdout)["signer"].as_str().unwrap().to_string();
+    assert!(id.starts_with("es256:"), "{id}");
+
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (code, stdout, err) = run(w.cmd().args([
+        "--json",
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        &store,
+        "--source",
+        "cache1",
+        "--kek",
+        &kek,
+        "--signing-key",
+        &signer,
+    ]));
+    assert_eq!(code, 0, "export: {err}");
+    let generation = json(&stdout)["generation"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            w.work
+                .path()
+                .join(format!("store/cache1/{generation}/manifest.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["signer"], id.as_str());
+
+    // The daemon signs its segments and chain heads through the vault too.
+    let mport = free_port();
+    let log = w.work.path().join("daemon.log");
+    let child = w
+        .cmd()
+        .env("REDVAULT_LOG", "info")
+        .args([
+            "daemon",
+            "--redis",
+            &src.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--kek",
+            &kek,
+            "--signing-key",
+            &signer,
+            "--segment-interval-ms",
+            "100",
+            "--listen",
+            &format!("127.0.0.1:{mport}"),
+        ])
+        .arg("--state-dir")
+        .arg(w.work.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon {
+        child,
+        port: mport,
+        log,
+    };
+    daemon.wait_up();
+    for i in 0..50 {
+        src.client().ok(&["SET", &format!("after:{i}"), "v"]);
+    }
+    daemon.wait_durable(&src);
+    daemon.stop();
+    let signed = w
+        .vault
+        .log()
+        .iter()
+        .filter(|l| **l == format!("sign backup-signer/{version} by {SYSTEM_OID}"))
+        .count();
+    // One manifest each for the export and the daemon's base, one or more
+    // segments, one head at the stop.
+    assert!(signed >= 4, "{:?}", w.vault.log());
+
+    // A reader with the same Azure settings but its own trust.
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    let reader = w.work.path().join("reader.toml");
+    std::fs::write(&reader, &text[text.find("[azure]").unwrap()..]).unwrap();
+    let restore = |trust: &std::path::Path| {
+        let dst = RedisServer::start(&[]);
+        let out = run(w
+            .cmd_bare()
+            .arg("--config")
+            .arg(&reader)
+            .args([
+                "restore",
+                "--redis",
+                &dst.url(),
+                "--from",
+                &store,
+                "--source",
+                "cache1",
+            ])
+            .args(["--kek", &kek, "--trust"])
+            .arg(trust));
+        (dst, out)
+    };
+    let (dst, (code, _, err)) = restore(&w.work.path().join("signing.pub.pem"));
+    assert_eq!(code, 1, "a backup by another signer was restored");
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("not a trusted signer") && line.contains(&id),
+        "{line}"
+    );
+    assert_eq!(dst.client().ok(&["DBSIZE"]), Resp::Int(0));
+    let (dst, (code, _, err)) = restore(&public);
+    assert_eq!(code, 0, "restore: {err}");
+    assert_eq!(dst.digest(), src.digest(), "restored data differs");
+    let (code, _, err) = run(w
+        .cmd_bare()
+        .arg("--config")
+        .arg(&reader)
+        .args(["verify", "--from", &store, "--kek", &kek, "--trust"])
+        .arg(&public));
+    assert_eq!(code, 0, "verify: {err}");
+
+    // Without the 'sign' permission nothing is written.
+    w.vault.permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey"]);
+    let before = generation_count(&w.work.path().join("store/cache1"));
+    let (code, _, err) = run(w.cmd().args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        &store,
+        "--source",
+        "cache1",
+        "--kek",
+        &kek,
+        "--signing-key",
+        &signer,
+    ]));
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("'sign' permission") && line.contains("Key Vault Crypto User"),
+        "{line}"
+    );
+    assert_eq!(
+        generation_count(&w.work.path().join("store/cache1")),
+        before,
+        "a failed export left a folder"
+    );
+    // An RSA key cannot sign here.
+    w.vault
+        .permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey", "sign"]);
+    let (code, _, err) = run(w.cmd().args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        &store,
+        "--source",
+        "cache1",
+        "--kek",
+        &kek,
+        "--signing-key",
+        &kek,
+    ]));
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("EC key on P-256"), "{line}");
 }
 
 /// With no identity pinned: system-assigned if the host has one, else the first

@@ -199,7 +199,7 @@ async fn segment_vector_is_byte_exact_and_its_signature_checks_by_hand() {
         last_time_ms: 1_764_547_200_000,
         signer: signer.id_bytes(),
     };
-    let attestation = statement.sign(&signer);
+    let attestation = statement.sign(&signer).await.unwrap();
     let spec = ObjectSpec {
         kind: ObjectKind::Aof,
         generation: statement.generation.clone(),

@@ -229,7 +229,7 @@ fn keyring_manifest_records_and_replies_parse_or_refuse() {
     let signer = redvault::signing::Signer::generate();
     let mut trust = redvault::signing::Trust::new(false);
     trust.add_signer(&signer);
-    let manifest_json = manifest.to_json(Some(&dek), &signer);
+    let manifest_json = futures::executor::block_on(manifest.to_json(Some(&dek), &signer)).unwrap();
     let original = manifest.clone();
     let mut records = vec![];
     for (i, args) in [&["SELECT", "0"][..], &["SET", "k", "v"], &["PING"]]

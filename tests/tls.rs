@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::redis::*;
 use common::tls::TestCa;
 use common::*;
@@ -153,34 +154,20 @@ fn mutual_tls_needs_the_client_certificate() {
     assert_eq!(code, 0, "{err}");
 }
 
-fn metric(port: u16, name: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.lines()
-        .find(|l| l.starts_with(&format!("redvault_{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// The daemon follows a primary over TLS (the replication stream included),
 /// through a clean stop and restart that continue the generation, and
 /// restore writes into a TLS target: the digests are equal.
 #[test]
 fn the_daemon_and_restore_work_over_tls() {
-    use std::time::{Duration, Instant};
     let ca = TestCa::new();
     let (src, src_tls) = tls_server(&ca, false);
     let (work, store) = store();
     let mport = free_port();
     let start = || {
-        redvault()
+        let log = work.path().join(format!("daemon-{}.log", free_port()));
+        let child = redvault()
             .env("REDVAULT_TLS_CA", &ca.ca)
+            .env("REDVAULT_LOG", "info")
             .args([
                 "daemon",
                 "--redis",
@@ -200,46 +187,27 @@ fn the_daemon_and_restore_work_over_tls() {
             .arg(work.path().join("state"))
             .args(["--listen", &format!("127.0.0.1:{mport}")])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap()
-    };
-    let offset = |s: &RedisServer| -> u64 {
-        match s.client().ok(&["INFO", "replication"]) {
-            Resp::Bulk(Some(b)) => String::from_utf8_lossy(&b)
-                .lines()
-                .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap(),
-            other => panic!("{other:?}"),
+            .unwrap();
+        Daemon {
+            child,
+            port: mport,
+            log,
         }
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let stop = |mut d: std::process::Child| {
-        let _ = std::process::Command::new("kill")
-            .arg(d.id().to_string())
-            .status();
-        let _ = d.wait();
     };
     // Twice: the second run continues the generation over TLS (PSYNC from
     // the checkpoint) after a clean stop.
     for round in 0..2 {
-        let daemon = start();
-        while metric(mport, "up") != Some(1) {
-            assert!(Instant::now() < deadline, "the daemon never connected");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut daemon = start();
+        daemon.wait_up();
         if round == 0 {
             fill_all_types(&mut src.client());
         } else {
             src.client().ok(&["SET", "after-restart", "1"]);
         }
-        let target = offset(&src);
-        while metric(mport, "durable_offset").is_none_or(|d| d < target) {
-            assert!(Instant::now() < deadline, "never durable");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        stop(daemon);
+        daemon.wait_durable(&src);
+        daemon.stop();
     }
     let generations = generation_count(&work.path().join("store/cache1"));
     assert_eq!(generations, 1, "the restart continued the generation");

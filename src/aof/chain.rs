@@ -8,7 +8,7 @@
 //! bytes.
 
 use super::AofError;
-use crate::signing::{signer_id_from_bytes, Domain, Signer, Trust, SIGNATURE_LEN, SIGNER_ID_LEN};
+use crate::signing::{Domain, SignError, Signer, Trust, SIGNATURE_LEN, SIGNER_ID_LEN};
 use sha2::{Digest, Sha256};
 
 /// The link a generation's first segment names: it follows the base.
@@ -71,12 +71,12 @@ impl Statement {
     }
 
     /// The attestation bytes: the statement, then its signature.
-    pub fn sign(&self, signer: &Signer) -> Vec<u8> {
+    pub async fn sign(&self, signer: &Signer) -> Result<Vec<u8>, SignError> {
         debug_assert_eq!(self.signer, signer.id_bytes());
         let mut b = self.body();
-        let sig = signer.sign(Domain::Segment, &b);
+        let sig = signer.sign(Domain::Segment, &b).await?;
         b.extend_from_slice(&sig);
-        b
+        Ok(b)
     }
 
     fn parse(att: &[u8]) -> Option<(Statement, &[u8], &[u8])> {
@@ -135,9 +135,8 @@ pub fn own_statement(att: &[u8]) -> Option<(Statement, [u8; 32])> {
 pub fn verify(att: &[u8], trust: &Trust, label: &str) -> Result<Attested, AofError> {
     let (statement, body, sig) = Statement::parse(att)
         .ok_or_else(|| AofError::Invalid(format!("segment {label}: malformed attestation")))?;
-    let signer = signer_id_from_bytes(&statement.signer);
-    trust
-        .verify(Domain::Segment, body, &signer, sig)
+    let signer = trust
+        .verify_by_id(Domain::Segment, body, &statement.signer, sig)
         .map_err(|e| AofError::Invalid(format!("segment {label}: {e}")))?;
     Ok(Attested {
         statement,
@@ -170,7 +169,7 @@ mod tests {
         let a = Signer::generate();
         let mut trust = Trust::new(false);
         trust.add_signer(&a);
-        let att = statement(&a).sign(&a);
+        let att = futures::executor::block_on(statement(&a).sign(&a)).unwrap();
         let got = verify(&att, &trust, "x").unwrap();
         assert_eq!(got.statement, statement(&a));
         assert_eq!(got.link, link_of(&att));
@@ -179,7 +178,8 @@ mod tests {
         assert!(verify(&flipped, &trust, "x").is_err());
         assert!(verify(&att[..att.len() - 1], &trust, "x").is_err());
         let b = Signer::generate();
-        let e = verify(&statement(&b).sign(&b), &trust, "x").unwrap_err();
+        let att_b = futures::executor::block_on(statement(&b).sign(&b)).unwrap();
+        let e = verify(&att_b, &trust, "x").unwrap_err();
         assert!(e.to_string().contains("not a trusted signer"), "{e}");
     }
 }

@@ -114,7 +114,10 @@ pub async fn seal_segment(
         last_time_ms,
         signer: signer.id_bytes(),
     };
-    let attestation = statement.sign(signer);
+    let attestation = statement
+        .sign(signer)
+        .await
+        .map_err(|e| AofError::Invalid(e.to_string()))?;
     let link = chain::link_of(&attestation);
     let spec = ObjectSpec {
         kind: ObjectKind::Aof,

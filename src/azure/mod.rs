@@ -8,6 +8,7 @@ pub mod claims;
 pub mod identity;
 pub mod redis_auth;
 mod transport;
+pub mod vault;
 
 pub use identity::{Identity, IdentityError};
 

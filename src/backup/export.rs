@@ -219,7 +219,10 @@ async fn export_inner(
         mac: None,
         signature: None,
     };
-    let json = manifest.to_json(keys.as_ref().map(|(d, _)| d), &req.signer);
+    let json = manifest
+        .to_json(keys.as_ref().map(|(d, _)| d), &req.signer)
+        .await
+        .map_err(|e| BackupError::Invalid(format!("manifest: {e}")))?;
     store.create(&dir.manifest(store), json).await?;
     let summary = ExportSummary {
         generation,

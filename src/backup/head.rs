@@ -30,7 +30,7 @@ pub struct Head {
     /// When the head was written (RFC 3339).
     pub written: String,
     pub signer: String,
-    /// Ed25519 (hex) over the document without `signature`.
+    /// The signature (hex, Ed25519 or ES256) over the document without `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
 }
@@ -52,7 +52,7 @@ impl Head {
             link: hex::encode(link),
             last_time_ms,
             written: crate::text::rfc3339(std::time::SystemTime::now()),
-            signer: signer.id().into(),
+            signer: signer.id(),
             signature: None,
         }
     }
@@ -63,13 +63,13 @@ impl Head {
         serde_json::to_vec(&h).expect("head serialises")
     }
 
-    pub fn to_json(&mut self, signer: &Signer) -> Vec<u8> {
+    pub async fn to_json(&mut self, signer: &Signer) -> Result<Vec<u8>, SignError> {
         self.signature = Some(hex::encode(
-            signer.sign(Domain::Head, &self.unsigned_bytes()),
+            signer.sign(Domain::Head, &self.unsigned_bytes()).await?,
         ));
         let mut v = serde_json::to_vec_pretty(self).expect("head serialises");
         v.push(b'\n');
-        v
+        Ok(v)
     }
 
     /// Parses, checks the signature and that the head names its place.
@@ -117,7 +117,11 @@ pub async fn write_head(
     signer: &Signer,
 ) -> Result<(), BackupError> {
     let path = dir.segment(store, &head_name(head.to));
-    match store.create(&path, head.to_json(signer)).await {
+    let json = head
+        .to_json(signer)
+        .await
+        .map_err(|e| BackupError::Invalid(format!("chain head: {e}")))?;
+    match store.create(&path, json).await {
         Ok(()) | Err(StoreError::Exists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -43,7 +43,7 @@ pub struct Manifest {
     /// HMAC-SHA256 (hex) of this document serialised without `mac` and `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
-    /// Ed25519 signature (hex) over the same bytes as `mac`.
+    /// The signature (hex, Ed25519 or ES256) over the same bytes as `mac`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
 }
@@ -100,16 +100,22 @@ impl Manifest {
 
     /// Sets the signer, the MAC (sealed generations) and the signature, and
     /// returns the JSON to store.
-    pub fn to_json(&mut self, dek: Option<&DataKey>, signer: &Signer) -> Vec<u8> {
+    pub async fn to_json(
+        &mut self,
+        dek: Option<&DataKey>,
+        signer: &Signer,
+    ) -> Result<Vec<u8>, SignError> {
         self.version = MANIFEST_VERSION;
-        self.signer = Some(signer.id().into());
+        self.signer = Some(signer.id());
         self.mac = dek.map(|k| hex::encode(self.tag(k)));
         self.signature = Some(hex::encode(
-            signer.sign(Domain::Manifest, &self.unsigned_bytes()),
+            signer
+                .sign(Domain::Manifest, &self.unsigned_bytes())
+                .await?,
         ));
         let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");
         v.push(b'\n');
-        v
+        Ok(v)
     }
 
     /// Parses without authenticating (for `list`, which needs no key).

@@ -141,7 +141,11 @@ pub async fn plan(
                 "no complete generation {g} of source {source} in {}",
                 store.url
             ),
-            None => format!("no complete backup of source {source} in {}", store.url),
+            None => format!(
+                "no complete backup of source {source} in {}{}",
+                store.url,
+                super::read::passed_over(&all)
+            ),
         }));
     }
     let mut keys = KeyCache::new();

@@ -62,30 +62,14 @@ pub async fn pick_generation(
     let mut sources: Vec<&str> = complete.iter().map(|g| g.source.as_str()).collect();
     sources.dedup();
     match sources.as_slice() {
-        [] => {
-            // The newest folder passed over, and why (unsigned, untrusted,
-            // planted): "no backup" alone would hide a refusal.
-            let refused = gens
-                .iter()
-                .filter(|g| g.problem.is_some())
-                .max_by(|a, b| a.generation.cmp(&b.generation));
-            Err(BackupError::NotFound(format!(
-                "no complete backup in {}{}{}",
-                store.url,
-                source
-                    .map(|s| format!(" for source {s}"))
-                    .unwrap_or_default(),
-                match refused {
-                    Some(g) => format!(
-                        "; the newest passed over, {}/{}: {}",
-                        g.source,
-                        g.generation,
-                        g.problem.as_deref().unwrap_or_default()
-                    ),
-                    None => String::new(),
-                }
-            )))
-        }
+        [] => Err(BackupError::NotFound(format!(
+            "no complete backup in {}{}{}",
+            store.url,
+            source
+                .map(|s| format!(" for source {s}"))
+                .unwrap_or_default(),
+            passed_over(&gens)
+        ))),
         [_] => {
             let g = complete
                 .iter()
@@ -100,6 +84,23 @@ pub async fn pick_generation(
             many.join(", ")
         ))),
     }
+}
+
+/// The newest folder passed over, and why (unsigned, untrusted, planted), as
+/// a clause for "no complete backup": that alone would hide a refusal.
+pub fn passed_over(gens: &[super::list::GenerationInfo]) -> String {
+    gens.iter()
+        .filter(|g| g.problem.is_some())
+        .max_by(|a, b| a.generation.cmp(&b.generation))
+        .map(|g| {
+            format!(
+                "; the newest passed over, {}/{}: {}",
+                g.source,
+                g.generation,
+                g.problem.as_deref().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// A generation's keyring, parsed (not unwrapped).

@@ -52,10 +52,12 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         Some(args.seal.kek.open(config)?)
     };
     // Fail closed: nothing is written unsigned.
-    let signer = config.open_signer(
-        args.seal.signing_key.as_deref(),
-        args.seal.kek.kek.as_deref(),
-    )?;
+    let signer = config
+        .open_signer(
+            args.seal.signing_key.as_deref(),
+            args.seal.kek.kek.as_deref(),
+        )
+        .await?;
     let store = args.store.open(config)?;
     let source = args
         .source

@@ -53,6 +53,18 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the public half of a signing key, to copy to the hosts that
+    /// restore (`--trust FILE`): for a key held in Key Vault
+    /// (https://<vault>/keys/<name>[/<version>], an EC P-256 key), the only
+    /// way to get it.
+    SignerPublic {
+        /// The signing key: a signing.pem file, or a Key Vault key URL.
+        #[arg(long, env = "REDVAULT_SIGNING_KEY")]
+        signing_key: String,
+        /// Where to write the public key (SPKI PEM); never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Re-wrap every backup's data key under another KEK or key version
     /// (rotation). Only keyring.json objects are rewritten; data is not touched.
     Rewrap {
@@ -135,6 +147,29 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
                     "signing_key": s.private_path,
                     "signing_public_key": s.public_path,
                     "signer": s.id,
+                }),
+            );
+            Ok(())
+        }
+        KeysCommand::SignerPublic {
+            signing_key,
+            out: path,
+        } => {
+            let s = config.open_signer(Some(&signing_key), None).await?;
+            crate::text::write_new_file(&path, s.public_key().to_pem().as_bytes(), 0o644)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            out.summary(
+                &format!(
+                    "wrote the public key of {} to {} (copy it to the hosts that restore and pass --trust {}); signer {}",
+                    s.name(),
+                    path.display(),
+                    path.display(),
+                    s.id()
+                ),
+                serde_json::json!({
+                    "command": "keys signer-public",
+                    "signing_public_key": path,
+                    "signer": s.id(),
                 }),
             );
             Ok(())

@@ -73,6 +73,7 @@ impl Command {
         match self {
             Command::Keys(keys::KeysCommand::Generate { .. }) => "keys generate",
             Command::Keys(keys::KeysCommand::Signer { .. }) => "keys signer",
+            Command::Keys(keys::KeysCommand::SignerPublic { .. }) => "keys signer-public",
             Command::Keys(keys::KeysCommand::Rewrap { .. }) => "keys rewrap",
             Command::Keys(keys::KeysCommand::Status { .. }) => "keys status",
             Command::Seal(_) => "seal",

@@ -47,7 +47,7 @@ pub struct DaemonOverrides {
 }
 
 /// Builds every job's settings from flags and config.
-fn jobs(
+async fn jobs(
     o: &DaemonOverrides,
     config: &Config,
     checkpoints: &Arc<Checkpoints>,
@@ -70,7 +70,9 @@ fn jobs(
     }
     let kek = config.open_kek(o.kek.as_deref())?;
     // Fail closed: without a signing key nothing is written.
-    let signer = config.open_signer(o.signing_key.as_deref(), o.kek.as_deref())?;
+    let signer = config
+        .open_signer(o.signing_key.as_deref(), o.kek.as_deref())
+        .await?;
     let mut trust = config.trust(&o.trust, o.kek.as_deref(), false)?;
     trust.add_signer(&signer);
     let store = config.open_store(o.store.as_deref(), "--to", o.prefix.as_deref())?;
@@ -177,7 +179,7 @@ pub async fn run(
             ))
         })?;
         let checkpoints = Arc::new(Checkpoints::open(&state)?);
-        let mut jobs = jobs(&o, &config, &checkpoints, &state)?;
+        let mut jobs = jobs(&o, &config, &checkpoints, &state).await?;
         {
             // Counters carry on across a reload for jobs that stay.
             let mut reg = registry.write().expect("metrics registry");

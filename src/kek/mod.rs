@@ -5,7 +5,8 @@
 mod key_vault;
 mod local_rsa;
 
-pub use key_vault::{is_key_vault_spec, KeyVaultKek, KeyVaultOptions};
+pub use crate::azure::vault::{is_key_vault_spec, KeyVaultOptions};
+pub use key_vault::KeyVaultKek;
 pub use local_rsa::{generate_key_files, LocalRsaKek, DEFAULT_BITS, MIN_BITS};
 
 use crate::data_key::DataKey;

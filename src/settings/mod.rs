@@ -364,8 +364,10 @@ impl Config {
     }
 
     /// The writer's signing key: a flag, else `signing_key`, else signing.pem
-    /// beside the KEK file. None is an error: nothing is written unsigned.
-    pub fn open_signer(
+    /// beside the KEK file. None is an error: nothing is written unsigned. A
+    /// Key Vault key URL is a P-256 key the vault signs with, under the
+    /// Azure identity; it is read once here (get).
+    pub async fn open_signer(
         &self,
         arg: Option<&str>,
         kek_arg: Option<&str>,
@@ -387,6 +389,11 @@ impl Config {
                 }
             },
         };
+        let spec = path.to_string_lossy();
+        if crate::kek::is_key_vault_spec(&spec) {
+            let v = crate::signing::VaultSigner::open(&spec, self.vault_options()?).await?;
+            return Ok(Arc::new(Signer::vault(v)));
+        }
         Ok(Arc::new(Signer::load(&path)?))
     }
 

@@ -1,5 +1,5 @@
 //! A loopback Key Vault over HTTPS: get key, wrapkey and unwrapkey (RSA-OAEP-256)
-//! with real RSA keys and versions. Like the real service it answers a request
+//! with real RSA keys, and sign (ES256) with real P-256 keys, with versions. Like the real service it answers a request
 //! without a token with a 401 challenge, checks the token's audience and expiry,
 //! and answers 403 naming the operation an identity is not permitted.
 #![allow(dead_code)]
@@ -16,6 +16,8 @@ pub struct KeyVersion {
     pub version: String,
     pub kty: String,
     pub key: Option<RsaPrivateKey>,
+    /// For kty EC: the P-256 key that signs.
+    pub ec: Option<p256::ecdsa::SigningKey>,
     pub enabled: bool,
 }
 
@@ -76,9 +78,19 @@ impl KeyVault {
             version: version.clone(),
             kty: kty.into(),
             key,
+            ec: None,
             enabled: true,
         });
         version
+    }
+
+    /// Adds a new P-256 version of `name` (kty EC); returns its version id.
+    pub fn add_ec_version(&self, name: &str) -> String {
+        let v = self.add_version(name, "EC", None);
+        let mut s = self.state.lock().unwrap();
+        s.keys.get_mut(name).unwrap().last_mut().unwrap().ec =
+            Some(p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng));
+        v
     }
 
     pub fn disable(&self, name: &str, version: &str) {
@@ -151,6 +163,8 @@ fn handle(state: &Mutex<VaultState>, r: Request) -> Response {
         ("POST", ["keys", n, v, "wrapkey"]) => (*n, Some(*v), "wrapKey"),
         ("POST", ["keys", n, "unwrapkey"]) => (*n, None, "unwrapKey"),
         ("POST", ["keys", n, v, "unwrapkey"]) => (*n, Some(*v), "unwrapKey"),
+        ("POST", ["keys", n, "sign"]) => (*n, None, "sign"),
+        ("POST", ["keys", n, v, "sign"]) => (*n, Some(*v), "sign"),
         _ => return error(404, "NotFound", "no such operation"),
     };
     let permitted = s
@@ -195,6 +209,19 @@ fn handle(state: &Mutex<VaultState>, r: Request) -> Response {
     }
     let entry = format!("{op} {name}/{} by {oid}", kv.version);
     if op == "get" {
+        if let Some(ec) = &kv.ec {
+            let point = ec.verifying_key().to_encoded_point(false);
+            let rsp = Response::json(
+                200,
+                serde_json::json!({
+                    "key": {"kid": kid, "kty": kv.kty, "crv": "P-256", "key_ops": ["sign", "verify"],
+                            "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())},
+                    "attributes": {"enabled": kv.enabled},
+                }),
+            );
+            s.log.push(entry);
+            return rsp;
+        }
         let (n, e) = kv
             .key
             .as_ref()
@@ -211,6 +238,13 @@ fn handle(state: &Mutex<VaultState>, r: Request) -> Response {
         return rsp;
     }
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if op == "sign" {
+        let rsp = sign(kv, &body, &kid);
+        if rsp.status == 200 {
+            s.log.push(entry);
+        }
+        return rsp;
+    }
     if body["alg"] != "RSA-OAEP-256" {
         return error(400, "BadParameter", "alg must be RSA-OAEP-256 here");
     }
@@ -236,4 +270,39 @@ fn handle(state: &Mutex<VaultState>, r: Request) -> Response {
     };
     s.log.push(entry);
     Response::json(200, serde_json::json!({"kid": kid, "value": b64(&out)}))
+}
+
+/// `sign`: ES256 over a 32-byte digest, as r||s. The service does not
+/// normalise s; this double always answers the high-s form of the
+/// signature, so the client's normalisation is exercised every time.
+fn sign(kv: &KeyVersion, body: &serde_json::Value, kid: &str) -> Response {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let Some(ec) = kv.ec.as_ref() else {
+        return error(400, "BadParameter", "Key and algorithm are not compatible.");
+    };
+    if body["alg"] != "ES256" {
+        return error(400, "BadParameter", "alg must be ES256 for a P-256 key");
+    }
+    let Some(digest) = body["value"].as_str().and_then(|v| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .ok()
+    }) else {
+        return error(400, "BadParameter", "value is not base64url");
+    };
+    if digest.len() != 32 {
+        return error(400, "BadParameter", "ES256 signs a 32-byte digest");
+    }
+    let sig: p256::ecdsa::Signature = ec.sign_prehash(&digest).unwrap();
+    let sig = match sig.normalize_s() {
+        Some(_) => sig,
+        None => {
+            let (r, s) = sig.split_scalars();
+            p256::ecdsa::Signature::from_scalars(r, -*s).unwrap()
+        }
+    };
+    Response::json(
+        200,
+        serde_json::json!({"kid": kid, "value": b64(&sig.to_bytes())}),
+    )
 }

@@ -6,11 +6,17 @@
 //!
 //! Files: `signing.pem` (PKCS#8, mode 0600) and `signing.pub.pem` (SPKI), made
 //! by `keys generate` beside the KEK pair; a reader given a KEK file also
-//! trusts the `signing.pub.pem` beside it.
+//! trusts the `signing.pub.pem` beside it. Or the key is an EC P-256 key in
+//! Azure Key Vault (`vault`), which signs ES256: the host keeps no secret.
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
+mod public_key;
+mod vault;
+
+pub use public_key::PublicKey;
+pub use vault::VaultSigner;
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use std::path::{Path, PathBuf};
 
 pub const SIGNING_KEY_FILE: &str = "signing.pem";
@@ -25,6 +31,9 @@ pub enum Domain {
     Manifest,
     Segment,
     Head,
+    /// A signature made only to learn that the key signs (a Key Vault
+    /// permission check at start); no reader accepts one.
+    Probe,
 }
 
 impl Domain {
@@ -33,10 +42,12 @@ impl Domain {
             Domain::Manifest => b"redvault/2 manifest\0",
             Domain::Segment => b"redvault/2 segment\0",
             Domain::Head => b"redvault/2 head\0",
+            Domain::Probe => b"redvault/2 probe\0",
         }
     }
 }
 
+/// The bytes a signature is over: the domain's tag, then the body.
 fn message(domain: Domain, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(domain.tag().len() + body.len());
     m.extend_from_slice(domain.tag());
@@ -55,7 +66,7 @@ pub enum SignError {
         "signing key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
     LoosePermissions { path: String, mode: u32 },
-    #[error("{path} holds no Ed25519 key in PEM (PKCS#8 private or SPKI public) form")]
+    #[error("{path} holds no signing key in PEM form (an Ed25519 PKCS#8 private key, or an Ed25519 or P-256 SPKI public key)")]
     NotAKey { path: String },
     #[error("cannot write {path}: {source}")]
     Write {
@@ -72,6 +83,9 @@ pub enum SignError {
     BadSignature { signer: String },
     #[error("its signature is malformed: {0}")]
     Malformed(String),
+    /// The vault holding the signing key refused or could not be reached.
+    #[error("signing with {0}")]
+    Vault(String),
 }
 
 /// A key file's text, wiped from memory when dropped.
@@ -84,30 +98,21 @@ fn read_pem(path: &Path) -> Result<zeroize::Zeroizing<String>, SignError> {
         })
 }
 
-/// `ed25519:` and the first 16 bytes (hex) of the SHA-256 of the public key.
-pub fn signer_id(key: &VerifyingKey) -> String {
-    format!("ed25519:{}", hex::encode(signer_id_bytes(key)))
-}
-
-pub fn signer_id_bytes(key: &VerifyingKey) -> [u8; SIGNER_ID_LEN] {
-    let d = Sha256::digest(key.as_bytes());
-    d[..SIGNER_ID_LEN].try_into().unwrap()
-}
-
-/// The id string of raw id bytes (as segment attestations carry them).
-pub fn signer_id_from_bytes(b: &[u8; SIGNER_ID_LEN]) -> String {
-    format!("ed25519:{}", hex::encode(b))
-}
-
-/// A writer's signing key (zeroized on drop by dalek).
+/// A writer's signing key: an Ed25519 key in a file (zeroized on drop by
+/// dalek), or a P-256 key that stays in Key Vault.
 pub struct Signer {
-    key: SigningKey,
-    id: String,
+    key: SignerKey,
+    public: PublicKey,
+}
+
+enum SignerKey {
+    Local(SigningKey),
+    Vault(VaultSigner),
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signer({})", self.id)
+        write!(f, "Signer({})", self.id())
     }
 }
 
@@ -123,8 +128,20 @@ impl Signer {
     }
 
     fn from_key(key: SigningKey) -> Self {
-        let id = signer_id(&key.verifying_key());
-        Signer { key, id }
+        let public = PublicKey::Ed25519(key.verifying_key());
+        Signer {
+            key: SignerKey::Local(key),
+            public,
+        }
+    }
+
+    /// A signer whose key is held by Key Vault (opened by `VaultSigner::open`).
+    pub fn vault(v: VaultSigner) -> Self {
+        let public = PublicKey::P256(*v.public());
+        Signer {
+            key: SignerKey::Vault(v),
+            public,
+        }
     }
 
     /// Loads a private signing key (PKCS#8 PEM); like the KEK, refused when
@@ -154,20 +171,39 @@ impl Signer {
         Ok(Self::from_key(key))
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
+    /// `ed25519:<32 hex>` or `es256:<32 hex>`.
+    pub fn id(&self) -> String {
+        self.public.id()
     }
 
     pub fn id_bytes(&self) -> [u8; SIGNER_ID_LEN] {
-        signer_id_bytes(&self.key.verifying_key())
+        self.public.id_bytes()
     }
 
-    pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
     }
 
-    pub fn sign(&self, domain: Domain, body: &[u8]) -> [u8; SIGNATURE_LEN] {
-        self.key.sign(&message(domain, body)).to_bytes()
+    /// Where the key is held, for messages: a file, or the vault key (versioned).
+    pub fn name(&self) -> String {
+        match &self.key {
+            SignerKey::Local(_) => "the signing key file".into(),
+            SignerKey::Vault(v) => format!("Key Vault key {}", v.key_id()),
+        }
+    }
+
+    /// Signs `body` under `domain`. A vault signer makes one request, and
+    /// checks the answer against its public key before using it.
+    pub async fn sign(
+        &self,
+        domain: Domain,
+        body: &[u8],
+    ) -> Result<[u8; SIGNATURE_LEN], SignError> {
+        let msg = message(domain, body);
+        match &self.key {
+            SignerKey::Local(k) => Ok(k.sign(&msg).to_bytes()),
+            SignerKey::Vault(v) => v.sign(&msg).await,
+        }
     }
 }
 
@@ -189,12 +225,13 @@ pub fn write_signer_files(dir: &Path) -> Result<GeneratedSigner, SignError> {
         path: path.display().to_string(),
         source: std::io::Error::other(e.to_string()),
     };
-    let private_pem = s
-        .key
+    let SignerKey::Local(key) = &s.key else {
+        unreachable!("a generated signer is local")
+    };
+    let private_pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| other(&private_path, &e))?;
-    let public_pem = s
-        .key
+    let public_pem = key
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| other(&public_path, &e))?;
@@ -219,7 +256,7 @@ pub fn write_signer_files(dir: &Path) -> Result<GeneratedSigner, SignError> {
     Ok(GeneratedSigner {
         private_path,
         public_path,
-        id: s.id,
+        id: s.id(),
     })
 }
 
@@ -227,7 +264,7 @@ pub fn write_signer_files(dir: &Path) -> Result<GeneratedSigner, SignError> {
 /// format are read at all.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
-    keys: Vec<(String, VerifyingKey)>,
+    keys: Vec<(String, PublicKey)>,
     /// Read generations and segments written before signing (format 1),
     /// with a warning each time.
     pub allow_unsigned: bool,
@@ -243,23 +280,25 @@ impl Trust {
         }
     }
 
-    /// Trusts the key in `path`: a public key (SPKI PEM), or a private one
-    /// (its public half).
+    /// Trusts the key in `path`: a public key (SPKI PEM, Ed25519 or P-256),
+    /// or an Ed25519 private one (its public half).
     pub fn add_file(&mut self, path: &Path) -> Result<(), SignError> {
         let shown = path.display().to_string();
         let text = read_pem(path)?;
-        let key = match VerifyingKey::from_public_key_pem(&text) {
-            Ok(k) => k,
-            Err(_) => SigningKey::from_pkcs8_pem(&text)
-                .map_err(|_| SignError::NotAKey { path: shown })?
-                .verifying_key(),
+        let key = match PublicKey::from_pem(&text) {
+            Some(k) => k,
+            None => PublicKey::Ed25519(
+                SigningKey::from_pkcs8_pem(&text)
+                    .map_err(|_| SignError::NotAKey { path: shown })?
+                    .verifying_key(),
+            ),
         };
         self.add_key(key);
         Ok(())
     }
 
-    pub fn add_key(&mut self, key: VerifyingKey) {
-        let id = signer_id(&key);
+    pub fn add_key(&mut self, key: PublicKey) {
+        let id = key.id();
         if !self.keys.iter().any(|(k, _)| *k == id) {
             self.keys.push((id, key));
         }
@@ -267,7 +306,7 @@ impl Trust {
 
     /// Trusts `signer`'s own public key (a daemon reading what it wrote).
     pub fn add_signer(&mut self, signer: &Signer) {
-        self.add_key(signer.verifying_key());
+        self.add_key(signer.public_key().clone());
     }
 
     /// Where the user should get a trusted key from, when none is given.
@@ -335,18 +374,44 @@ impl Trust {
                 trusted: self.ids().join(", "),
             });
         };
-        let sig = Signature::from_slice(signature)
-            .map_err(|_| SignError::Malformed(format!("{} bytes", signature.len())))?;
-        key.verify_strict(&message(domain, body), &sig)
-            .map_err(|_| SignError::BadSignature {
-                signer: signer.into(),
+        key.verify(&message(domain, body), signature)
+            .map_err(|e| match e {
+                public_key::VerifyError::Malformed(why) => SignError::Malformed(why),
+                public_key::VerifyError::Invalid => SignError::BadSignature {
+                    signer: signer.into(),
+                },
             })
+    }
+
+    /// Like `verify`, for a signer named by its 16 id bytes (as a segment's
+    /// attestation names it); returns the signer's id.
+    pub fn verify_by_id(
+        &self,
+        domain: Domain,
+        body: &[u8],
+        id: &[u8; SIGNER_ID_LEN],
+        signature: &[u8],
+    ) -> Result<String, SignError> {
+        self.require()?;
+        let Some((name, _)) = self.keys.iter().find(|(_, k)| k.id_bytes() == *id) else {
+            return Err(SignError::Untrusted {
+                signer: format!("key id {}", hex::encode(id)),
+                trusted: self.ids().join(", "),
+            });
+        };
+        let name = name.clone();
+        self.verify(domain, body, &name, signature)?;
+        Ok(name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sign(s: &Signer, d: Domain, body: &[u8]) -> [u8; SIGNATURE_LEN] {
+        futures::executor::block_on(s.sign(d, body)).unwrap()
+    }
 
     #[test]
     fn signatures_bind_signer_domain_and_body() {
@@ -355,25 +420,25 @@ mod tests {
         let mut trust = Trust::new(false);
         assert!(matches!(trust.require(), Err(SignError::NoTrust(_))));
         trust.add_signer(&a);
-        let sig = a.sign(Domain::Segment, b"body");
+        let sig = sign(&a, Domain::Segment, b"body");
         trust
-            .verify(Domain::Segment, b"body", a.id(), &sig)
+            .verify(Domain::Segment, b"body", &a.id(), &sig)
             .unwrap();
         assert!(matches!(
-            trust.verify(Domain::Segment, b"bodY", a.id(), &sig),
+            trust.verify(Domain::Segment, b"bodY", &a.id(), &sig),
             Err(SignError::BadSignature { .. })
         ));
         assert!(matches!(
-            trust.verify(Domain::Head, b"body", a.id(), &sig),
+            trust.verify(Domain::Head, b"body", &a.id(), &sig),
             Err(SignError::BadSignature { .. })
         ));
-        let forged = b.sign(Domain::Segment, b"body");
+        let forged = sign(&b, Domain::Segment, b"body");
         let e = trust
-            .verify(Domain::Segment, b"body", b.id(), &forged)
+            .verify(Domain::Segment, b"body", &b.id(), &forged)
             .unwrap_err();
-        assert!(e.to_string().contains(b.id()), "{e}");
+        assert!(e.to_string().contains(&b.id()), "{e}");
         assert!(matches!(
-            trust.verify(Domain::Segment, b"body", a.id(), &forged),
+            trust.verify(Domain::Segment, b"body", &a.id(), &forged),
             Err(SignError::BadSignature { .. })
         ));
     }

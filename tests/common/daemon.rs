@@ -1,0 +1,124 @@
+//! A `redvault daemon` process under test: its metrics endpoint, waits
+//! bounded in time, a clean stop (SIGTERM) or a kill.
+#![allow(dead_code)]
+
+use super::redis::{RedisServer, Resp};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    pub child: Child,
+    /// Its metrics port (`--listen`).
+    pub port: u16,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn metrics(&self) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let m = self.metrics()?;
+        m.lines()
+            .find(|l| l.starts_with(&format!("redvault_{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the link is up.
+    pub fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.metric("up") != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never connected; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until storage holds everything the primary has written.
+    /// (A primary has offset 0 until a replica connects: wait for the link first.)
+    pub fn wait_durable(&self, primary: &RedisServer) {
+        self.wait_up();
+        let target = repl_offset(primary);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.metric("durable_offset").is_some_and(|d| d >= target) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "durable offset never reached {target}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "daemon exit {status}; log:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop on SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn repl_offset(r: &RedisServer) -> u64 {
+    match r.client().cmd(&[b"INFO", b"replication"]).unwrap() {
+        Resp::Bulk(Some(b)) => String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
