@@ -53,6 +53,30 @@ async fn every_store_keeps_the_contract() {
             "{name}"
         );
 
+        // A conditional replace succeeds on the version read, and refuses
+        // (replacing nothing) once another writer changed the object.
+        let seen = store.read_versioned(&a).await.unwrap();
+        store
+            .replace(&a, b"{\"ring\":2}".to_vec(), &seen)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let seen = store.read_versioned(&a).await.unwrap();
+        assert_eq!(&seen.bytes[..], b"{\"ring\":2}", "{name}");
+        // Another writer, later (a local folder's version includes the
+        // modification time, in nanoseconds where the file system has them).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.write(&a, b"{\"ring\":3}".to_vec()).await.unwrap();
+        let e = store
+            .replace(&a, b"{\"ring\":4}".to_vec(), &seen)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Changed { .. }), "{name}: {e}");
+        assert_eq!(
+            &store.read(&a).await.unwrap()[..],
+            b"{\"ring\":3}",
+            "{name}"
+        );
+
         // A listing holds exactly what is below the folder, with sizes.
         let mut listed: Vec<(String, u64)> = store
             .list(&store.path(&["src"]))

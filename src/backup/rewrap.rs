@@ -6,7 +6,7 @@ use super::layout::{listing, GenerationDir, ObjectKind, KEYRING};
 use super::read::read_keyring;
 use super::BackupError;
 use crate::kek::Kek;
-use crate::keyring::WrappedEntry;
+use crate::keyring::{Keyring, WrappedEntry};
 use crate::store::Store;
 use base64::Engine;
 
@@ -80,7 +80,10 @@ pub async fn rewrap(
     let mut done = vec![];
     for dir in keyring_dirs(store, source).await? {
         let label = dir.label(KEYRING);
-        let ring = read_keyring(store, &dir).await?;
+        // Read with its version: the keyring is replaced only if nobody
+        // changed it meanwhile (a second rewrap, a retention run).
+        let read = store.read_versioned(&dir.keyring(store)).await?;
+        let ring = Keyring::from_json(&read.bytes, &label)?;
         let before: Vec<String> = ring.wrapped.iter().map(|w| w.kek.clone()).collect();
         let dek = ring.unwrap(from, &label).await?;
         let wrapped = to.wrap(&dek).await.map_err(|e| BackupError::Corrupt {
@@ -116,7 +119,9 @@ pub async fn rewrap(
                     });
                 }
             }
-            store.write(&dir.keyring(store), new_ring.to_json()).await?;
+            store
+                .replace(&dir.keyring(store), new_ring.to_json(), &read)
+                .await?;
         }
         let r = Rewrapped {
             source: dir.source,

@@ -59,6 +59,9 @@ pub enum StoreError {
     /// A create-only write found the object there already.
     #[error("storage {url}: {path} exists already; backups never overwrite an object")]
     Exists { url: String, path: String },
+    /// A conditional replace found the object changed since it was read.
+    #[error("storage {url}: {path} changed since it was read (another writer); it was not replaced: run again")]
+    Changed { url: String, path: String },
     /// The object is not there (a missing manifest, a deleted segment).
     #[error("storage {url}: {path} does not exist")]
     NotFound { url: String, path: String },
@@ -226,8 +229,65 @@ impl Store {
         }
     }
 
-    /// Writes a whole object, replacing any there: only `keys rewrap` does
-    /// (keyring.json), never a backup write.
+    /// Reads a whole object with its version, for a later `replace`.
+    pub async fn read_versioned(&self, path: &Path) -> Result<Versioned, StoreError> {
+        let got = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| self.op_err("read", path, e))?;
+        let version = object_store::UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.op_err("read", path, e))?;
+        Ok(Versioned { bytes, version })
+    }
+
+    /// Replaces an object only if it is still the version `read` was
+    /// (if-match on Azure and S3). `StoreError::Changed` otherwise, and
+    /// nothing is replaced. A local folder has no conditional write: there
+    /// the version is compared just before the write, which closes the
+    /// window to the time between two system calls on one host.
+    pub async fn replace(
+        &self,
+        path: &Path,
+        bytes: impl Into<PutPayload>,
+        read: &Versioned,
+    ) -> Result<(), StoreError> {
+        let changed = || StoreError::Changed {
+            url: self.url.clone(),
+            path: path.to_string(),
+        };
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Update(read.version.clone()),
+            ..Default::default()
+        };
+        let payload = bytes.into();
+        match self.inner.put_opts(path, payload.clone(), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::AlreadyExists { .. }) => Err(changed()),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                let now = self
+                    .inner
+                    .head(path)
+                    .await
+                    .map_err(|e| self.op_err("read", path, e))?;
+                if now.e_tag != read.version.e_tag || now.version != read.version.version {
+                    return Err(changed());
+                }
+                self.write(path, payload).await
+            }
+            Err(e) => Err(self.op_err("replace", path, e)),
+        }
+    }
+
+    /// Writes a whole object, replacing any there: never a backup write
+    /// (`keys rewrap` uses `replace`).
     pub async fn write(&self, path: &Path, bytes: impl Into<PutPayload>) -> Result<(), StoreError> {
         self.inner
             .put(path, bytes.into())
@@ -290,6 +350,12 @@ impl Store {
     pub fn upload(&self, path: &Path, capacity: usize) -> BufWriter {
         BufWriter::with_capacity(self.inner.clone(), path.clone(), capacity)
     }
+}
+
+/// An object's bytes and the version they were read at.
+pub struct Versioned {
+    pub bytes: Bytes,
+    version: object_store::UpdateVersion,
 }
 
 /// An Azure Blob URL in any of its forms, as object_store's builder takes it.
