@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod aof;
+pub mod audit;
 pub mod azure;
 pub mod backup;
 pub mod cli;

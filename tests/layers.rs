@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Bottom to top; a module may use its own layer and those before it.
 const LAYERS: &[&[&str]] = &[
-    &["text", "data_key", "command"],
+    &["text", "data_key", "command", "audit"],
     &["resp", "format", "acl"],
     &[
         "kek", "keyring", "signing", "sealer", "opener", "rdb", "azure", "store", "aof",

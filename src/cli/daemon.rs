@@ -50,8 +50,10 @@ pub async fn run_daemon(
     args: DaemonArgs,
     config_path: Option<PathBuf>,
     config: Config,
+    audit: crate::audit::Audit,
 ) -> anyhow::Result<()> {
     let o = DaemonOverrides {
+        audit,
         redis: args.redis.redis.clone(),
         redis_timeout: args.redis.redis_timeout,
         tls: args.redis.tls.options(),

@@ -3,7 +3,6 @@
 
 mod acl;
 mod args;
-mod audit;
 mod daemon;
 mod export;
 mod files;
@@ -14,6 +13,7 @@ mod progress;
 mod restore;
 mod seal;
 
+use crate::audit::Audit;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -102,10 +102,10 @@ pub fn run() -> i32 {
         last: Default::default(),
     };
     let action = cli.command.action();
-    let mut audit = audit::Audit::new(cli.audit_log.clone(), action);
+    let mut audit = Audit::new(cli.audit_log.clone(), action);
     let result = (|| -> anyhow::Result<()> {
         let config = crate::settings::Config::load(cli.config.as_deref())?;
-        audit = audit::Audit::new(cli.audit_log.clone().or(config.audit_log.clone()), action);
+        audit = Audit::new(cli.audit_log.clone().or(config.audit_log.clone()), action);
         if action == "daemon" {
             audit.record("start", None, None)?;
         }
@@ -122,7 +122,9 @@ pub fn run() -> i32 {
                 Command::List(a) => export::run_list(a, &config, &out).await,
                 Command::Import(a) => import::run_import(a, &config, &out).await,
                 Command::Inspect(a) => import::run_inspect(a, &config, &out).await,
-                Command::Daemon(a) => daemon::run_daemon(a, cli.config.clone(), config).await,
+                Command::Daemon(a) => {
+                    daemon::run_daemon(a, cli.config.clone(), config, audit.clone()).await
+                }
                 Command::Restore(a) => restore::run_restore(a, &config, &out).await,
                 Command::Verify(a) => restore::run_verify(a, &config, &out).await,
                 Command::Prune(a) => restore::run_prune(a, &config, &out).await,
@@ -132,7 +134,7 @@ pub fn run() -> i32 {
     let details = out.last.lock().ok().and_then(|l| l.clone());
     let line = result.as_ref().err().map(one_line);
     let result = match audit.record("end", details, line.as_deref()) {
-        Err(e) if result.is_ok() => Err(e),
+        Err(e) if result.is_ok() => Err(e.into()),
         _ => result,
     };
     match result {

@@ -47,7 +47,26 @@ pub struct Job {
     pub segment_max_bytes: usize,
     pub schedule: Option<BaseSchedule>,
     pub retention: Retention,
+    /// Records this source's events (generation start, gap, spool full,
+    /// retention) in the audit log.
+    pub audit: crate::audit::Audit,
     pub metrics: Arc<SourceMetrics>,
+}
+
+impl Job {
+    /// Records a daemon event for this source. A log that cannot be written
+    /// is an error in the journal and the error count, never the end of the
+    /// backups it would record.
+    pub fn audit(&self, event: &str, details: serde_json::Value, error: Option<&str>) {
+        let mut details = details;
+        if let Some(m) = details.as_object_mut() {
+            m.insert("source".into(), self.name.clone().into());
+        }
+        if let Err(e) = self.audit.record(event, Some(details), error) {
+            self.metrics.errors.fetch_add(1, Relaxed);
+            tracing::error!(source = %self.name, "{e}");
+        }
+    }
 }
 
 /// Why a session ended without an error.
@@ -118,6 +137,11 @@ async fn run_sessions(
                 j.metrics.spool_full.store(true, Relaxed);
                 j.metrics.gaps.fetch_add(1, Relaxed);
                 tracing::error!(source = %j.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
+                j.audit(
+                    "spool full",
+                    serde_json::json!({"generation": durable.borrow().0}),
+                    Some(&why.to_string()),
+                );
                 while !spool.is_empty() && !*shutdown.borrow() {
                     apply_durable(j, &mut durable);
                     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown.changed()).await;
@@ -206,6 +230,20 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         link: Some(hex::encode(crate::aof::chain::GENESIS)),
     };
     j.checkpoints.put(&j.name, &cp)?;
+    // Recorded before the metrics say so: whoever reads them sees it logged.
+    j.audit(
+        "generation start",
+        serde_json::json!({
+            "generation": summary.generation,
+            "offset": offset,
+            "replid": summary.manifest.redis.replid,
+            "keks": summary.manifest.keks,
+            "signer": summary.manifest.signer,
+            "rdb_bytes": summary.rdb_bytes,
+            "stored_bytes": summary.stored_bytes,
+        }),
+        None,
+    );
     j.metrics.bases.fetch_add(1, Relaxed);
     j.metrics.last_base_time.store(unix_now(), Relaxed);
     j.metrics.durable_offset.store(offset, Relaxed);
@@ -216,10 +254,14 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     if j.retention.is_set() {
         match prune(&j.store, Some(&j.name), &j.retention, false, &j.trust).await {
             Ok(p) if !p.is_empty() => {
-                tracing::info!(source = %j.name, generations = p.len(), "retention pruned")
+                tracing::info!(source = %j.name, generations = p.len(), "retention pruned");
+                j.audit("prune", serde_json::json!({"pruned": p}), None);
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(source = %j.name, "retention: {e}"),
+            Err(e) => {
+                tracing::error!(source = %j.name, "retention: {e}");
+                j.audit("prune", serde_json::json!({}), Some(&e.to_string()));
+            }
         }
     }
     Ok((cp, feed))
@@ -294,6 +336,11 @@ async fn start(
     };
     if cp.link.is_none() {
         tracing::warn!(source = %j.name, generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
+        j.audit(
+            "generation end",
+            serde_json::json!({"generation": cp.generation, "offset": cp.spooled, "why": "written by an older redvault (unsigned)"}),
+            None,
+        );
         return new_base(j).await;
     }
     catch_up_cut(j, spool, &mut cp).await?;
@@ -309,6 +356,17 @@ async fn start(
         Resumed::NeedSnapshot { replid } => {
             j.metrics.gaps.fetch_add(1, Relaxed);
             tracing::warn!(source = %j.name, old_generation = %cp.generation, closed_at = cp.spooled, new_replid = %replid, "the primary cannot continue from offset {} (failover, restart or backlog too small): generation {} ends there; a new generation starts (gap)", cp.spooled, cp.generation);
+            j.audit(
+                "gap",
+                serde_json::json!({
+                    "generation": cp.generation,
+                    "offset": cp.spooled,
+                    "replid": cp.replid,
+                    "new_replid": replid,
+                    "why": "the primary cannot continue from the offset (failover, restart or backlog too small)",
+                }),
+                None,
+            );
             new_base(j).await
         }
     }

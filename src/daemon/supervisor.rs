@@ -21,6 +21,9 @@ use tokio::sync::watch;
 /// What flags set for the daemon; each falls back to the config's `[daemon]`.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOverrides {
+    /// Where the daemon's events are recorded: the command's audit log, fixed
+    /// at start (a reload does not move it).
+    pub audit: crate::audit::Audit,
     /// One job's Redis (else the config's `[[daemon.sources]]`).
     pub redis: Option<String>,
     pub redis_timeout: Option<u64>,
@@ -113,6 +116,7 @@ async fn jobs(
                 .map(BaseSchedule::parse)
                 .transpose()?,
             retention: retention.clone(),
+            audit: o.audit.clone(),
             metrics: SourceMetrics::new(&name),
             name,
         });
@@ -143,11 +147,39 @@ async fn supervise(job: Arc<Job>, mut stop: watch::Receiver<bool>) {
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(source = %job.name, "{why}; restarting it in {backoff:?}");
+        job.audit(
+            "source restart",
+            serde_json::json!({"backoff_seconds": backoff.as_secs()}),
+            Some(&why),
+        );
         let _ = tokio::time::timeout(backoff, stop.changed()).await;
         if *stop.borrow() {
             return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The config re-read on SIGHUP, and every job built from it (KEK, signing
+/// key, trust, TLS files, store): a reload that would fail to start leaves
+/// the running configuration in place instead of ending the daemon.
+async fn reread(
+    path: Option<&Path>,
+    o: &DaemonOverrides,
+    checkpoints: &Arc<Checkpoints>,
+    state: &Path,
+) -> Result<Config, String> {
+    let c = Config::load(path).map_err(|e| format!("the config is not valid: {e}"))?;
+    jobs(o, &c, checkpoints, state)
+        .await
+        .map_err(|e| format!("the new configuration cannot start: {e}"))?;
+    Ok(c)
+}
+
+/// A daemon-wide audit record; a log that cannot be written is logged.
+fn record(audit: &crate::audit::Audit, event: &str, error: Option<&str>) {
+    if let Err(e) = audit.record(event, None, error) {
+        tracing::error!("{e}");
     }
 }
 
@@ -215,14 +247,18 @@ pub async fn run(
             tokio::select! {
                 _ = term.recv() => break false,
                 _ = int.recv() => break false,
-                _ = hup.recv() => match Config::load(config_path.as_deref()) {
+                _ = hup.recv() => match reread(config_path.as_deref(), &o, &checkpoints, &state).await {
                     Ok(c) => {
                         tracing::info!("SIGHUP: config re-read; restarting the sessions with it");
+                        record(&o.audit, "reload", None);
                         notify("RELOADING=1");
                         config = c;
                         break true;
                     }
-                    Err(e) => tracing::error!("SIGHUP: the config is not valid, keeping the running one: {e}"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: {e}; keeping the running configuration");
+                        record(&o.audit, "reload", Some(&e));
+                    }
                 },
                 _ = watchdog.tick() => notify("WATCHDOG=1"),
             }

@@ -1,12 +1,16 @@
 //! The audit log: one JSON line per command run (what, by whom, on what, the
-//! outcome and how long), appended to `--audit-log` / `audit_log` (created
-//! 0600, fsynced per record) and logged at info (the journal, under systemd). The record holds the command's own summary,
-//! which names sources, generations, KEK ids and targets, never a secret.
+//! outcome and how long), and per daemon event (a generation started or
+//! ended, a gap, a full spool, retention deleting, a reload, a source
+//! restarted), appended to `--audit-log` / `audit_log` (created 0600,
+//! fsynced per record) and logged at info (the journal, under systemd). A
+//! record holds the command's own summary or the event's facts, which name
+//! sources, generations, KEK ids and targets, never a secret.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+#[derive(Debug, Clone)]
 pub struct Audit {
     path: Option<PathBuf>,
     action: &'static str,
@@ -21,6 +25,13 @@ fn os_user() -> String {
             // SAFETY: getuid has no preconditions and touches no memory.
             format!("uid {}", unsafe { libc::getuid() })
         })
+}
+
+/// No log file (records go to the journal only), for the daemon's action.
+impl Default for Audit {
+    fn default() -> Self {
+        Audit::new(None, "daemon")
+    }
 }
 
 impl Audit {
@@ -40,7 +51,7 @@ impl Audit {
         event: &str,
         details: Option<serde_json::Value>,
         error: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AuditError> {
         let rec = serde_json::json!({
             "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "action": self.action,
@@ -57,9 +68,18 @@ impl Audit {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        append(path, &rec)
-            .map_err(|e| anyhow::anyhow!("cannot write the audit log {}: {e}", path.display()))
+        append(path, &rec).map_err(|source| AuditError {
+            path: path.display().to_string(),
+            source,
+        })
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the audit log {path}: {source}")]
+pub struct AuditError {
+    path: String,
+    source: std::io::Error,
 }
 
 fn append(path: &Path, rec: &serde_json::Value) -> std::io::Result<()> {
