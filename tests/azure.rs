@@ -431,6 +431,196 @@ async fn signing_key_held_in_key_vault() {
     assert!(line.contains("EC key on P-256"), "{line}");
 }
 
+/// Runs `cmd` with its output in files, reading its command line and
+/// environment from /proc while it runs (what `ps` and other users see).
+fn run_watched(mut cmd: Command, dir: &std::path::Path) -> (i32, String, String, String) {
+    let out = dir.join("watched.out");
+    let err = dir.join("watched.err");
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        for f in ["cmdline", "environ"] {
+            if let Ok(b) = std::fs::read(format!("/proc/{}/{f}", child.id())) {
+                seen.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the command hangs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(out).unwrap(),
+        std::fs::read_to_string(err).unwrap(),
+        seen,
+    )
+}
+
+/// Secrets from files: a service principal's client secret
+/// (`client_secret_file`) and a SAS token (`sas_token_file`) both work end to
+/// end, and none of them, nor a bearer token issued, shows in any output (at
+/// debug level), --json summary, audit record, or the process's command line
+/// and environment.
+#[tokio::test]
+async fn secrets_from_files_never_show() {
+    use common::token_endpoint::{CLIENT_SECRET, TENANT};
+    const SP_OID: &str = "44444444-0000-0000-0000-000000000004";
+    let sp = UserAssigned {
+        client_id: "sp-app".into(),
+        object_id: SP_OID.into(),
+        resource_id: "-".into(),
+    };
+    let tokens = TokenEndpoint::start(None, vec![sp], 3600);
+    let authority = tokens.url();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    let w = World::new(
+        tokens,
+        true,
+        &format!(
+            "credential = \"client-secret\"\nclient_id = \"sp-app\"\ntenant_id = \"{TENANT}\"\nauthority_host = \"{authority}\"\nclient_secret_file = \"{}\"",
+            secret_file.display()
+        ),
+    );
+    let bearer = w.tokens.token_for("https://storage.azure.com", SP_OID);
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let audit = w.work.path().join("audit.jsonl");
+    let kek_pub = w.work.path().join("kek.pub.pem");
+    let kek = w.work.path().join("kek.pem");
+    let mut seen = String::new();
+    let mut go = |args: &[&str], kek: &std::path::Path| {
+        let mut c = w.cmd();
+        c.env("REDVAULT_LOG", "debug")
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(args)
+            .arg("--kek")
+            .arg(kek);
+        let (code, out, err, proc_seen) = run_watched(c, w.work.path());
+        seen.push_str(&out);
+        seen.push_str(&err);
+        seen.push_str(&proc_seen);
+        (code, out, err)
+    };
+    let (code, _, err) = go(
+        &[
+            "--json",
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            "az://backups",
+            "--source",
+            "sp",
+        ],
+        &kek_pub,
+    );
+    assert_eq!(code, 0, "export with the client secret: {err}");
+    assert!(
+        w.tokens
+            .requests()
+            .iter()
+            .any(|r| r.identity == "workload client_id=sp-app"
+                && r.issued_to.as_deref() == Some(SP_OID)),
+        "{:?}",
+        w.tokens.requests()
+    );
+
+    // The SAS token from a file.
+    let sas = String::from_utf8(
+        Command::new("node")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/support/azurite-sas.js"),
+            )
+            .arg("backups")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let sig_encoded = sas.split("sig=").nth(1).unwrap().to_string();
+    let sig = url::form_urlencoded::parse(format!("sig={sig_encoded}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    let sas_file = secrets.path().join("sas");
+    std::fs::write(&sas_file, &sas).unwrap();
+    std::fs::write(
+        &w.config,
+        std::fs::read_to_string(&w.config).unwrap().replace(
+            "[azure.storage]\n",
+            &format!(
+                "[azure.storage]\nauth = \"sas\"\nsas_token_file = \"{}\"\n",
+                sas_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let before = w.tokens.requests().len();
+    let (code, _, err) = go(
+        &[
+            "--json",
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            "az://backups",
+            "--source",
+            "sas",
+        ],
+        &kek_pub,
+    );
+    assert_eq!(code, 0, "export with the SAS token: {err}");
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = go(
+        &[
+            "--json",
+            "import",
+            "--redis",
+            &dst.url(),
+            "--from",
+            "az://backups",
+            "--source",
+            "sp",
+        ],
+        &kek,
+    );
+    assert_eq!(code, 0, "import with the SAS token: {err}");
+    assert_eq!(dst.digest(), src.digest());
+    assert_eq!(
+        w.tokens.requests().len(),
+        before,
+        "storage by SAS asked for tokens"
+    );
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    // What was searched: the debug log, and the processes' /proc entries.
+    assert!(seen.contains("DEBUG"), "no debug output was seen");
+    assert!(seen.contains("--audit-log"), "no command line was seen");
+    for (what, canary) in [
+        ("the client secret", CLIENT_SECRET),
+        ("the SAS signature", sig.as_str()),
+        ("the SAS signature (encoded)", sig_encoded.as_str()),
+        ("a bearer token", bearer.as_str()),
+    ] {
+        assert!(canary.len() > 16, "{what}: {canary}");
+        assert!(!text.contains(canary), "{what} in the audit log");
+        assert!(!seen.contains(canary), "{what} in the output or /proc");
+    }
+}
+
 /// With no identity pinned: system-assigned if the host has one, else the first
 /// configured user-assigned one; a pinned one is used as given.
 #[tokio::test]

@@ -94,17 +94,31 @@ pub fn build(
             Who::Identity(identity)
         }
         "key" => {
-            if std::env::var("AZURE_STORAGE_ACCOUNT_KEY").is_err() {
+            if let Some(p) = &settings.storage.account_key_file {
+                let key = crate::text::read_secret_file(p).map_err(|e| {
+                    format!(
+                        "cannot read azure.storage.account_key_file {}: {e}",
+                        p.display()
+                    )
+                })?;
+                b = b.with_access_key(key.as_str());
+            } else if std::env::var("AZURE_STORAGE_ACCOUNT_KEY").is_err() {
                 return Err(
-                    "azure.storage.auth is key but AZURE_STORAGE_ACCOUNT_KEY is not set".into(),
+                    "azure.storage.auth is key but neither azure.storage.account_key_file nor AZURE_STORAGE_ACCOUNT_KEY is set".into(),
                 );
             }
             tracing::warn!("authenticating to storage with the account key: a managed identity is the stronger choice");
             Who::Named("the account key".into())
         }
         "sas" => {
-            let sas = std::env::var("AZURE_STORAGE_SAS_TOKEN")
-                .map_err(|_| "azure.storage.auth is sas but AZURE_STORAGE_SAS_TOKEN is not set")?;
+            let sas = match &settings.storage.sas_token_file {
+                Some(p) => crate::text::read_secret_file(p).map_err(|e| {
+                    format!("cannot read azure.storage.sas_token_file {}: {e}", p.display())
+                })?,
+                None => zeroize::Zeroizing::new(std::env::var("AZURE_STORAGE_SAS_TOKEN").map_err(
+                    |_| "azure.storage.auth is sas but neither azure.storage.sas_token_file nor AZURE_STORAGE_SAS_TOKEN is set",
+                )?),
+            };
             let pairs = url::form_urlencoded::parse(sas.trim_start_matches('?').as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect::<Vec<_>>();

@@ -149,10 +149,15 @@ impl Identity {
                     .clone()
                     .or_else(|| std::env::var("AZURE_CLIENT_ID").ok())
                     .ok_or_else(|| IdentityError::Config("client-secret needs azure.client_id or AZURE_CLIENT_ID".into()))?;
-                // The secret only from the environment: never in a config file.
-                let secret = std::env::var("AZURE_CLIENT_SECRET").map_err(|_| {
-                    IdentityError::Config("client-secret needs AZURE_CLIENT_SECRET in the environment".into())
-                })?;
+                // The secret from a file or the environment: never in a config file.
+                let secret = match &s.client_secret_file {
+                    Some(p) => crate::text::read_secret_file(p)
+                        .map_err(|e| IdentityError::Config(format!("cannot read azure.client_secret_file {}: {e}", p.display())))?
+                        .to_string(),
+                    None => std::env::var("AZURE_CLIENT_SECRET").map_err(|_| {
+                        IdentityError::Config("client-secret needs azure.client_secret_file (a file holding it, e.g. a systemd credential) or AZURE_CLIENT_SECRET in the environment".into())
+                    })?,
+                };
                 tracing::warn!("using a client secret: a managed or workload identity keeps no secret on the host");
                 let name = format!("service principal (client id {client_id})");
                 let credential = ClientSecretCredential::new(

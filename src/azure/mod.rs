@@ -41,6 +41,10 @@ pub struct AzureSettings {
     pub user_assigned: Vec<String>,
     /// Tenant for workload identity and client secret.
     pub tenant_id: Option<String>,
+    /// The client secret (credential `client-secret`) from a file, e.g. a
+    /// systemd credential; else AZURE_CLIENT_SECRET. Never the secret itself
+    /// in the config.
+    pub client_secret_file: Option<PathBuf>,
     /// Federated token file for workload identity (else AZURE_FEDERATED_TOKEN_FILE).
     pub token_file: Option<PathBuf>,
     /// Replaces the managed-identity endpoint (http://169.254.169.254): every
@@ -66,6 +70,10 @@ pub struct StorageSettings {
     /// `identity` (the default), `key` (AZURE_STORAGE_ACCOUNT_KEY) or `sas`
     /// (AZURE_STORAGE_SAS_TOKEN).
     pub auth: Option<String>,
+    /// For `auth = "key"`: the account key from a file (else the environment).
+    pub account_key_file: Option<PathBuf>,
+    /// For `auth = "sas"`: the SAS token from a file (else the environment).
+    pub sas_token_file: Option<PathBuf>,
     /// Storage account name (else AZURE_STORAGE_ACCOUNT_NAME).
     pub account: Option<String>,
     /// Blob endpoint including the account, e.g. `https://127.0.0.1:10000/devstoreaccount1`.

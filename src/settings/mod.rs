@@ -254,16 +254,12 @@ impl Config {
         let mut url = RedisUrl::parse(s)?;
         let file = password_file.or(self.redis_password_file.as_deref());
         if let Some(path) = file {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            url.password = Some(crate::text::read_secret_file(path).map_err(|e| {
                 SettingsError::Invalid(format!(
                     "cannot read the Redis password file {}: {e}",
                     path.display()
                 ))
             })?);
-            // One trailing newline (as `echo` writes) is not part of it.
-            let p = text.strip_suffix('\n').unwrap_or(&text);
-            let p = p.strip_suffix('\r').unwrap_or(p);
-            url.password = Some(Zeroizing::new(p.to_string()));
         } else if let Ok(p) = std::env::var("REDVAULT_REDIS_PASSWORD") {
             url.password = Some(Zeroizing::new(p));
         } else if url.password.is_some() {

@@ -107,7 +107,8 @@ impl TokenEndpoint {
 }
 
 /// Entra ID's token endpoint for workload identity (client-credentials grant
-/// with a federated client assertion): `POST /<tenant>/oauth2/v2.0/token`.
+/// with a federated client assertion) and for a service principal's client
+/// secret: `POST /<tenant>/oauth2/v2.0/token`.
 fn handle_entra(s: &mut TokenState, r: Request) -> Response {
     let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&r.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -121,11 +122,15 @@ fn handle_entra(s: &mut TokenState, r: Request) -> Response {
         .find(|u| u.client_id == client_id)
         .map(|u| u.object_id.clone())
         .filter(|_| {
-            form.get("client_assertion_type").map(String::as_str)
+            let assertion = form.get("client_assertion_type").map(String::as_str)
                 == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
                 && form
                     .get("client_assertion")
-                    .is_some_and(|a| a == FEDERATED_ASSERTION)
+                    .is_some_and(|a| a == FEDERATED_ASSERTION);
+            let secret = form
+                .get("client_secret")
+                .is_some_and(|s| s == CLIENT_SECRET);
+            (assertion || secret)
                 && form.get("grant_type").map(String::as_str) == Some("client_credentials")
         });
     s.requests.push(TokenRequest {
@@ -150,6 +155,10 @@ fn handle_entra(s: &mut TokenState, r: Request) -> Response {
         }),
     )
 }
+
+/// The one client secret this endpoint accepts (a canary: no output may
+/// hold it).
+pub const CLIENT_SECRET: &str = "canary-client-secret-9d41e0";
 
 /// What the tests write into the federated token file.
 pub const FEDERATED_ASSERTION: &str =
