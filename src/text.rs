@@ -62,6 +62,16 @@ pub fn write_new_file(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::i
     Ok(())
 }
 
+/// A secret kept in a file (a systemd credential, a mounted secret), wiped
+/// from memory when dropped. One trailing newline (as `echo` writes) is not
+/// part of it.
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
+    let s = text.strip_suffix('\n').unwrap_or(&text);
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    Ok(zeroize::Zeroizing::new(s.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,14 +85,4 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("not a time"), None);
         assert_eq!(one_line(&"a\nb"), "a b");
     }
-}
-
-/// A secret kept in a file (a systemd credential, a mounted secret), wiped
-/// from memory when dropped. One trailing newline (as `echo` writes) is not
-/// part of it.
-pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<zeroize::Zeroizing<String>> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
-    let s = text.strip_suffix('\n').unwrap_or(&text);
-    let s = s.strip_suffix('\r').unwrap_or(s);
-    Ok(zeroize::Zeroizing::new(s.to_string()))
 }
