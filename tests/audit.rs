@@ -79,8 +79,8 @@ fn each_command_appends_one_record_and_no_secret_anywhere() {
 }
 
 /// The daemon's own events, in order: its start, the first generation, a gap
-/// when the primary comes back empty (new replication id) and the next
-/// generation, a reload whose new configuration cannot start (an unreadable
+/// when the primary comes back empty (new replication id), that generation's
+/// end and the next one's start, a reload whose new configuration cannot start (an unreadable
 /// KEK: recorded as an error, and the daemon keeps backing up with the old
 /// one), and its end.
 #[test]
@@ -166,6 +166,7 @@ fn the_daemon_records_its_events_in_order() {
             ("start", "ok"),
             ("generation start", "ok"),
             ("gap", "ok"),
+            ("generation end", "ok"),
             ("generation start", "ok"),
             ("reload", "error"),
             ("end", "ok"),
@@ -186,8 +187,12 @@ fn the_daemon_records_its_events_in_order() {
     let gap = &recs[2]["details"];
     assert_eq!(gap["generation"], first["generation"], "{text}");
     assert_ne!(gap["new_replid"], gap["replid"], "{text}");
+    assert_eq!(
+        recs[3]["details"]["generation"], first["generation"],
+        "{text}"
+    );
     assert!(
-        recs[4]["error"]
+        recs[5]["error"]
             .as_str()
             .unwrap()
             .contains("missing.pub.pem"),

@@ -24,7 +24,19 @@ pub struct KeyVaultOptions {
 /// What went wrong talking to the vault, in one line naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct VaultError(pub String);
+pub struct VaultError(pub String, pub Transient);
+
+/// Whether the same request may succeed later (throttled, a server error,
+/// unreachable): an operation without side effects may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    Yes,
+    No,
+}
+
+fn fatal(message: String) -> VaultError {
+    VaultError(message, Transient::No)
+}
 
 /// Whether a key spec names a Key Vault key.
 pub fn is_key_vault_spec(spec: &str) -> bool {
@@ -59,7 +71,7 @@ impl VaultKey {
     /// Parses `https://<vault>/keys/<name>[/<version>]`. Nothing is requested
     /// yet. `grant` names what to grant when the vault refuses (403).
     pub fn new(spec: &str, opts: KeyVaultOptions, grant: &'static str) -> Result<Self, VaultError> {
-        let bad = |why: &str| VaultError(format!("Key Vault key {spec}: {why}"));
+        let bad = |why: &str| fatal(format!("Key Vault key {spec}: {why}"));
         let url = Url::parse(spec).map_err(|e| bad(&e.to_string()))?;
         if url.scheme() != "https" {
             return Err(bad("Key Vault is reached over https only"));
@@ -133,15 +145,18 @@ impl VaultKey {
                     .identity
                     .token(scope)
                     .await
-                    .map_err(|e| VaultError(e.to_string()))?;
+                    .map_err(|e| VaultError(e.to_string(), Transient::Yes))?;
                 req = req.bearer_auth(token.secret.as_str());
             }
             let rsp = req.send().await.map_err(|e| {
-                VaultError(format!(
-                    "cannot reach Key Vault for {}: {}",
-                    self.id,
-                    error_chain(&e)
-                ))
+                VaultError(
+                    format!(
+                        "cannot reach Key Vault for {}: {}",
+                        self.id,
+                        error_chain(&e)
+                    ),
+                    Transient::Yes,
+                )
             })?;
             let status = rsp.status().as_u16();
             if status == 401 && scope.is_none() {
@@ -158,11 +173,10 @@ impl VaultKey {
                 continue;
             }
             let bytes = rsp.bytes().await.map_err(|e| {
-                VaultError(format!(
-                    "Key Vault answer for {}: {}",
-                    self.id,
-                    error_chain(&e)
-                ))
+                VaultError(
+                    format!("Key Vault answer for {}: {}", self.id, error_chain(&e)),
+                    Transient::Yes,
+                )
             })?;
             if (200..300).contains(&status) {
                 return Ok(bytes);
@@ -178,17 +192,25 @@ impl VaultKey {
                 })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             let who = self.opts.identity.name_with_principal();
-            return Err(VaultError(match status {
-                401 => format!("Key Vault rejected the token of {who} for {}: {detail}", self.id),
-                403 => format!(
-                    "{who} lacks the '{permission}' permission on Key Vault key {} (grant {}): {detail}",
-                    self.id, self.grant
-                ),
-                404 => format!("Key Vault key {} does not exist: {detail}", self.id),
-                _ => format!("Key Vault answered {status} for {}: {detail}", self.id),
-            }));
+            let transient = if status == 429 || status >= 500 {
+                Transient::Yes
+            } else {
+                Transient::No
+            };
+            return Err(VaultError(
+                match status {
+                    401 => format!("Key Vault rejected the token of {who} for {}: {detail}", self.id),
+                    403 => format!(
+                        "{who} lacks the '{permission}' permission on Key Vault key {} (grant {}): {detail}",
+                        self.id, self.grant
+                    ),
+                    404 => format!("Key Vault key {} does not exist: {detail}", self.id),
+                    _ => format!("Key Vault answered {status} for {}: {detail}", self.id),
+                },
+                transient,
+            ));
         }
-        Err(VaultError(format!(
+        Err(fatal(format!(
             "Key Vault kept asking for authentication for {}",
             self.id
         )))
@@ -209,7 +231,7 @@ impl VaultKey {
             (None, Some(r)) => format!("{}/.default", r.trim_end_matches('/')),
             (None, None) if challenge.is_empty() => VAULT_SCOPE.to_string(),
             (None, None) => {
-                return Err(VaultError(format!(
+                return Err(fatal(format!(
                     "Key Vault challenge for {} names no resource: {challenge}",
                     self.id
                 )))
@@ -225,7 +247,7 @@ impl VaultKey {
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default();
             if resource_host.is_empty() || !vault_host.ends_with(&format!(".{resource_host}")) {
-                return Err(VaultError(format!(
+                return Err(fatal(format!(
                     "Key Vault at {vault_host} asked for a token for {scope}, outside its own domain: refused (set azure.key_vault.verify_challenge_resource = false only for a test vault)"
                 )));
             }
@@ -245,17 +267,16 @@ impl VaultKey {
         let bundle = self
             .call(reqwest::Method::GET, &self.id, None, "get")
             .await?;
-        let bundle: KeyBundle = serde_json::from_slice(&bundle).map_err(|e| {
-            VaultError(format!("Key Vault key {}: unreadable answer: {e}", self.id))
-        })?;
+        let bundle: KeyBundle = serde_json::from_slice(&bundle)
+            .map_err(|e| fatal(format!("Key Vault key {}: unreadable answer: {e}", self.id)))?;
         if bundle.attributes.as_ref().and_then(|a| a.enabled) == Some(false) {
-            return Err(VaultError(format!(
+            return Err(fatal(format!(
                 "Key Vault key {} is disabled",
                 bundle.key.kid
             )));
         }
         if self.versioned(&bundle.key.kid).is_none() {
-            return Err(VaultError(format!(
+            return Err(fatal(format!(
                 "Key Vault returned key id {} for {}",
                 bundle.key.kid, self.id
             )));

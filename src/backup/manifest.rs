@@ -37,7 +37,7 @@ pub struct Manifest {
     /// Keys per database, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<BTreeMap<String, u64>>,
-    /// The signer's id (`ed25519:<32 hex>`), version 2.
+    /// The signer's id (`ed25519:<32 hex>` or `es256:<32 hex>`), version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
     /// HMAC-SHA256 (hex) of this document serialised without `mac` and `signature`.

@@ -155,21 +155,20 @@ pub async fn run(cmd: KeysCommand, config: &Config, out: &Output) -> anyhow::Res
             signing_key,
             out: path,
         } => {
-            let s = config.open_signer(Some(&signing_key), None).await?;
-            crate::text::write_new_file(&path, s.public_key().to_pem().as_bytes(), 0o644)
+            let key = config.signer_public(&signing_key).await?;
+            crate::text::write_new_file(&path, key.to_pem().as_bytes(), 0o644)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             out.summary(
                 &format!(
-                    "wrote the public key of {} to {} (copy it to the hosts that restore and pass --trust {}); signer {}",
-                    s.name(),
+                    "wrote the public key of {signing_key} to {} (copy it to the hosts that restore and pass --trust {}); signer {}",
                     path.display(),
                     path.display(),
-                    s.id()
+                    key.id()
                 ),
                 serde_json::json!({
                     "command": "keys signer-public",
                     "signing_public_key": path,
-                    "signer": s.id(),
+                    "signer": key.id(),
                 }),
             );
             Ok(())

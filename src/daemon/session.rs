@@ -137,11 +137,7 @@ async fn run_sessions(
                 j.metrics.spool_full.store(true, Relaxed);
                 j.metrics.gaps.fetch_add(1, Relaxed);
                 tracing::error!(source = %j.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
-                j.audit(
-                    "spool full",
-                    serde_json::json!({"generation": durable.borrow().0}),
-                    Some(&why.to_string()),
-                );
+                j.audit("spool full", serde_json::json!({}), Some(&why.to_string()));
                 while !spool.is_empty() && !*shutdown.borrow() {
                     apply_durable(j, &mut durable);
                     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown.changed()).await;
@@ -229,8 +225,17 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         spooled: offset,
         link: Some(hex::encode(crate::aof::chain::GENESIS)),
     };
+    // The generation this one replaces ends where its checkpoint stood.
+    let ended = j.checkpoints.get(&j.name)?;
     j.checkpoints.put(&j.name, &cp)?;
     // Recorded before the metrics say so: whoever reads them sees it logged.
+    if let Some(old) = ended.filter(|old| old.generation != cp.generation) {
+        j.audit(
+            "generation end",
+            serde_json::json!({"generation": old.generation, "offset": old.spooled}),
+            None,
+        );
+    }
     j.audit(
         "generation start",
         serde_json::json!({
@@ -337,8 +342,8 @@ async fn start(
     if cp.link.is_none() {
         tracing::warn!(source = %j.name, generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
         j.audit(
-            "generation end",
-            serde_json::json!({"generation": cp.generation, "offset": cp.spooled, "why": "written by an older redvault (unsigned)"}),
+            "gap",
+            serde_json::json!({"generation": cp.generation, "offset": cp.spooled, "why": "the checkpoint was written by an older redvault (unsigned segments)"}),
             None,
         );
         return new_base(j).await;

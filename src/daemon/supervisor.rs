@@ -161,19 +161,45 @@ async fn supervise(job: Arc<Job>, mut stop: watch::Receiver<bool>) {
 }
 
 /// The config re-read on SIGHUP, and every job built from it (KEK, signing
-/// key, trust, TLS files, store): a reload that would fail to start leaves
-/// the running configuration in place instead of ending the daemon.
+/// key, trust, TLS files, store): the jobs that then start are these, so a
+/// reload that cannot start leaves the running configuration in place
+/// instead of ending the daemon. Bounded in time (a Key Vault signer is
+/// opened), so the watchdog and the signals are served meanwhile.
 async fn reread(
     path: Option<&Path>,
     o: &DaemonOverrides,
     checkpoints: &Arc<Checkpoints>,
     state: &Path,
-) -> Result<Config, String> {
+) -> Result<(Config, Vec<Job>), String> {
     let c = Config::load(path).map_err(|e| format!("the config is not valid: {e}"))?;
-    jobs(o, &c, checkpoints, state)
+    let wanted = state_dir(o, &c).map_err(|e| e.to_string())?;
+    if wanted != state {
+        return Err(format!(
+            "the state directory changes to {} (from {}): that takes a restart",
+            wanted.display(),
+            state.display()
+        ));
+    }
+    let built = tokio::time::timeout(RELOAD_TIMEOUT, jobs(o, &c, checkpoints, state))
         .await
+        .map_err(|_| {
+            format!(
+                "the new configuration did not open within {} s",
+                RELOAD_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("the new configuration cannot start: {e}"))?;
-    Ok(c)
+    Ok((c, built))
+}
+
+/// Under the unit's 30 s watchdog (pinged every 15 s).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn state_dir(o: &DaemonOverrides, config: &Config) -> Result<PathBuf, DaemonError> {
+    let d = config.daemon.clone().unwrap_or_default();
+    o.state_dir.clone().or(d.state_dir).ok_or_else(|| {
+        DaemonError::Invalid("no state directory: pass --state-dir, set daemon.state_dir, or run under systemd with StateDirectory=".into())
+    })
 }
 
 /// A daemon-wide audit record; a log that cannot be written is logged.
@@ -197,21 +223,22 @@ pub async fn run(
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
     let registry: Registry = Default::default();
     let mut http_started = false;
+    let state = state_dir(&o, &config)?;
+    std::fs::create_dir_all(&state).map_err(|e| {
+        DaemonError::Invalid(format!(
+            "cannot create state directory {}: {e}",
+            state.display()
+        ))
+    })?;
+    let checkpoints = Arc::new(Checkpoints::open(&state)?);
+    // The jobs a reload built and checked.
+    let mut prepared: Option<Vec<Job>> = None;
     loop {
         let d = config.daemon.clone().unwrap_or_default();
-        let state = o
-            .state_dir
-            .clone()
-            .or(d.state_dir.clone())
-            .ok_or_else(|| DaemonError::Invalid("no state directory: pass --state-dir, set daemon.state_dir, or run under systemd with StateDirectory=".into()))?;
-        std::fs::create_dir_all(&state).map_err(|e| {
-            DaemonError::Invalid(format!(
-                "cannot create state directory {}: {e}",
-                state.display()
-            ))
-        })?;
-        let checkpoints = Arc::new(Checkpoints::open(&state)?);
-        let mut jobs = jobs(&o, &config, &checkpoints, &state).await?;
+        let mut jobs = match prepared.take() {
+            Some(j) => j,
+            None => jobs(&o, &config, &checkpoints, &state).await?,
+        };
         {
             // Counters carry on across a reload for jobs that stay.
             let mut reg = registry.write().expect("metrics registry");
@@ -248,11 +275,12 @@ pub async fn run(
                 _ = term.recv() => break false,
                 _ = int.recv() => break false,
                 _ = hup.recv() => match reread(config_path.as_deref(), &o, &checkpoints, &state).await {
-                    Ok(c) => {
+                    Ok((c, built)) => {
                         tracing::info!("SIGHUP: config re-read; restarting the sessions with it");
                         record(&o.audit, "reload", None);
                         notify("RELOADING=1");
                         config = c;
+                        prepared = Some(built);
                         break true;
                     }
                     Err(e) => {
@@ -273,7 +301,6 @@ pub async fn run(
                 tracing::error!("source supervisor: {e}");
             }
         }
-        drop(checkpoints);
         if !reload {
             return Ok(());
         }

@@ -387,10 +387,23 @@ impl Config {
         };
         let spec = path.to_string_lossy();
         if crate::kek::is_key_vault_spec(&spec) {
-            let v = crate::signing::VaultSigner::open(&spec, self.vault_options()?).await?;
+            let v = crate::signing::VaultSigner::open(&spec, self.vault_options()?, true).await?;
             return Ok(Arc::new(Signer::vault(v)));
         }
         Ok(Arc::new(Signer::load(&path)?))
+    }
+
+    /// The public half of a signing key (a file, or a Key Vault key read
+    /// with `get` only: no signature is made).
+    pub async fn signer_public(
+        &self,
+        spec: &str,
+    ) -> Result<crate::signing::PublicKey, SettingsError> {
+        if crate::kek::is_key_vault_spec(spec) {
+            let v = crate::signing::VaultSigner::open(spec, self.vault_options()?, false).await?;
+            return Ok(Signer::vault(v).public_key().clone());
+        }
+        Ok(Signer::load(Path::new(spec))?.public_key().clone())
     }
 
     /// The signers a reader trusts: `--trust` files (and REDVAULT_TRUST),

@@ -184,14 +184,6 @@ impl Signer {
         &self.public
     }
 
-    /// Where the key is held, for messages: a file, or the vault key (versioned).
-    pub fn name(&self) -> String {
-        match &self.key {
-            SignerKey::Local(_) => "the signing key file".into(),
-            SignerKey::Vault(v) => format!("Key Vault key {}", v.key_id()),
-        }
-    }
-
     /// Signs `body` under `domain`. A vault signer makes one request, and
     /// checks the answer against its public key before using it.
     pub async fn sign(

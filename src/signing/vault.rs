@@ -5,11 +5,13 @@
 
 use super::{SignError, SIGNATURE_LEN};
 use crate::azure::vault::{
-    b64url, b64url_decode, KeyVaultOptions, OperationResult, VaultError, VaultKey,
+    b64url, b64url_decode, KeyVaultOptions, OperationResult, Transient, VaultError, VaultKey,
 };
 use sha2::{Digest, Sha256};
 
 const GRANT: &str = "'Key Vault Crypto User', or get/sign";
+/// Requests per signature at most, 0.25 s then 0.5 s apart.
+const SIGN_TRIES: u32 = 3;
 
 pub struct VaultSigner {
     key: VaultKey,
@@ -28,8 +30,8 @@ fn member(v: &Option<String>) -> Option<[u8; 32]> {
 
 impl VaultSigner {
     /// Reads the key (`get`): it must be an enabled P-256 EC key. Its public
-    /// point becomes the signer's id.
-    pub async fn open(spec: &str, opts: KeyVaultOptions) -> Result<Self, SignError> {
+    /// point becomes the signer's id. With `probe`, signs once.
+    pub async fn open(spec: &str, opts: KeyVaultOptions, probe: bool) -> Result<Self, SignError> {
         let key = VaultKey::new(spec, opts.clone(), GRANT)?;
         let bundle = key.get().await?;
         let k = &bundle.key;
@@ -61,13 +63,15 @@ impl VaultSigner {
         // Sign with exactly the version read.
         let key = VaultKey::new(&k.kid, opts, GRANT)?;
         let signer = VaultSigner { key, public };
-        // One signature now, so that a missing 'sign' permission fails the
-        // run before anything is written rather than at its manifest.
-        let mut nonce = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        signer
-            .sign(&super::message(super::Domain::Probe, &nonce))
-            .await?;
+        if probe {
+            // One signature now, so that a missing 'sign' permission fails
+            // the run before anything is written rather than at its manifest.
+            let mut nonce = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+            signer
+                .sign(&super::message(super::Domain::Probe, &nonce))
+                .await?;
+        }
         Ok(signer)
     }
 
@@ -82,19 +86,34 @@ impl VaultSigner {
 
     /// ES256 over `msg`: the vault signs its SHA-256. The answer is brought to
     /// low s and checked against the public key: a wrong answer is refused,
-    /// never stored.
+    /// never stored. Signing has no side effect, so a throttled, failing or
+    /// unreachable vault is asked again, a bounded number of times.
     pub async fn sign(&self, msg: &[u8]) -> Result<[u8; SIGNATURE_LEN], SignError> {
         let digest = Sha256::digest(msg);
         let body = serde_json::json!({"alg": "ES256", "value": b64url(&digest)});
-        let answer = self
-            .key
-            .call(
-                reqwest::Method::POST,
-                &format!("{}/sign", self.key.id()),
-                Some(body),
-                "sign",
-            )
-            .await?;
+        let mut wait = std::time::Duration::from_millis(250);
+        let mut tries = 0;
+        let answer = loop {
+            tries += 1;
+            match self
+                .key
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{}/sign", self.key.id()),
+                    Some(body.clone()),
+                    "sign",
+                )
+                .await
+            {
+                Ok(a) => break a,
+                Err(VaultError(why, Transient::Yes)) if tries < SIGN_TRIES => {
+                    tracing::warn!("Key Vault sign failed ({why}); asking again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let bad = |why: &str| SignError::Vault(format!("Key Vault key {}: {why}", self.key.id()));
         let result: OperationResult = serde_json::from_slice(&answer)
             .map_err(|e| bad(&format!("unreadable sign answer: {e}")))?;

@@ -271,7 +271,7 @@ impl Store {
             Ok(_) => Ok(()),
             Err(object_store::Error::Precondition { .. })
             | Err(object_store::Error::AlreadyExists { .. }) => Err(changed()),
-            Err(object_store::Error::NotImplemented { .. }) => {
+            Err(object_store::Error::NotImplemented { .. }) if self.url.starts_with("file://") => {
                 let now = self
                     .inner
                     .head(path)
@@ -282,6 +282,12 @@ impl Store {
                 }
                 self.write(path, payload).await
             }
+            Err(object_store::Error::NotImplemented { .. }) => Err(StoreError::Op {
+                url: self.url.clone(),
+                op: "replace",
+                path: path.to_string(),
+                message: "this store has no conditional write (on S3: AWS_CONDITIONAL_PUT=etag), so it is not replaced unchecked".into(),
+            }),
             Err(e) => Err(self.op_err("replace", path, e)),
         }
     }
