@@ -202,15 +202,43 @@ fn tls_hint(e: &std::io::Error) -> String {
     }
 }
 
+/// What a server says it is: its Redis-compatible version (Valkey reports
+/// one too), which decides the RDB versions it reads, and its own name and
+/// version, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub redis: String,
+    /// `Redis 7.0.15`, `Valkey 8.1.8`.
+    pub label: String,
+}
+
+impl ServerVersion {
+    /// From the text of `INFO server`.
+    pub fn from_info(text: &str) -> Option<Self> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let redis = field("redis_version:")?;
+        let label = match field("valkey_version:") {
+            Some(v) => format!("Valkey {v}"),
+            None => format!("Redis {redis}"),
+        };
+        Some(ServerVersion { redis, label })
+    }
+}
+
 /// The server's version from INFO; None if the user may not run INFO.
-pub async fn redis_version(conn: &mut Conn) -> Option<String> {
+pub async fn server_version(conn: &mut Conn) -> Option<ServerVersion> {
     match conn.command(&[b"INFO", b"server"]).await.ok()? {
-        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).lines().find_map(|l| {
-            l.strip_prefix("redis_version:")
-                .map(|v| v.trim().to_string())
-        }),
+        Reply::Bulk(Some(text)) => ServerVersion::from_info(&String::from_utf8_lossy(&text)),
         _ => None,
     }
+}
+
+/// The server's Redis-compatible version from INFO.
+pub async fn redis_version(conn: &mut Conn) -> Option<String> {
+    server_version(conn).await.map(|v| v.redis)
 }
 
 /// One setting by `CONFIG GET`; None if CONFIG is not allowed or unknown.

@@ -152,9 +152,11 @@ pub enum TargetError {
         size: u64,
         max: u64,
     },
-    #[error("the RDB is version {source_version}; the target (Redis {target}) reads up to RDB {target_max}: loading into an older Redis is not supported yet")]
+    #[error("the snapshot is RDB version {source_version} (written by {needs} or newer); the target, {target}, reads up to RDB {target_max}: restore into {needs} or newer (converting for older servers is not supported yet)")]
     TargetTooOld {
         source_version: u32,
+        /// The oldest server that reads it.
+        needs: &'static str,
         target: String,
         target_max: u32,
     },
@@ -163,6 +165,20 @@ pub enum TargetError {
 /// A key name for messages: printable, binary bytes escaped.
 pub fn show_key(k: &[u8]) -> String {
     k.escape_ascii().to_string()
+}
+
+/// The oldest servers that read (and write) an RDB version.
+pub fn min_server_for(rdb_version: u32) -> &'static str {
+    match rdb_version {
+        12.. => "Redis 7.4",
+        11 => "Redis 7.2 (or Valkey 7.2)",
+        10 => "Redis 7.0",
+        9 => "Redis 5.0",
+        8 => "Redis 4.0",
+        7 => "Redis 3.2",
+        6 => "Redis 2.6",
+        _ => "Redis 2.4",
+    }
 }
 
 /// The newest RDB version a Redis version reads (for RESTORE payloads).

@@ -5,7 +5,9 @@
 //! the policy. Commands go through `replay.rs` on the same writer.
 
 use super::pipeline::{Expect, Pipeline};
-use super::{max_rdb_for, show_key, Conflict, LoadOptions, LoadStats, Target, TargetError};
+use super::{
+    max_rdb_for, min_server_for, show_key, Conflict, LoadOptions, LoadStats, Target, TargetError,
+};
 use crate::command::Command;
 use crate::rdb::{put_rdb_len, restore_payload, Entry};
 use crate::resp::{ConnectOptions, RedisError, RedisUrl};
@@ -17,8 +19,8 @@ pub struct RedisTarget {
     next: usize,
     pub(super) stats: LoadStats,
     payload_version: u16,
-    /// The target's Redis version, if INFO told it.
-    target: Option<String>,
+    /// The target's version, if INFO told it.
+    target: Option<crate::resp::ServerVersion>,
     /// Whether replay has started (entries before it have landed).
     pub(super) replaying: bool,
 }
@@ -57,7 +59,7 @@ impl RedisTarget {
         for i in 0..n {
             let mut conn = crate::resp::connect(url, link).await?;
             if i == 0 {
-                target = crate::resp::redis_version(&mut conn).await;
+                target = crate::resp::server_version(&mut conn).await;
                 if let Some(max) = crate::resp::config_get(&mut conn, "proto-max-bulk-len")
                     .await
                     .and_then(|v| v.parse().ok())
@@ -91,11 +93,12 @@ impl RedisTarget {
 impl Target for RedisTarget {
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
         if let Some(v) = &self.target {
-            let max = max_rdb_for(v);
+            let max = max_rdb_for(&v.redis);
             if rdb_version > max {
                 return Err(TargetError::TargetTooOld {
                     source_version: rdb_version,
-                    target: v.clone(),
+                    needs: min_server_for(rdb_version),
+                    target: v.label.clone(),
                     target_max: max,
                 });
             }

@@ -17,6 +17,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Spawns `cmd` (a `redvault daemon ...`) with its metrics on a free
+    /// loopback port and its log (at info) in `work`.
+    pub fn spawn(mut cmd: Command, work: &std::path::Path) -> Self {
+        let port = super::redis::free_port();
+        let log = work.join(format!("daemon-{port}.log"));
+        let child = cmd
+            .env("REDVAULT_LOG", "info")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, port, log }
+    }
+
     pub fn metrics(&self) -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

@@ -8,6 +8,7 @@ pub mod key_vault;
 pub mod redis;
 pub mod tls;
 pub mod token_endpoint;
+pub mod versions;
 
 use redvault::format::ObjectKind;
 use redvault::kek::LocalRsaKek;

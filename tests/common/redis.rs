@@ -12,18 +12,38 @@ pub struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Child,
+    /// The server binary (`redis-server` on PATH, or one of .tools/versions).
+    bin: PathBuf,
     args: Vec<String>,
 }
 
-fn spawn_redis(args: &[String]) -> Child {
-    Command::new("redis-server")
+fn spawn_redis(bin: &Path, args: &[String]) -> Child {
+    Command::new(bin)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): run scripts/setup to install it")
+            panic!(
+                "cannot start {} ({e}): run scripts/setup to install it",
+                bin.display()
+            )
         })
+}
+
+/// The major version `bin --version` prints (`Redis server v=7.0.15` or
+/// `Valkey server v=8.1.8`).
+fn major_version(bin: &Path) -> u32 {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}): run scripts/setup", bin.display()));
+    String::from_utf8_lossy(&out.stdout)
+        .split("v=")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no version in --version", bin.display()))
 }
 
 pub fn free_port() -> u16 {
@@ -73,15 +93,27 @@ impl RedisServer {
     /// can be taken by another test between choosing and binding it: then the
     /// server exits, and another port is tried (a bounded number of times).
     pub fn start_with_rdb(extra: &[&str], rdb: Option<&Path>) -> Self {
+        Self::start_full(Path::new("redis-server"), extra, rdb)
+    }
+
+    /// Starts another server binary (a version of tests/common/versions.rs).
+    pub fn start_bin(bin: &Path, extra: &[&str]) -> Self {
+        Self::start_full(bin, extra, None)
+    }
+
+    fn start_full(bin: &Path, extra: &[&str], rdb: Option<&Path>) -> Self {
+        // Servers before 7.0 allow DEBUG always and know no such option.
+        let debug = major_version(bin) >= 7;
         for _ in 0..4 {
-            if let Some(s) = Self::try_start(extra, rdb) {
+            if let Some(s) = Self::try_start(bin, debug, extra, rdb) {
                 return s;
             }
         }
-        Self::try_start(extra, rdb).expect("redis-server could not bind a free port in 5 tries")
+        Self::try_start(bin, debug, extra, rdb)
+            .expect("redis-server could not bind a free port in 5 tries")
     }
 
-    fn try_start(extra: &[&str], rdb: Option<&Path>) -> Option<Self> {
+    fn try_start(bin: &Path, debug: bool, extra: &[&str], rdb: Option<&Path>) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         if let Some(rdb) = rdb {
             std::fs::copy(rdb, dir.path().join("dump.rdb")).unwrap();
@@ -102,20 +134,22 @@ impl RedisServer {
             "dump.rdb",
             "--repl-diskless-sync-delay",
             "0",
-            "--enable-debug-command",
-            "yes",
             "--logfile",
             "redis.log",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if debug {
+            args.extend(["--enable-debug-command".into(), "yes".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn_redis(&args);
+        let child = spawn_redis(bin, &args);
         let mut s = RedisServer {
             port,
             dir,
             child,
+            bin: bin.to_path_buf(),
             args,
         };
         s.wait_ready().then_some(s)
@@ -127,7 +161,7 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
-        self.child = spawn_redis(&self.args);
+        self.child = spawn_redis(&self.bin, &self.args);
         assert!(
             self.wait_ready(),
             "redis-server did not restart on its port: {}",

@@ -1,0 +1,180 @@
+//! The version matrix: Redis 6.0, 6.2, 7.0, 7.4, 8.2 and Valkey 8.1, real
+//! servers (scripts/setup). Every version's export (sealed and plain)
+//! imports into every version that reads its RDB, with equal digests; into
+//! one that does not, it is refused with one line naming both sides. The
+//! daemon follows each version, continues its stream after a restart
+//! (PSYNC continue), and restores into the same version.
+
+mod common;
+
+use common::daemon::Daemon;
+use common::redis::*;
+use common::versions::{all, Version};
+use common::*;
+use std::path::Path;
+
+fn export(v: &Version, src: &RedisServer, work: &Path, store: &str, plain: bool) {
+    let mut c = redvault();
+    c.args(["export", "--redis", &src.url(), "--to", store, "--source"]);
+    if plain {
+        c.arg(format!("{}-plain", v.label)).arg("--plain");
+    } else {
+        c.arg(v.label).arg("--kek").arg(work.join("kek.pub.pem"));
+    }
+    c.arg("--signing-key").arg(work.join("signing.pem"));
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 0, "export from {}: {err}", v.label);
+}
+
+fn import(source: &str, dst: &RedisServer, work: &Path, store: &str, plain: bool) -> (i32, String) {
+    let mut c = redvault();
+    c.args([
+        "import",
+        "--redis",
+        &dst.url(),
+        "--from",
+        store,
+        "--source",
+        source,
+    ]);
+    c.arg("--trust").arg(work.join("signing.pub.pem"));
+    if !plain {
+        c.arg("--kek").arg(work.join("kek.pem"));
+    }
+    let (code, _, err) = run(&mut c);
+    (code, err)
+}
+
+#[test]
+fn every_export_imports_into_every_version_that_reads_it() {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    let versions = all();
+    for v in &versions {
+        let src = RedisServer::start_bin(&v.bin, &[]);
+        fill_all_types(&mut src.client());
+        let digest = src.digest();
+        export(v, &src, work.path(), &store, false);
+        export(v, &src, work.path(), &store, true);
+        for t in &versions {
+            let dst = RedisServer::start_bin(&t.bin, &[]);
+            let (code, err) = import(v.label, &dst, work.path(), &store, false);
+            if t.rdb >= v.rdb {
+                assert_eq!(code, 0, "{} -> {}: {err}", v.label, t.label);
+                assert_eq!(
+                    dst.digest(),
+                    digest,
+                    "{} -> {}: data differs",
+                    v.label,
+                    t.label
+                );
+                if t.label == v.label {
+                    let dst = RedisServer::start_bin(&t.bin, &[]);
+                    let (code, err) = import(
+                        &format!("{}-plain", v.label),
+                        &dst,
+                        work.path(),
+                        &store,
+                        true,
+                    );
+                    assert_eq!(code, 0, "{} plain: {err}", v.label);
+                    assert_eq!(dst.digest(), digest, "{} plain: data differs", v.label);
+                }
+            } else {
+                assert_eq!(
+                    code, 1,
+                    "{} -> {} loaded an RDB it cannot read",
+                    v.label, t.label
+                );
+                let line = one_line_error(&err);
+                let name = t.label.replace('-', " ");
+                assert!(
+                    line.contains(&format!("RDB version {}", v.rdb))
+                        && line.to_lowercase().contains(&name),
+                    "{} -> {}: {line}",
+                    v.label,
+                    t.label
+                );
+                assert_eq!(
+                    dst.client().ok(&["DBSIZE"]),
+                    Resp::Int(0),
+                    "{} -> {}",
+                    v.label,
+                    t.label
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_daemon_follows_continues_and_restores_on_every_version() {
+    for v in all() {
+        let work = tempfile::tempdir().unwrap();
+        write_test_keys(work.path());
+        std::fs::create_dir(work.path().join("store")).unwrap();
+        let store = format!("file://{}", work.path().join("store").display());
+        let primary = RedisServer::start_bin(&v.bin, &[]);
+        let daemon = || {
+            let mut c = redvault();
+            c.args([
+                "daemon",
+                "--redis",
+                &primary.url(),
+                "--to",
+                &store,
+                "--source",
+                "cache1",
+            ])
+            .args(["--segment-interval-ms", "100"])
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem"))
+            .arg("--state-dir")
+            .arg(work.path().join("state"));
+            Daemon::spawn(c, work.path())
+        };
+        let mut d = daemon();
+        d.wait_up();
+        fill_all_types(&mut primary.client());
+        d.wait_durable(&primary);
+        d.stop();
+        // Written while no daemon runs: the next one continues the stream.
+        primary.client().ok(&["SET", "while-stopped", "1"]);
+        let mut d = daemon();
+        d.wait_durable(&primary);
+        for i in 0..20 {
+            primary.client().ok(&["INCR", &format!("after:{}", i % 3)]);
+        }
+        d.wait_durable(&primary);
+        d.stop();
+        assert_eq!(
+            generation_count(&work.path().join("store/cache1")),
+            1,
+            "{}: the restart did not continue the generation; log:\n{}",
+            v.label,
+            d.log()
+        );
+        let dst = RedisServer::start_bin(&v.bin, &[]);
+        let (code, _, err) = run(redvault()
+            .args([
+                "restore",
+                "--redis",
+                &dst.url(),
+                "--from",
+                &store,
+                "--source",
+                "cache1",
+            ])
+            .arg("--kek")
+            .arg(work.path().join("kek.pem")));
+        assert_eq!(code, 0, "{}: {err}", v.label);
+        assert_eq!(
+            dst.digest(),
+            primary.digest(),
+            "{}: restored data differs",
+            v.label
+        );
+    }
+}
