@@ -8,6 +8,8 @@ pub enum Role {
     Backup,
     /// `daemon`: the same, then the command stream.
     Daemon,
+    /// `export --method scan`: every key read with SCAN, DUMP and its expiry.
+    Scan,
     /// `import`: entries written with RESTORE (functions with FUNCTION RESTORE).
     Import,
     /// `restore`: what import needs, then the replayed data writes.
@@ -15,12 +17,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const NAMES: &'static [&'static str] = &["backup", "daemon", "import", "restore"];
+    pub const NAMES: &'static [&'static str] = &["backup", "daemon", "scan", "import", "restore"];
 
     pub fn parse(name: &str) -> Option<Role> {
         Some(match name {
             "backup" => Role::Backup,
             "daemon" => Role::Daemon,
+            "scan" => Role::Scan,
             "import" => Role::Import,
             "restore" => Role::Restore,
             _ => return None,
@@ -31,14 +34,16 @@ impl Role {
         match self {
             Role::Backup => "backup",
             Role::Daemon => "daemon",
+            Role::Scan => "scan",
             Role::Import => "import",
             Role::Restore => "restore",
         }
     }
 
-    /// Whether the role touches keys (a key pattern applies).
+    /// Whether the role touches keys (a key pattern applies): it writes them,
+    /// or (scan) reads them.
     pub fn writes_keys(self) -> bool {
-        matches!(self, Role::Import | Role::Restore)
+        matches!(self, Role::Import | Role::Restore | Role::Scan)
     }
 
     /// The commands (lower case, `command|subcommand` where only one
@@ -49,6 +54,19 @@ impl Role {
             Role::Backup | Role::Daemon => ["ping", "info", "replconf", "psync"]
                 .map(String::from)
                 .to_vec(),
+            // PEXPIRETIME (7.0) or PTTL (older), FUNCTION DUMP from 7.0.
+            Role::Scan => [
+                "ping",
+                "info",
+                "select",
+                "scan",
+                "dump",
+                "pexpiretime",
+                "pttl",
+                "function|dump",
+            ]
+            .map(String::from)
+            .to_vec(),
             Role::Import | Role::Restore => [
                 "ping",
                 "info",

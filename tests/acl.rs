@@ -98,6 +98,50 @@ fn the_backup_and_import_roles_are_enough_and_each_command_is_needed() {
     assert_eq!(target.digest(), src.digest());
 }
 
+/// The scan role (`export --method scan`, for servers that refuse PSYNC) is
+/// enough, and each of SCAN, DUMP and PEXPIRETIME is needed, named when
+/// missing along with the role that has it.
+#[test]
+fn the_scan_role_is_enough_and_each_command_is_needed() {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let scan = print("scan", &["--user", "sc"]);
+    let export = || {
+        run(redvault()
+            .env("REDVAULT_REDIS_PASSWORD", "pw")
+            .args(["export", "--method", "scan", "--redis"])
+            .arg(format!("redis://sc@127.0.0.1:{}", src.port))
+            .args(["--source", "s", "--to"])
+            .arg(format!("file://{}", work.path().join("store").display()))
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem")))
+    };
+    for needed in ["scan", "dump", "pexpiretime"] {
+        setuser(&src, &scan, Some(needed));
+        let (code, _, err) = export();
+        assert_eq!(code, 1, "without +{needed}");
+        let line = one_line_error(&err);
+        assert!(
+            line.to_lowercase().contains(needed) && line.contains("--role scan"),
+            "{line}"
+        );
+    }
+    setuser(&src, &scan, None);
+    let (code, _, err) = export();
+    assert_eq!(code, 0, "{err}");
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["import", "--redis", &dst.url(), "--from"])
+        .arg(format!("file://{}", work.path().join("store").display()))
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}
+
 /// The restore role lists the writes of newer servers too; given --redis,
 /// those this server does not know are left out, so ACL SETUSER takes it, and
 /// the user may not run what replay never runs.

@@ -1152,10 +1152,38 @@ async fn account_key_storage() {
         &pubkey,
     ]));
     assert_eq!(code, 1);
+    let line = one_line_error(&err);
     assert!(
-        one_line_error(&err).contains("AZURE_STORAGE_ACCOUNT_KEY is not set"),
-        "{err}"
+        line.contains(
+            "neither azure.storage.account_key_file nor AZURE_STORAGE_ACCOUNT_KEY is set"
+        ),
+        "{line}"
     );
+
+    // The key from a file (a systemd credential) instead.
+    let key_file = w.work.path().join("storage-key");
+    std::fs::write(&key_file, "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==\n").unwrap();
+    std::fs::write(
+        &w.config,
+        std::fs::read_to_string(&w.config).unwrap().replace(
+            "auth = \"key\"\n",
+            &format!(
+                "auth = \"key\"\naccount_key_file = \"{}\"\n",
+                key_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(w.cmd().args([
+        "export",
+        "--redis",
+        &src.url(),
+        "--to",
+        "az://backups",
+        "--kek",
+        &pubkey,
+    ]));
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Every example config in config/ is valid, and none makes a network call when

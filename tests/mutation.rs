@@ -217,6 +217,7 @@ fn keyring_manifest_records_and_replies_parse_or_refuse() {
             rdb_version: Some(10),
             replid: "0".repeat(40),
             offset: 7,
+            method: None,
         },
         keks: vec![test_kek_id()],
         data_key_id: Some(ring.data_key_id.clone()),

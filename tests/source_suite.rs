@@ -11,17 +11,35 @@ use common::redis::*;
 use redvault::command::Command;
 use redvault::rdb::{Item, RdbScanner, ScanOptions};
 use redvault::resp::{ConnectOptions, RedisUrl};
-use redvault::source::{CommandFeed, PsyncSource, Resumed, Source};
+use redvault::source::{CommandFeed, PsyncSource, Resumed, ScanSource, Source, SourceError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Every implementation, reading `primary`.
-fn sources(primary: &RedisServer) -> Vec<(&'static str, Arc<dyn Source>)> {
+/// Every implementation, reading `primary`, and whether it has a command
+/// stream (a SCAN source has none: it refuses to give one).
+fn sources(primary: &RedisServer) -> Vec<(&'static str, Arc<dyn Source>, bool)> {
     let url = RedisUrl::parse(&primary.url()).unwrap();
-    vec![(
-        "psync",
-        Arc::new(PsyncSource::new(url, ConnectOptions::default())),
-    )]
+    vec![
+        (
+            "psync",
+            Arc::new(PsyncSource::new(url.clone(), ConnectOptions::default())),
+            true,
+        ),
+        (
+            "scan",
+            Arc::new(ScanSource::new(url, ConnectOptions::default(), 2, None)),
+            false,
+        ),
+    ]
+}
+
+/// Only those with a command stream.
+fn streaming(primary: &RedisServer) -> Vec<(&'static str, Arc<dyn Source>)> {
+    sources(primary)
+        .into_iter()
+        .filter(|s| s.2)
+        .map(|(n, s, _)| (n, s))
+        .collect()
 }
 
 fn info_field(s: &RedisServer, section: &str, field: &str) -> String {
@@ -83,7 +101,12 @@ async fn snapshot_is_the_primarys_keys() {
     }
     c.ok(&["SELECT", "3"]);
     c.ok(&["RPUSH", "list", "a", "b"]);
-    for (name, source) in sources(&primary) {
+    for (name, source, streams) in sources(&primary) {
+        if !streams {
+            // Asked for a stream it cannot give, it says so (no snapshot).
+            let e = source.snapshot(true).await.err().expect("refused");
+            assert!(matches!(e, SourceError::Unsupported(_)), "{name}: {e}");
+        }
         let mut snap = source.snapshot(false).await.unwrap();
         let mut rdb = vec![];
         while let Some(piece) = snap.next_piece().await.unwrap() {
@@ -107,7 +130,7 @@ async fn snapshot_is_the_primarys_keys() {
 async fn command_stream_offsets_match_the_primary_and_acks_drive_wait() {
     let primary = RedisServer::start(&[]);
     primary.client().ok(&["SET", "before", "1"]);
-    for (name, source) in sources(&primary) {
+    for (name, source) in streaming(&primary) {
         let mut snap = source.snapshot(true).await.unwrap();
         while snap.next_piece().await.unwrap().is_some() {}
         let start = snap.info().offset;
@@ -169,7 +192,7 @@ async fn command_stream_offsets_match_the_primary_and_acks_drive_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_resumes_after_the_offset_held_and_an_unknown_one_needs_a_snapshot() {
     let primary = RedisServer::start(&[]);
-    for (name, source) in sources(&primary) {
+    for (name, source) in streaming(&primary) {
         let mut snap = source.snapshot(true).await.unwrap();
         while snap.next_piece().await.unwrap().is_some() {}
         let replid = snap.info().replid.clone();

@@ -1,6 +1,6 @@
 //! The version matrix: Redis 6.0, 6.2, 7.0, 7.4, 8.2 and Valkey 8.1, real
-//! servers (scripts/setup). Every version's export (sealed and plain)
-//! imports into every version that reads its RDB, with equal digests; into
+//! servers (scripts/setup). Every version's export (sealed, plain, and by
+//! SCAN) imports into every version that reads its RDB, with equal digests; into
 //! one that does not, it is refused with one line naming both sides. The
 //! daemon follows each version, continues its stream after a restart
 //! (PSYNC continue), and restores into the same version.
@@ -13,13 +13,37 @@ use common::versions::{all, Version};
 use common::*;
 use std::path::Path;
 
-fn export(v: &Version, src: &RedisServer, work: &Path, store: &str, plain: bool) {
+/// How each version is exported: sealed, plain, and sealed by SCAN.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sealed,
+    Plain,
+    Scan,
+}
+
+fn name(v: &Version, kind: Kind) -> String {
+    match kind {
+        Kind::Sealed => v.label.to_string(),
+        Kind::Plain => format!("{}-plain", v.label),
+        Kind::Scan => format!("{}-scan", v.label),
+    }
+}
+
+fn export(v: &Version, src: &RedisServer, work: &Path, store: &str, kind: Kind) {
     let mut c = redvault();
-    c.args(["export", "--redis", &src.url(), "--to", store, "--source"]);
-    if plain {
-        c.arg(format!("{}-plain", v.label)).arg("--plain");
-    } else {
-        c.arg(v.label).arg("--kek").arg(work.join("kek.pub.pem"));
+    c.args(["export", "--redis", &src.url(), "--to", store, "--source"])
+        .arg(name(v, kind));
+    match kind {
+        Kind::Plain => {
+            c.arg("--plain");
+        }
+        Kind::Scan => {
+            c.args(["--method", "scan", "--kek"])
+                .arg(work.join("kek.pub.pem"));
+        }
+        Kind::Sealed => {
+            c.arg("--kek").arg(work.join("kek.pub.pem"));
+        }
     }
     c.arg("--signing-key").arg(work.join("signing.pem"));
     let (code, _, err) = run(&mut c);
@@ -56,8 +80,9 @@ fn every_export_imports_into_every_version_that_reads_it() {
         let src = RedisServer::start_bin(&v.bin, &[]);
         fill_all_types(&mut src.client());
         let digest = src.digest();
-        export(v, &src, work.path(), &store, false);
-        export(v, &src, work.path(), &store, true);
+        for kind in [Kind::Sealed, Kind::Plain, Kind::Scan] {
+            export(v, &src, work.path(), &store, kind);
+        }
         for t in &versions {
             let dst = RedisServer::start_bin(&t.bin, &[]);
             let (code, err) = import(v.label, &dst, work.path(), &store, false);
@@ -71,16 +96,14 @@ fn every_export_imports_into_every_version_that_reads_it() {
                     t.label
                 );
                 if t.label == v.label {
-                    let dst = RedisServer::start_bin(&t.bin, &[]);
-                    let (code, err) = import(
-                        &format!("{}-plain", v.label),
-                        &dst,
-                        work.path(),
-                        &store,
-                        true,
-                    );
-                    assert_eq!(code, 0, "{} plain: {err}", v.label);
-                    assert_eq!(dst.digest(), digest, "{} plain: data differs", v.label);
+                    for kind in [Kind::Plain, Kind::Scan] {
+                        let dst = RedisServer::start_bin(&t.bin, &[]);
+                        let source = name(v, kind);
+                        let (code, err) =
+                            import(&source, &dst, work.path(), &store, kind == Kind::Plain);
+                        assert_eq!(code, 0, "{source}: {err}");
+                        assert_eq!(dst.digest(), digest, "{source}: data differs");
+                    }
                 }
             } else {
                 assert_eq!(

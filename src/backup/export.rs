@@ -207,6 +207,7 @@ async fn export_inner(
             rdb_version: transfer.rdb_version(),
             replid: info.replid.clone(),
             offset: info.offset,
+            method: (info.method == crate::source::Method::Scan).then(|| "scan".into()),
         },
         keks: keys
             .as_ref()

@@ -55,6 +55,17 @@ pub struct RedisInfo {
     pub rdb_version: Option<u32>,
     pub replid: String,
     pub offset: u64,
+    /// `scan` for a snapshot read key by key with SCAN and DUMP (not
+    /// point-in-time); absent for the server's own RDB (PSYNC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl RedisInfo {
+    /// Whether the snapshot is of one moment (false for a SCAN snapshot).
+    pub fn point_in_time(&self) -> bool {
+        self.method.as_deref() != Some("scan")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

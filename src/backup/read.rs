@@ -126,6 +126,13 @@ pub async fn open_manifest(
     let label_m = dir.label(MANIFEST);
     let unverified = Manifest::parse(&bytes, &label_m)?;
     check_place(&unverified, dir)?;
+    if !unverified.redis.point_in_time() {
+        tracing::warn!(
+            "{}/{} was read key by key with SCAN: not point-in-time (keys changed during the scan may be from different moments)",
+            dir.source,
+            dir.generation
+        );
+    }
     if unverified.check_signature(trust, &label_m)?.is_none() {
         tracing::warn!(
             "{}/{} is unsigned (written by an older redvault): read since --allow-unsigned is given; its origin is not authenticated",

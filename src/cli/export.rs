@@ -5,9 +5,21 @@ use super::output::Output;
 use super::progress::{bytes_bar, human_bytes};
 use crate::backup::{export, list, ExportRequest};
 use crate::settings::Config;
-use crate::source::PsyncSource;
-use clap::Args;
+use crate::source::{AutoSource, PsyncSource, ScanSource, Source};
+use clap::{Args, ValueEnum};
 use std::sync::Arc;
+
+/// How the snapshot is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// As a replica (PSYNC): the server's own RDB, of one moment.
+    Psync,
+    /// Key by key (SCAN, DUMP, the expiry) for servers that refuse PSYNC;
+    /// not point-in-time.
+    Scan,
+    /// PSYNC, else SCAN if the server refuses replication (said when it does).
+    Auto,
+}
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -21,6 +33,16 @@ pub struct ExportArgs {
     /// Write the RDB unencrypted (base.rdb), for tools that import plain RDB files.
     #[arg(long)]
     pub plain: bool,
+    /// How to read the snapshot: psync (a replica's full sync), scan (SCAN
+    /// and DUMP, for managed servers that refuse PSYNC), or auto.
+    #[arg(long, value_enum, default_value_t = Method::Psync)]
+    pub method: Method,
+    /// SCAN only: keys read per second at most, to spare a production primary.
+    #[arg(long)]
+    pub max_keys_per_sec: Option<u32>,
+    /// SCAN only: connections that DUMP in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub scan_connections: usize,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -65,8 +87,27 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         .or(config.source.clone())
         .unwrap_or_else(|| redis.source_name());
     let link = args.redis.connect_options(config)?;
+    let scan = || {
+        ScanSource::new(
+            redis.clone(),
+            link.clone(),
+            args.scan_connections,
+            args.max_keys_per_sec,
+        )
+    };
+    let from: Arc<dyn Source> = match args.method {
+        Method::Psync => Arc::new(PsyncSource::new(redis.clone(), link.clone())),
+        Method::Scan => Arc::new(scan()),
+        Method::Auto => Arc::new(AutoSource::new(
+            Box::new(PsyncSource::new(redis.clone(), link.clone())),
+            scan(),
+        )),
+    };
+    if args.method == Method::Scan {
+        eprintln!("redvault: warning: a SCAN snapshot is not point-in-time: keys changed during the scan may be from different moments");
+    }
     let req = ExportRequest {
-        from: Arc::new(PsyncSource::new(redis, link)),
+        from,
         store,
         source,
         kek,
@@ -84,13 +125,18 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
     bar.finish_and_clear();
     out.summary(
         &format!(
-            "exported {} generation {} -> {}: {} RDB, {} stored, {:.1}s",
+            "exported {} generation {} -> {}: {} RDB, {} stored, {:.1}s{}",
             s.source,
             s.generation,
             s.location,
             human_bytes(s.rdb_bytes),
             human_bytes(s.stored_bytes),
-            s.seconds
+            s.seconds,
+            if s.manifest.redis.point_in_time() {
+                ""
+            } else {
+                " (by SCAN: not point-in-time)"
+            }
         ),
         serde_json::json!({
             "command": "export",
@@ -103,6 +149,8 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
             "sealed": s.manifest.sealed,
             "replid": s.manifest.redis.replid,
             "offset": s.manifest.redis.offset,
+            "method": s.manifest.redis.method.as_deref().unwrap_or("psync"),
+            "point_in_time": s.manifest.redis.point_in_time(),
         }),
     );
     Ok(())
@@ -137,6 +185,10 @@ pub async fn run_list(args: ListArgs, config: &Config, out: &Output) -> anyhow::
                     .join(" ")
             })
             .unwrap_or_else(|| "-".into());
+        let keys = match &g.manifest {
+            Some(m) if !m.redis.point_in_time() => format!("{keys}; by SCAN, not point-in-time"),
+            _ => keys,
+        };
         // Trusted: signed by a trusted signer; unverified: no trusted signer
         // was given to check it (--trust); refused: a manifest that is there
         // but does not count (why is printed below).

@@ -6,11 +6,13 @@
 mod channel;
 mod reader;
 mod scanner;
+mod versions;
 mod writer;
 
 pub use channel::{count_keys, ChannelReader, KeyCounter};
 pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};
-pub use writer::put_rdb_len;
+pub use versions::{max_rdb_for, min_server_for};
+pub use writer::{dump_value, put_rdb_len, put_rdb_string, DumpError, EntryEncoder, RdbWriter};
 
 /// The newest RDB version the scanner reads.
 pub const MAX_RDB_VERSION: u32 = 12;

@@ -3,14 +3,18 @@
 //! from that offset. Export takes only the snapshot; the daemon takes both and
 //! later resumes the stream after a restart.
 //!
-//! The one implementation today is [`PsyncSource`] (redvault as a replica,
-//! `replication/`). A SCAN+DUMP source or one per cluster shard implements the
-//! same traits and gets export, the daemon and the source suite
-//! (`tests/source_suite.rs`) for free.
+//! Implementations: [`PsyncSource`] (redvault as a replica, `replication/`),
+//! [`ScanSource`] (SCAN and DUMP, for servers that refuse PSYNC; no stream),
+//! and [`AutoSource`] (PSYNC, else SCAN). One per cluster shard would
+//! implement the same traits and get export and the daemon for free.
 
+mod auto;
 mod psync;
+mod scan;
 
+pub use auto::AutoSource;
 pub use psync::PsyncSource;
+pub use scan::ScanSource;
 
 use crate::command::Command;
 use crate::resp::RedisError;
@@ -22,6 +26,9 @@ use bytes::Bytes;
 pub enum SourceError {
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// What this kind of source cannot do (a SCAN source has no stream).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What the server said when a snapshot started.
@@ -35,6 +42,18 @@ pub struct SnapshotInfo {
     pub rdb_only: bool,
     /// The server's version, if it told it.
     pub server_version: Option<String>,
+    /// How it was taken: `Method::Scan` is not point-in-time.
+    pub method: Method,
+}
+
+/// How a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The server's own RDB, at one replication offset.
+    Psync,
+    /// Key by key with SCAN and DUMP: keys changed during the scan may be
+    /// from different moments.
+    Scan,
 }
 
 /// A place to back up from.

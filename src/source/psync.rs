@@ -38,6 +38,7 @@ impl Source for PsyncSource {
                 offset: info.offset,
                 rdb_only: info.rdb_only,
                 server_version,
+                method: super::Method::Psync,
             },
             transfer,
         }))
