@@ -125,7 +125,8 @@ fn the_scan_role_is_enough_and_each_command_is_needed() {
         assert_eq!(code, 1, "without +{needed}");
         let line = one_line_error(&err);
         assert!(
-            line.to_lowercase().contains(needed) && line.contains("--role scan"),
+            line.contains(&format!("refused {}", needed.to_uppercase()))
+                && line.contains("--role scan"),
             "{line}"
         );
     }

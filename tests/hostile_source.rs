@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::resp_server::read_command;
 use common::*;
 use crc::{Crc, CRC_64_REDIS};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 
 /// Serves one replica session: answers the handshake, then FULLRESYNC with
@@ -50,23 +51,6 @@ fn fake_primary(replid: &'static str, body: Vec<u8>) -> u16 {
         }
     });
     port
-}
-
-fn read_command(r: &mut impl BufRead) -> Option<Vec<Vec<u8>>> {
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let n: usize = line.trim().strip_prefix('*')?.parse().ok()?;
-    let mut args = vec![];
-    for _ in 0..n {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let len: usize = line.trim().strip_prefix('$')?.parse().ok()?;
-        let mut a = vec![0u8; len + 2];
-        r.read_exact(&mut a).ok()?;
-        a.truncate(len);
-        args.push(a);
-    }
-    Some(args)
 }
 
 /// An RDB: `head` then the EOF opcode and a correct CRC64 trailer.

@@ -87,9 +87,107 @@ fn servers_that_refuse_psync_are_backed_up_by_scan() {
         };
         assert_eq!(ttl, want, "{source}: the expiry moved");
     }
+    // A plain SCAN export is an RDB Redis itself loads at startup.
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--method",
+            "scan",
+            "--plain",
+            "--redis",
+            &src.url(),
+        ])
+        .args(["--to", &store, "--source", "native", "--signing-key"])
+        .arg(work.path().join("signing.pem")));
+    assert_eq!(code, 0, "{err}");
+    let base = files_below(&work.path().join("store/native"))
+        .into_iter()
+        .find(|p| p.ends_with("base.rdb"))
+        .expect("a plain base");
+    let native = RedisServer::start_with_rdb(&[], Some(&base));
+    assert_eq!(
+        native.digest(),
+        digest,
+        "Redis's own load of the SCAN RDB differs"
+    );
+
     let (code, out, err) = run(redvault()
         .args(["list", "--from", &store, "--source", "scan", "--trust"])
         .arg(work.path().join("signing.pub.pem")));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("by SCAN, not point-in-time"), "{out}");
+}
+
+/// SCAN may return a key twice (when the table is resized during the scan).
+/// A server that does so on purpose: the key is written once, so the
+/// backup loads (Redis's own loader and RESTORE both refuse a key twice).
+#[test]
+fn a_key_scan_returns_twice_is_kept_once() {
+    use common::resp_server::{array, bulk, serve};
+    let value = |v: &[u8]| {
+        // A string value as DUMP gives it: type 0, the RDB string, version
+        // 10 and the CRC64.
+        let mut raw = vec![0u8, v.len() as u8];
+        raw.extend_from_slice(v);
+        redvault::rdb::restore_payload(&raw, 10)
+    };
+    let port = serve(3, move |args| {
+        let name = args[0].to_ascii_uppercase();
+        match name.as_slice() {
+            b"INFO" => {
+                let text = match args.get(1).map(|a| a.to_ascii_lowercase()) {
+                    Some(s) if s == b"replication" => {
+                        "master_replid:0123456789abcdef0123456789abcdef01234567\r\nmaster_repl_offset:7\r\n"
+                    }
+                    Some(s) if s == b"keyspace" => "db0:keys=3,expires=0,avg_ttl=0\r\n",
+                    Some(s) if s == b"cluster" => "cluster_enabled:0\r\n",
+                    _ => "redis_version:7.0.15\r\n",
+                };
+                bulk(text.as_bytes())
+            }
+            // Two pages; k2 is in both.
+            b"SCAN" if args[1] == b"0" => array(&[bulk(b"5"), array(&[bulk(b"k1"), bulk(b"k2")])]),
+            b"SCAN" => array(&[bulk(b"0"), array(&[bulk(b"k2"), bulk(b"k3")])]),
+            b"DUMP" => bulk(&value(&args[1])),
+            b"PEXPIRETIME" => b":-1\r\n".to_vec(),
+            b"FUNCTION" => bulk(&redvault::rdb::restore_payload(&[], 10)),
+            b"MODULE" => b"*0\r\n".to_vec(),
+            _ => b"+OK\r\n".to_vec(),
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--method",
+            "scan",
+            "--scan-connections",
+            "1",
+            "--plain",
+        ])
+        .args([
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+            "--to",
+            &store,
+        ])
+        .args(["--source", "dup", "--signing-key"])
+        .arg(work.path().join("signing.pem")));
+    assert_eq!(code, 0, "{err}");
+    let base = files_below(&work.path().join("store/dup"))
+        .into_iter()
+        .find(|p| p.ends_with("base.rdb"))
+        .expect("a plain base");
+    // Redis's own loader takes it: each key once.
+    let native = RedisServer::start_with_rdb(&[], Some(&base));
+    assert_eq!(native.client().ok(&["DBSIZE"]), Resp::Int(3));
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(
+            native.client().ok(&["GET", k]),
+            Resp::Bulk(Some(k.as_bytes().to_vec()))
+        );
+    }
 }

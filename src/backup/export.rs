@@ -140,7 +140,7 @@ async fn export_inner(
                 bytes: 0,
             },
         };
-        let mut counter = KeyCounter::start();
+        let mut counter = KeyCounter::start(info.method == crate::source::Method::Scan);
         let step = async {
             while let Some(piece) = transfer.next_piece().await? {
                 sink.write(&piece)
@@ -156,7 +156,8 @@ async fn export_inner(
             sink.abort().await;
             return Err(e);
         }
-        // The RDB's own CRC checked out; it must also walk to its end, or the
+        // The RDB's own CRC checked out (the transfer's, or the counter's for
+        // a SCAN); it must also walk to its end, or the
         // backup could never be restored: no manifest for a snapshot that
         // does not parse.
         let counts: std::collections::BTreeMap<String, u64> = match counter.finish().await {

@@ -10,13 +10,14 @@ use clap::Subcommand;
 pub enum AclCommand {
     /// Print the ACL SETUSER line allowing exactly what a role sends.
     Print {
-        /// backup, daemon, import or restore.
+        /// backup, daemon, scan (export --method scan), import or restore.
         #[arg(long)]
         role: String,
         /// The user name (default redvault-ROLE).
         #[arg(long)]
         user: Option<String>,
-        /// Keys the role may write (import, restore), as an ACL glob.
+        /// Keys the role may write (import, restore), as an ACL glob; the
+        /// scan role reads every key.
         #[arg(long, default_value = "*")]
         keys: String,
         /// A user that signs in with Entra ID tokens (no password).
@@ -117,6 +118,9 @@ pub async fn run(cmd: AclCommand, config: &Config, out: &Output) -> anyhow::Resu
             redis,
         } => {
             let r = parse_role(&role)?;
+            if r == crate::acl::Role::Scan && keys != "*" {
+                anyhow::bail!("--keys {keys}: the scan role reads every key (SCAN is not limited by key permissions, and DUMP of any other key would be refused)");
+            }
             let user = user.unwrap_or_else(|| format!("redvault-{}", r.name()));
             let known = match redis.redis.is_some() {
                 true => Some(

@@ -38,11 +38,11 @@ impl Read for ChannelReader {
     }
 }
 
-/// Keys per database, counted by walking the RDB (whose checksum the caller
-/// has verified).
-pub fn count_keys(input: impl Read) -> Result<BTreeMap<u64, u64>, RdbError> {
+/// Keys per database, counted by walking the RDB; its checksum too when
+/// `verify_checksum` (a caller that has not verified it already).
+pub fn count_keys(input: impl Read, verify_checksum: bool) -> Result<BTreeMap<u64, u64>, RdbError> {
     let opts = ScanOptions {
-        verify_checksum: false,
+        verify_checksum,
         ..ScanOptions::default()
     };
     let mut s = RdbScanner::new(input, opts)?;
@@ -62,9 +62,14 @@ pub struct KeyCounter {
 }
 
 impl KeyCounter {
-    pub fn start() -> Self {
+    /// With `verify_checksum`, the RDB's CRC64 is checked too (the PSYNC
+    /// transfer checks it on its own; an RDB redvault wrote from a SCAN does
+    /// not get that).
+    pub fn start(verify_checksum: bool) -> Self {
         let (tx, rx) = mpsc::channel(32);
-        let task = tokio::task::spawn_blocking(move || count_keys(ChannelReader::new(rx)));
+        let task = tokio::task::spawn_blocking(move || {
+            count_keys(ChannelReader::new(rx), verify_checksum)
+        });
         KeyCounter { tx: Some(tx), task }
     }
 

@@ -17,19 +17,35 @@ impl AutoSource {
     }
 }
 
-/// Whether the server refused replication itself (not a network or
-/// authentication failure, which SCAN would meet too).
+/// Whether the server refused replication itself: the user may not
+/// (NOPERM), or the server does not offer it (unknown, renamed, disabled or
+/// not allowed, as managed services answer). Not an authentication,
+/// loading, busy or replica-link error, which SCAN would meet too or which
+/// would give a stale copy.
 fn replication_refused(e: &SourceError) -> bool {
     match e {
-        SourceError::Redis(RedisError::NoPermission { command, .. })
-        | SourceError::Redis(RedisError::Refused { command, .. }) => {
-            let c = command.to_ascii_lowercase();
-            ["psync", "sync", "replconf"]
+        SourceError::Redis(RedisError::NoPermission { command, .. }) => is_replication(command),
+        SourceError::Redis(RedisError::Refused {
+            command, message, ..
+        }) => {
+            let m = message.to_ascii_lowercase();
+            is_replication(command)
+                && [
+                    "unknown command",
+                    "not allowed",
+                    "disabled",
+                    "not supported",
+                ]
                 .iter()
-                .any(|r| c.split_whitespace().next() == Some(r))
+                .any(|w| m.contains(w))
         }
         _ => false,
     }
+}
+
+fn is_replication(command: &str) -> bool {
+    let c = command.to_ascii_lowercase();
+    matches!(c.split_whitespace().next(), Some("psync" | "replconf"))
 }
 
 #[async_trait]

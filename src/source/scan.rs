@@ -52,6 +52,8 @@ struct Plan {
     /// PEXPIRETIME exists (7.0): expiries read as absolute times.
     absolute_expiry: bool,
     functions: Option<Vec<u8>>,
+    /// Server clock minus ours (ms), from TIME: PTTL is relative to it.
+    clock_offset_ms: i64,
 }
 
 fn refused(conn: &Conn, command: &str, message: String) -> SourceError {
@@ -117,6 +119,26 @@ async fn plan(conn: &mut Conn) -> Result<Plan, SourceError> {
     } else {
         None
     };
+    let cluster = info(conn, "cluster").await.unwrap_or_default();
+    if field(&cluster, "cluster_enabled:").as_deref() == Some("1") {
+        return Err(SourceError::Unsupported(format!(
+            "Redis at {} is a cluster node: SCAN reads only its own slots, so a backup of it would be partial; back up each primary on its own, with its own --source",
+            conn.addr
+        )));
+    }
+    if let Ok(Reply::Array(mods)) = conn.command(&[b"MODULE", b"LIST"]).await {
+        if !mods.is_empty() {
+            tracing::warn!(
+                "Redis at {} has modules loaded: module values are in the snapshot, but data modules keep outside keys (such as search index definitions) is not",
+                conn.addr
+            );
+        }
+    }
+    let clock_offset_ms = if major >= 7 {
+        0
+    } else {
+        server_clock_offset(conn).await?
+    };
     Ok(Plan {
         version,
         replid,
@@ -124,7 +146,30 @@ async fn plan(conn: &mut Conn) -> Result<Plan, SourceError> {
         dbs,
         absolute_expiry: major >= 7,
         functions,
+        clock_offset_ms,
     })
+}
+
+/// The server's clock minus ours, in ms (TIME answers seconds and
+/// microseconds), measured at the middle of the round trip.
+async fn server_clock_offset(conn: &mut Conn) -> Result<i64, SourceError> {
+    let before = crate::text::now_ms() as i64;
+    let reply = conn.command(&[b"TIME"]).await?;
+    let after = crate::text::now_ms() as i64;
+    let parts = match reply {
+        Reply::Array(p) if p.len() == 2 => p,
+        Reply::Error(e) => return Err(refused(conn, "TIME", e)),
+        other => return Err(refused(conn, "TIME", format!("{other:?}"))),
+    };
+    let num = |r: &Reply| {
+        r.as_bytes()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    match (num(&parts[0]), num(&parts[1])) {
+        (Some(s), Some(us)) => Ok(s * 1000 + us / 1000 - (before + after) / 2),
+        _ => Err(refused(conn, "TIME", "a malformed answer".into())),
+    }
 }
 
 #[async_trait]
@@ -211,7 +256,9 @@ async fn produce(
     let mut idle: Vec<(Conn, Option<u64>)> = workers.into_iter().map(|c| (c, None)).collect();
     let mut running: JoinSet<Result<Batch, SourceError>> = JoinSet::new();
     let mut pace = Pace::new(limit);
+    let mut seen = Seen::default();
     for &db in &plan.dbs {
+        seen.clear();
         // Every batch of the previous database is in before this SELECTDB.
         while let Some(done) = running.join_next().await {
             let b = joined(done)?;
@@ -222,7 +269,8 @@ async fn produce(
         select(&mut ctl, db).await?;
         let mut cursor = b"0".to_vec();
         loop {
-            let (next, keys) = scan(&mut ctl, &cursor).await?;
+            let (next, mut keys) = scan(&mut ctl, &cursor).await?;
+            keys.retain(|k| seen.first_time(k));
             if !keys.is_empty() {
                 pace.take(keys.len()).await;
                 if idle.is_empty() {
@@ -232,8 +280,10 @@ async fn produce(
                 }
                 let (conn, at) = idle.pop().expect("an idle connection");
                 let enc = w.encoder();
-                let absolute = plan.absolute_expiry;
-                running.spawn(async move { dump_batch(conn, at, db, keys, absolute, enc).await });
+                let (absolute, offset) = (plan.absolute_expiry, plan.clock_offset_ms);
+                running.spawn(async move {
+                    dump_batch(conn, at, db, keys, absolute, offset, enc).await
+                });
             }
             if out.len() >= 256 << 10 {
                 w.account(&out);
@@ -319,6 +369,7 @@ async fn dump_batch(
     db: u64,
     keys: Vec<Vec<u8>>,
     absolute: bool,
+    clock_offset_ms: i64,
     enc: EntryEncoder,
 ) -> Result<Batch, SourceError> {
     let mut req = vec![];
@@ -330,6 +381,9 @@ async fn dump_batch(
         crate::resp::encode_into(&mut req, &[b"DUMP".as_slice(), k]);
         crate::resp::encode_into(&mut req, &[ttl_cmd, k.as_slice()]);
     }
+    // The moment the TTLs are counted from, on the server's clock (PTTL,
+    // before 7.0); taken before sending, so expiries are never late.
+    let sent_ms = crate::text::now_ms() as i64 + clock_offset_ms;
     conn.write_raw(&req).await?;
     if at != Some(db) {
         if let Reply::Error(e) = conn.read_reply("SELECT").await? {
@@ -348,8 +402,11 @@ async fn dump_batch(
         };
         let expire_ms = match ttl {
             Reply::Integer(t) if t >= 0 && absolute => Some(t),
-            Reply::Integer(t) if t >= 0 => Some(crate::text::now_ms() as i64 + t),
-            Reply::Integer(_) => None,
+            Reply::Integer(t) if t >= 0 => Some(sent_ms + t),
+            Reply::Integer(-1) => None,
+            // Gone between DUMP and the expiry query (it expired): not in the
+            // data set any more, and never written without its expiry.
+            Reply::Integer(_) => continue,
             Reply::Error(e) => {
                 return Err(refused(&conn, std::str::from_utf8(ttl_cmd).unwrap(), e))
             }
@@ -370,6 +427,30 @@ async fn dump_batch(
         })?;
     }
     Ok(Batch { conn, db, bytes })
+}
+
+/// The keys of one database already taken. SCAN may return a key more than
+/// once (when the table is resized during the scan), and an RDB holding a
+/// key twice is refused by Redis's own loader and by RESTORE: each key is
+/// kept once. 128-bit keyed hashes, not the keys: about 32 bytes a key for
+/// the largest database, the one memory cost that grows with the data.
+#[derive(Default)]
+struct Seen {
+    hashes: std::collections::HashSet<u128>,
+    a: std::collections::hash_map::RandomState,
+    b: std::collections::hash_map::RandomState,
+}
+
+impl Seen {
+    fn clear(&mut self) {
+        self.hashes = Default::default();
+    }
+
+    fn first_time(&mut self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        let h = (u128::from(self.a.hash_one(key)) << 64) | u128::from(self.b.hash_one(key));
+        self.hashes.insert(h)
+    }
 }
 
 /// At most `limit` keys a second, measured from the start.

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod http;
 pub mod key_vault;
 pub mod redis;
+pub mod resp_server;
 pub mod tls;
 pub mod token_endpoint;
 pub mod versions;
