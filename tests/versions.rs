@@ -167,22 +167,17 @@ fn the_daemon_follows_continues_and_restores_on_every_version() {
         let store = format!("file://{}", work.path().join("store").display());
         let primary = RedisServer::start_bin(&v.bin, &[]);
         let daemon = || {
-            let mut c = redvault();
-            c.args([
-                "daemon",
-                "--redis",
-                &primary.url(),
-                "--to",
-                &store,
-                "--source",
-                "cache1",
-            ])
-            .args(["--segment-interval-ms", "100"])
-            .arg("--kek")
-            .arg(work.path().join("kek.pub.pem"))
-            .arg("--state-dir")
-            .arg(work.path().join("state"));
-            Daemon::spawn(c, work.path())
+            let command = || {
+                let mut c = redvault();
+                c.args(["daemon", "--redis", &primary.url(), "--to", &store])
+                    .args(["--source", "cache1", "--segment-interval-ms", "100"])
+                    .arg("--kek")
+                    .arg(work.path().join("kek.pub.pem"))
+                    .arg("--state-dir")
+                    .arg(work.path().join("state"));
+                c
+            };
+            Daemon::spawn(command, work.path())
         };
         let mut d = daemon();
         d.wait_up();

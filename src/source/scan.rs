@@ -203,17 +203,26 @@ impl Source for ScanSource {
             server_version: plan.version.as_ref().map(|v| v.redis.clone()),
             method: super::Method::Scan,
         };
-        let (tx, rx) = mpsc::channel(8);
+        let redis_ver = plan
+            .version
+            .as_ref()
+            .map(|v| v.redis.clone())
+            .unwrap_or_default();
+        let (writer, header) = RdbWriter::new(
+            rdb_version,
+            &[("redis-ver", &redis_ver), ("redvault-source", "scan")],
+        );
+        let (tx, rx) = mpsc::channel(PIECES);
         let limit = self.max_keys_per_sec;
+        let enc = writer.encoder();
         tokio::spawn(async move {
-            let result = produce(ctl, workers, plan, rdb_version, limit, &tx).await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
-            }
+            let result = produce(ctl, workers, plan, header, enc, limit, &tx).await;
+            let _ = tx.send(result.map(|()| Piece::End)).await;
         });
         Ok(Box::new(ScanSnapshot {
             info,
             rx,
+            writer: Some(writer),
             received: 0,
             rdb_version,
         }))
@@ -227,73 +236,84 @@ impl Source for ScanSource {
     }
 }
 
-type Piece = Result<Bytes, SourceError>;
+/// What the writing tasks send the snapshot's reader, in file order: bytes
+/// (whole entries), then the end (the reader adds the EOF and checksum).
+enum Piece {
+    Data(Vec<u8>),
+    End,
+}
 
-/// Writes the RDB: header, functions, then each database's keys, batch by
-/// batch as the workers return them (at most one batch per worker in
-/// flight, so memory stays at a few batches).
+type Sent = Result<Piece, SourceError>;
+
+/// Pieces in the channel at most, each up to `PIECE_BYTES` plus one value.
+const PIECES: usize = 8;
+const PIECE_BYTES: usize = 256 << 10;
+/// Keys whose DUMP a worker asks before reading the answers: the primary
+/// holds at most this many values in its output buffer for us.
+const WINDOW: usize = 64;
+
+/// Sends the header, the functions, then each database: its SELECTDB, then
+/// its keys, batch by batch on the workers, which send their entries
+/// themselves (in pieces of about `PIECE_BYTES`). Every batch of a database
+/// has sent all it has before the next SELECTDB goes, so entries stay under
+/// their database; within it, order does not matter.
 async fn produce(
     mut ctl: Conn,
     workers: Vec<Conn>,
     plan: Plan,
-    rdb_version: u32,
+    header: Vec<u8>,
+    enc: EntryEncoder,
     limit: Option<u32>,
-    tx: &mpsc::Sender<Piece>,
+    tx: &mpsc::Sender<Sent>,
 ) -> Result<(), SourceError> {
-    let redis_ver = plan
-        .version
-        .as_ref()
-        .map(|v| v.redis.clone())
-        .unwrap_or_default();
-    let (mut w, mut out) = RdbWriter::new(
-        rdb_version,
-        &[("redis-ver", &redis_ver), ("redvault-source", "scan")],
-    );
+    let mut out = header;
     if let Some(f) = &plan.functions {
         RdbWriter::functions(&mut out, f)
             .map_err(|e| refused(&ctl, "FUNCTION DUMP", e.to_string()))?;
     }
     let mut idle: Vec<(Conn, Option<u64>)> = workers.into_iter().map(|c| (c, None)).collect();
-    let mut running: JoinSet<Result<Batch, SourceError>> = JoinSet::new();
+    let mut running: JoinSet<Result<(Conn, u64), SourceError>> = JoinSet::new();
     let mut pace = Pace::new(limit);
     let mut seen = Seen::default();
     for &db in &plan.dbs {
         seen.clear();
-        // Every batch of the previous database is in before this SELECTDB.
+        // Every batch of the previous database has sent its entries.
         while let Some(done) = running.join_next().await {
-            let b = joined(done)?;
-            out.extend_from_slice(&b.bytes);
-            idle.push((b.conn, Some(b.db)));
+            let (conn, at) = joined(done)?;
+            idle.push((conn, Some(at)));
         }
         RdbWriter::select_db(&mut out, db);
+        if tx
+            .send(Ok(Piece::Data(std::mem::take(&mut out))))
+            .await
+            .is_err()
+        {
+            return Ok(()); // the reader went away
+        }
         select(&mut ctl, db).await?;
         let mut cursor = b"0".to_vec();
         loop {
+            if tx.is_closed() {
+                return Ok(());
+            }
             let (next, mut keys) = scan(&mut ctl, &cursor).await?;
             keys.retain(|k| seen.first_time(k));
             if !keys.is_empty() {
                 pace.take(keys.len()).await;
                 if idle.is_empty() {
-                    let b = joined(running.join_next().await.expect("a batch runs"))?;
-                    out.extend_from_slice(&b.bytes);
-                    idle.push((b.conn, Some(b.db)));
+                    let (conn, at) = joined(running.join_next().await.expect("a batch runs"))?;
+                    idle.push((conn, Some(at)));
                 }
                 let (conn, at) = idle.pop().expect("an idle connection");
-                let enc = w.encoder();
-                let (absolute, offset) = (plan.absolute_expiry, plan.clock_offset_ms);
-                running.spawn(async move {
-                    dump_batch(conn, at, db, keys, absolute, offset, enc).await
-                });
-            }
-            if out.len() >= 256 << 10 {
-                w.account(&out);
-                if tx
-                    .send(Ok(Bytes::from(std::mem::take(&mut out))))
-                    .await
-                    .is_err()
-                {
-                    return Ok(()); // the reader went away
-                }
+                let batch = Batch {
+                    db,
+                    keys,
+                    absolute: plan.absolute_expiry,
+                    clock_offset_ms: plan.clock_offset_ms,
+                    enc,
+                };
+                let tx = tx.clone();
+                running.spawn(async move { dump_batch(conn, at, batch, &tx).await });
             }
             if next == b"0" {
                 break;
@@ -302,16 +322,17 @@ async fn produce(
         }
     }
     while let Some(done) = running.join_next().await {
-        out.extend_from_slice(&joined(done)?.bytes);
+        joined(done)?;
     }
-    w.finish(&mut out);
-    let _ = tx.send(Ok(Bytes::from(out))).await;
+    if !out.is_empty() {
+        let _ = tx.send(Ok(Piece::Data(out))).await;
+    }
     Ok(())
 }
 
 fn joined(
-    r: Result<Result<Batch, SourceError>, tokio::task::JoinError>,
-) -> Result<Batch, SourceError> {
+    r: Result<Result<(Conn, u64), SourceError>, tokio::task::JoinError>,
+) -> Result<(Conn, u64), SourceError> {
     r.map_err(|e| SourceError::Unsupported(format!("a DUMP worker ended: {e}")))?
 }
 
@@ -353,80 +374,84 @@ async fn scan(conn: &mut Conn, cursor: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>),
     }
 }
 
-/// One batch's entries, encoded, and the connection back.
+/// One SCAN page to DUMP, and how.
 struct Batch {
-    conn: Conn,
-    db: u64,
-    bytes: Vec<u8>,
-}
-
-/// DUMP and the expiry of every key, pipelined on one connection. A key
-/// gone since SCAN (DUMP answers nil) is skipped: it is not in the data set
-/// any more.
-async fn dump_batch(
-    mut conn: Conn,
-    at: Option<u64>,
     db: u64,
     keys: Vec<Vec<u8>>,
+    /// PEXPIRETIME (absolute) rather than PTTL.
     absolute: bool,
     clock_offset_ms: i64,
     enc: EntryEncoder,
-) -> Result<Batch, SourceError> {
-    let mut req = vec![];
-    if at != Some(db) {
-        crate::resp::encode_into(&mut req, &[b"SELECT".as_slice(), db.to_string().as_bytes()]);
+}
+
+/// DUMP and the expiry of every key, pipelined on one connection in windows
+/// of `WINDOW` keys, the entries sent on as they fill pieces; returns the
+/// connection and the database it has selected. A key gone since SCAN (DUMP
+/// answers nil) is skipped: it is not in the data set any more.
+async fn dump_batch(
+    mut conn: Conn,
+    at: Option<u64>,
+    b: Batch,
+    tx: &mpsc::Sender<Sent>,
+) -> Result<(Conn, u64), SourceError> {
+    if at != Some(b.db) {
+        select(&mut conn, b.db).await?;
     }
-    let ttl_cmd: &[u8] = if absolute { b"PEXPIRETIME" } else { b"PTTL" };
-    for k in &keys {
-        crate::resp::encode_into(&mut req, &[b"DUMP".as_slice(), k]);
-        crate::resp::encode_into(&mut req, &[ttl_cmd, k.as_slice()]);
-    }
-    // The moment the TTLs are counted from, on the server's clock (PTTL,
-    // before 7.0); taken before sending, so expiries are never late.
-    let sent_ms = crate::text::now_ms() as i64 + clock_offset_ms;
-    conn.write_raw(&req).await?;
-    if at != Some(db) {
-        if let Reply::Error(e) = conn.read_reply("SELECT").await? {
-            return Err(refused(&conn, "SELECT", e));
+    let ttl_cmd: &[u8] = if b.absolute { b"PEXPIRETIME" } else { b"PTTL" };
+    let ttl_name = std::str::from_utf8(ttl_cmd).expect("ascii");
+    let mut bytes = vec![];
+    for window in b.keys.chunks(WINDOW) {
+        let mut req = vec![];
+        for k in window {
+            crate::resp::encode_into(&mut req, &[b"DUMP".as_slice(), k]);
+            crate::resp::encode_into(&mut req, &[ttl_cmd, k.as_slice()]);
+        }
+        // The moment the TTLs are counted from, on the server's clock (PTTL,
+        // before 7.0); taken before sending, so expiries are never late.
+        let sent_ms = crate::text::now_ms() as i64 + b.clock_offset_ms;
+        conn.write_raw(&req).await?;
+        for k in window {
+            let dump = conn.read_reply("DUMP").await?;
+            let ttl = conn.read_reply("the key's expiry").await?;
+            let payload = match dump {
+                Reply::Bulk(Some(p)) => p,
+                Reply::Bulk(None) => continue,
+                Reply::Error(e) => return Err(refused(&conn, "DUMP", e)),
+                other => return Err(refused(&conn, "DUMP", format!("{other:?}"))),
+            };
+            let expire_ms = match ttl {
+                Reply::Integer(t) if t >= 0 && b.absolute => Some(t),
+                Reply::Integer(t) if t >= 0 => Some(sent_ms + t),
+                Reply::Integer(-1) => None,
+                // Gone between DUMP and the expiry query (it expired): not in
+                // the data set any more, and never written without its expiry.
+                Reply::Integer(_) => continue,
+                Reply::Error(e) => return Err(refused(&conn, ttl_name, e)),
+                other => return Err(refused(&conn, ttl_name, format!("{other:?}"))),
+            };
+            b.enc
+                .entry(&mut bytes, k, expire_ms, &payload)
+                .map_err(|e| {
+                    refused(
+                        &conn,
+                        "DUMP",
+                        format!("key {}: {e}", crate::target::show_key(k)),
+                    )
+                })?;
+            if bytes.len() >= PIECE_BYTES
+                && tx
+                    .send(Ok(Piece::Data(std::mem::take(&mut bytes))))
+                    .await
+                    .is_err()
+            {
+                return Ok((conn, b.db)); // the reader went away
+            }
         }
     }
-    let mut bytes = vec![];
-    for k in &keys {
-        let dump = conn.read_reply("DUMP").await?;
-        let ttl = conn.read_reply("the key's expiry").await?;
-        let payload = match dump {
-            Reply::Bulk(Some(p)) => p,
-            Reply::Bulk(None) => continue,
-            Reply::Error(e) => return Err(refused(&conn, "DUMP", e)),
-            other => return Err(refused(&conn, "DUMP", format!("{other:?}"))),
-        };
-        let expire_ms = match ttl {
-            Reply::Integer(t) if t >= 0 && absolute => Some(t),
-            Reply::Integer(t) if t >= 0 => Some(sent_ms + t),
-            Reply::Integer(-1) => None,
-            // Gone between DUMP and the expiry query (it expired): not in the
-            // data set any more, and never written without its expiry.
-            Reply::Integer(_) => continue,
-            Reply::Error(e) => {
-                return Err(refused(&conn, std::str::from_utf8(ttl_cmd).unwrap(), e))
-            }
-            other => {
-                return Err(refused(
-                    &conn,
-                    std::str::from_utf8(ttl_cmd).unwrap(),
-                    format!("{other:?}"),
-                ))
-            }
-        };
-        enc.entry(&mut bytes, k, expire_ms, &payload).map_err(|e| {
-            refused(
-                &conn,
-                "DUMP",
-                format!("key {}: {e}", crate::target::show_key(k)),
-            )
-        })?;
+    if !bytes.is_empty() {
+        let _ = tx.send(Ok(Piece::Data(bytes))).await;
     }
-    Ok(Batch { conn, db, bytes })
+    Ok((conn, b.db))
 }
 
 /// The keys of one database already taken. SCAN may return a key more than
@@ -481,9 +506,13 @@ impl Pace {
     }
 }
 
+/// The reader's side: pieces in the order they arrive are the file, so the
+/// checksum is kept here; at the end the EOF opcode and checksum follow.
 struct ScanSnapshot {
     info: SnapshotInfo,
-    rx: mpsc::Receiver<Piece>,
+    rx: mpsc::Receiver<Sent>,
+    /// None once the trailer was given.
+    writer: Option<RdbWriter>,
     received: u64,
     rdb_version: u32,
 }
@@ -495,14 +524,29 @@ impl Snapshot for ScanSnapshot {
     }
 
     async fn next_piece(&mut self) -> Result<Option<Bytes>, SourceError> {
-        match self.rx.recv().await {
-            Some(Ok(b)) => {
-                self.received += b.len() as u64;
-                Ok(Some(b))
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(None);
+        };
+        let piece = match self.rx.recv().await {
+            Some(Ok(Piece::Data(b))) => {
+                writer.account(&b);
+                b
             }
-            Some(Err(e)) => Err(e),
-            None => Ok(None),
-        }
+            Some(Ok(Piece::End)) => {
+                let mut trailer = vec![];
+                self.writer.take().expect("a writer").finish(&mut trailer);
+                trailer
+            }
+            Some(Err(e)) => return Err(e),
+            // The writing task ended without its end: never a short file.
+            None => {
+                return Err(SourceError::Unsupported(
+                    "the SCAN stopped before its end (its task ended)".into(),
+                ))
+            }
+        };
+        self.received += piece.len() as u64;
+        Ok(Some(Bytes::from(piece)))
     }
 
     fn received(&self) -> u64 {

@@ -17,19 +17,45 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns `cmd` (a `redvault daemon ...`) with its metrics on a free
-    /// loopback port and its log (at info) in `work`.
-    pub fn spawn(mut cmd: Command, work: &std::path::Path) -> Self {
-        let port = super::redis::free_port();
-        let log = work.join(format!("daemon-{port}.log"));
-        let child = cmd
-            .env("REDVAULT_LOG", "info")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, port, log }
+    /// Spawns the command `make` builds (a `redvault daemon ...`) with its
+    /// metrics on a free loopback port and its log (at info) in `work`, and
+    /// waits (bounded) until it serves them. A port taken by another test
+    /// between choosing and binding it makes the daemon exit: then another
+    /// port is tried, a bounded number of times.
+    pub fn spawn(make: impl Fn() -> Command, work: &std::path::Path) -> Self {
+        for _ in 0..5 {
+            let port = super::redis::free_port();
+            let log = work.join(format!("daemon-{port}.log"));
+            let child = make()
+                .env("REDVAULT_LOG", "info")
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut d = Daemon { child, port, log };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if d.metrics().is_some() {
+                    return d;
+                }
+                if let Ok(Some(_)) = d.child.try_wait() {
+                    assert!(
+                        d.log().contains("cannot listen"),
+                        "the daemon exited; log:\n{}",
+                        d.log()
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never served its metrics; log:\n{}",
+                    d.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("the daemon could not bind a free port in 5 tries");
     }
 
     pub fn metrics(&self) -> Option<String> {
