@@ -385,22 +385,25 @@ async fn signing_key_held_in_key_vault() {
         .arg(&public));
     assert_eq!(code, 0, "verify: {err}");
 
+    let export_signed_by = |signing_key: &str| {
+        run(w.cmd().args([
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            &store,
+            "--source",
+            "cache1",
+            "--kek",
+            &kek,
+            "--signing-key",
+            signing_key,
+        ]))
+    };
     // Without the 'sign' permission nothing is written.
     w.vault.permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey"]);
     let before = generation_count(&w.work.path().join("store/cache1"));
-    let (code, _, err) = run(w.cmd().args([
-        "export",
-        "--redis",
-        &src.url(),
-        "--to",
-        &store,
-        "--source",
-        "cache1",
-        "--kek",
-        &kek,
-        "--signing-key",
-        &signer,
-    ]));
+    let (code, _, err) = export_signed_by(&signer);
     assert_eq!(code, 1);
     let line = one_line_error(&err);
     assert!(
@@ -415,19 +418,7 @@ async fn signing_key_held_in_key_vault() {
     // An RSA key cannot sign here.
     w.vault
         .permit(SYSTEM_OID, &["get", "wrapKey", "unwrapKey", "sign"]);
-    let (code, _, err) = run(w.cmd().args([
-        "export",
-        "--redis",
-        &src.url(),
-        "--to",
-        &store,
-        "--source",
-        "cache1",
-        "--kek",
-        &kek,
-        "--signing-key",
-        &kek,
-    ]));
+    let (code, _, err) = export_signed_by(&kek);
     assert_eq!(code, 1);
     let line = one_line_error(&err);
     assert!(line.contains("EC key on P-256"), "{line}");
