@@ -123,6 +123,59 @@ fn mismatched_links_and_names_fail_naming_the_cause() {
     assert!(files_below(&work.path().join("store")).is_empty());
 }
 
+/// The IPv6 loopback (`rediss://[::1]:PORT`, the certificate naming
+/// IP ::1), and connecting by IP while verifying a name the certificate
+/// carries (`--tls-server-name localhost`): both export and import.
+#[test]
+fn ipv6_and_a_server_name_for_an_ip_work() {
+    let ca = TestCa::new();
+    let tls_port = free_port();
+    let p = tls_port.to_string();
+    let src = RedisServer::start(&[
+        "--bind",
+        "127.0.0.1",
+        "::1",
+        "--tls-port",
+        &p,
+        "--tls-cert-file",
+        ca.cert.to_str().unwrap(),
+        "--tls-key-file",
+        ca.key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    fill_all_types(&mut src.client());
+    let (work, store) = store();
+    let (code, _, err) = run(redvault()
+        .args(["export", "--redis", &format!("rediss://[::1]:{tls_port}")])
+        .args(["--to", &store, "--source", "s", "--tls-ca"])
+        .arg(&ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "export over [::1]: {err}");
+    let (dst, dst_tls) = tls_server(&ca, false);
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &format!("rediss://127.0.0.1:{dst_tls}"),
+        ])
+        .args([
+            "--from",
+            &store,
+            "--tls-server-name",
+            "localhost",
+            "--tls-ca",
+        ])
+        .arg(&ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "import by IP as localhost: {err}");
+    assert_eq!(dst.digest(), src.digest());
+}
+
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
     let ca = TestCa::new();
