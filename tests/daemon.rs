@@ -25,30 +25,25 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Self {
-        let port = free_port();
-        let log = work.join(format!("daemon-{port}.log"));
-        let child = redvault()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("REDVAULT_LOG", "info")
-            .args([
-                "daemon", "--redis", redis, "--to", store, "--source", "cache1",
-            ])
-            .arg("--kek")
-            .arg(work.join("kek.pub.pem"))
-            .arg("--state-dir")
-            .arg(work.join("state"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(if extra.contains(&"--segment-interval-ms") {
-                &[][..]
-            } else {
-                &["--segment-interval-ms", "200"][..]
-            })
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, port, log }
+        let command = || {
+            let mut c = redvault();
+            c.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .args([
+                    "daemon", "--redis", redis, "--to", store, "--source", "cache1",
+                ])
+                .arg("--kek")
+                .arg(work.join("kek.pub.pem"))
+                .arg("--state-dir")
+                .arg(work.join("state"))
+                .args(if extra.contains(&"--segment-interval-ms") {
+                    &[][..]
+                } else {
+                    &["--segment-interval-ms", "200"][..]
+                })
+                .args(extra);
+            c
+        };
+        Daemon::spawn(command, work)
     }
 }
 
