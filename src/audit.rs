@@ -15,6 +15,8 @@ pub struct Audit {
     path: Option<PathBuf>,
     action: &'static str,
     started: Instant,
+    /// The Azure identity the command got tokens with (ids, never a token).
+    identity: Option<String>,
 }
 
 /// Who runs this process: the login name, else the uid.
@@ -40,7 +42,13 @@ impl Audit {
             path,
             action,
             started: Instant::now(),
+            identity: None,
         }
+    }
+
+    /// Names the Azure identity used, for the records that follow.
+    pub fn set_identity(&mut self, who: Option<String>) {
+        self.identity = who;
     }
 
     /// Appends one record; `details` is the command's summary, `error` its
@@ -52,7 +60,7 @@ impl Audit {
         details: Option<serde_json::Value>,
         error: Option<&str>,
     ) -> Result<(), AuditError> {
-        let rec = serde_json::json!({
+        let mut rec = serde_json::json!({
             "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "action": self.action,
             "event": event,
@@ -63,6 +71,9 @@ impl Audit {
             "seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             "details": details,
         });
+        if let Some(who) = &self.identity {
+            rec["azure_identity"] = who.clone().into();
+        }
         // Into the log too (the journal, under systemd, at REDVAULT_LOG=info).
         tracing::info!(target: "redvault::audit", "{rec}");
         let Some(path) = &self.path else {

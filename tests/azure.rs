@@ -599,6 +599,14 @@ async fn secrets_from_files_never_show() {
 
     let text = std::fs::read_to_string(&audit).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
+    // The identity that got tokens is named (by ids); by SAS, none was used.
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let who = recs[0]["azure_identity"].as_str().unwrap_or_default();
+    assert!(who.contains("sp-app") && who.contains(SP_OID), "{text}");
+    assert!(recs[1].get("azure_identity").is_none(), "{text}");
     // What was searched: the debug log, and the processes' /proc entries.
     assert!(seen.contains("DEBUG"), "no debug output was seen");
     assert!(seen.contains("--audit-log"), "no command line was seen");

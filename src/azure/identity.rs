@@ -201,6 +201,11 @@ impl Identity {
         }
     }
 
+    /// Whether a token was asked for (the identity was used, not only set up).
+    pub fn used(&self) -> bool {
+        self.chosen.get().is_some()
+    }
+
     /// The name, with the principal's object id once a token has shown it.
     pub fn name_with_principal(&self) -> String {
         match self.principal.lock().ok().and_then(|p| p.clone()) {

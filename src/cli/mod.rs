@@ -104,7 +104,7 @@ pub fn run() -> i32 {
     let action = cli.command.action();
     let mut audit = Audit::new(cli.audit_log.clone(), action);
     let result = (|| -> anyhow::Result<()> {
-        let config = crate::settings::Config::load(cli.config.as_deref())?;
+        let mut config = crate::settings::Config::load(cli.config.as_deref())?;
         audit = Audit::new(cli.audit_log.clone().or(config.audit_log.clone()), action);
         if action == "daemon" {
             audit.record("start", None, None)?;
@@ -112,7 +112,7 @@ pub fn run() -> i32 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
+        let result = rt.block_on(async {
             match cli.command {
                 Command::Keys(k) => keys::run(k, &config, &out).await,
                 Command::Acl(a) => acl::run(a, &config, &out).await,
@@ -123,13 +123,21 @@ pub fn run() -> i32 {
                 Command::Import(a) => import::run_import(a, &config, &out).await,
                 Command::Inspect(a) => import::run_inspect(a, &config, &out).await,
                 Command::Daemon(a) => {
-                    daemon::run_daemon(a, cli.config.clone(), config, audit.clone()).await
+                    daemon::run_daemon(
+                        a,
+                        cli.config.clone(),
+                        std::mem::take(&mut config),
+                        audit.clone(),
+                    )
+                    .await
                 }
                 Command::Restore(a) => restore::run_restore(a, &config, &out).await,
                 Command::Verify(a) => restore::run_verify(a, &config, &out).await,
                 Command::Prune(a) => restore::run_prune(a, &config, &out).await,
             }
-        })
+        });
+        audit.set_identity(config.used_identity());
+        result
     })();
     let details = out.last.lock().ok().and_then(|l| l.clone());
     let line = result.as_ref().err().map(one_line);

@@ -167,6 +167,15 @@ pub struct SealConfig {
 
 impl Config {
     /// The Azure identity (managed identity by default), made once.
+    /// The Azure identity this run got tokens with (ids only), if any: for
+    /// the audit record.
+    pub fn used_identity(&self) -> Option<String> {
+        self.identity
+            .get()
+            .filter(|i| i.used())
+            .map(|i| i.name_with_principal())
+    }
+
     pub fn identity(&self) -> Result<Arc<Identity>, SettingsError> {
         if let Some(i) = self.identity.get() {
             return Ok(i.clone());
