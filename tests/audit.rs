@@ -6,7 +6,7 @@ mod common;
 use common::daemon::Daemon;
 use common::redis::*;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -95,36 +95,19 @@ fn the_daemon_records_its_events_in_order() {
     let config = work.path().join("redvault.toml");
     let kek_line = |p: &std::path::Path| format!("kek = \"{}\"\n", p.display());
     std::fs::write(&config, kek_line(&work.path().join("kek.pub.pem"))).unwrap();
-    let port = free_port();
-    let log = work.path().join("daemon.log");
-    let child = redvault()
-        .env("REDVAULT_LOG", "info")
-        .arg("--config")
-        .arg(&config)
-        .arg("--audit-log")
-        .arg(&audit)
-        .args([
-            "daemon",
-            "--redis",
-            &src.url(),
-            "--to",
-            &store,
-            "--source",
-            "cache1",
-        ])
-        .args([
-            "--segment-interval-ms",
-            "100",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--state-dir")
-        .arg(work.path().join("state"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon { child, port, log };
+    let command = || {
+        let mut c = redvault();
+        c.arg("--config")
+            .arg(&config)
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(["daemon", "--redis", &src.url(), "--to", &store])
+            .args(["--source", "cache1", "--segment-interval-ms", "100"])
+            .arg("--state-dir")
+            .arg(work.path().join("state"));
+        c
+    };
+    let mut d = Daemon::spawn(command, work.path());
     d.wait_durable(&src);
 
     // The primary loses its data: the generation ends, a new one starts.

@@ -294,12 +294,9 @@ async fn signing_key_held_in_key_vault() {
     assert_eq!(manifest["signer"], id.as_str());
 
     // The daemon signs its segments and chain heads through the vault too.
-    let mport = free_port();
-    let log = w.work.path().join("daemon.log");
-    let child = w
-        .cmd()
-        .env("REDVAULT_LOG", "info")
-        .args([
+    let command = || {
+        let mut c = w.cmd();
+        c.args([
             "daemon",
             "--redis",
             &src.url(),
@@ -307,26 +304,20 @@ async fn signing_key_held_in_key_vault() {
             &store,
             "--source",
             "cache1",
+        ])
+        .args([
             "--kek",
             &kek,
             "--signing-key",
             &signer,
             "--segment-interval-ms",
             "100",
-            "--listen",
-            &format!("127.0.0.1:{mport}"),
         ])
         .arg("--state-dir")
-        .arg(w.work.path().join("state"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon {
-        child,
-        port: mport,
-        log,
+        .arg(w.work.path().join("state"));
+        c
     };
+    let mut daemon = Daemon::spawn(command, w.work.path());
     daemon.wait_up();
     for i in 0..50 {
         src.client().ok(&["SET", &format!("after:{i}"), "v"]);

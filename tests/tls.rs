@@ -215,39 +215,30 @@ fn the_daemon_and_restore_work_over_tls() {
     let ca = TestCa::new();
     let (src, src_tls) = tls_server(&ca, false);
     let (work, store) = store();
-    let mport = free_port();
     let start = || {
-        let log = work.path().join(format!("daemon-{}.log", free_port()));
-        let child = redvault()
-            .env("REDVAULT_TLS_CA", &ca.ca)
-            .env("REDVAULT_LOG", "info")
-            .args([
-                "daemon",
-                "--redis",
-                &format!("rediss://127.0.0.1:{src_tls}"),
-            ])
-            .args([
-                "--to",
-                &store,
-                "--source",
-                "cache1",
-                "--segment-interval-ms",
-                "100",
-            ])
-            .arg("--kek")
-            .arg(work.path().join("kek.pub.pem"))
-            .arg("--state-dir")
-            .arg(work.path().join("state"))
-            .args(["--listen", &format!("127.0.0.1:{mport}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            port: mport,
-            log,
-        }
+        let command = || {
+            let mut c = redvault();
+            c.env("REDVAULT_TLS_CA", &ca.ca)
+                .args([
+                    "daemon",
+                    "--redis",
+                    &format!("rediss://127.0.0.1:{src_tls}"),
+                ])
+                .args([
+                    "--to",
+                    &store,
+                    "--source",
+                    "cache1",
+                    "--segment-interval-ms",
+                    "100",
+                ])
+                .arg("--kek")
+                .arg(work.path().join("kek.pub.pem"))
+                .arg("--state-dir")
+                .arg(work.path().join("state"));
+            c
+        };
+        Daemon::spawn(command, work.path())
     };
     // Twice: the second run continues the generation over TLS (PSYNC from
     // the checkpoint) after a clean stop.
