@@ -177,8 +177,8 @@ pub struct CheckReport {
     pub excess: Vec<String>,
     /// Commands of the role this server does not know (newer servers' writes).
     pub unknown: Vec<String>,
-    /// Commands DRYRUN could not judge with sample arguments (containers
-    /// such as XGROUP that need a subcommand), with its answer.
+    /// Commands DRYRUN could not judge with sample arguments, with its
+    /// answer (a container such as XGROUP is judged by its subcommands).
     pub unchecked: Vec<(String, String)>,
 }
 
@@ -207,6 +207,62 @@ const WATCHED: &[&str] = &[
 /// Checks `user` against `role` with `ACL DRYRUN` on `conn` (a connection
 /// that may run ACL: an admin). Each command is tried with arguments of its
 /// arity (COMMAND INFO); keys are a sample matching `keys`.
+/// From `COMMAND INFO`: a command's arity and its subcommands (name such as
+/// `xgroup|create`, and arity); None for a command this server lacks.
+fn command_shape(info: &crate::resp::Reply) -> Option<(i64, Vec<(String, i64)>)> {
+    use crate::resp::Reply;
+    let Reply::Array(items) = info else {
+        return None;
+    };
+    let Some(Reply::Array(entry)) = items.first() else {
+        return None;
+    };
+    let Some(Reply::Integer(arity)) = entry.get(1) else {
+        return None;
+    };
+    // Redis 7 lists subcommands as the tenth member, each an entry itself.
+    let subs = match entry.get(9) {
+        Some(Reply::Array(subs)) => subs
+            .iter()
+            .filter_map(|s| match s {
+                Reply::Array(e) => match (e.first(), e.get(1)) {
+                    (Some(Reply::Bulk(Some(n))), Some(Reply::Integer(a))) => {
+                        Some((String::from_utf8_lossy(n).into_owned(), *a))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .filter(|(n, _)| !n.ends_with("|help"))
+            .collect(),
+        _ => vec![],
+    };
+    Some((*arity, subs))
+}
+
+/// `ACL DRYRUN user cmd [sub] args...` with sample arguments to the arity
+/// (which counts the command name and the subcommand; negative is a minimum).
+async fn dryrun(
+    conn: &mut crate::resp::Conn,
+    user: &str,
+    parts: &[&str],
+    arity: i64,
+    sample_key: &str,
+) -> Result<Verdict, crate::resp::RedisError> {
+    use crate::resp::Reply;
+    let needed = (arity.unsigned_abs() as usize).saturating_sub(parts.len());
+    let mut args: Vec<Vec<u8>> = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), user.into()];
+    args.extend(parts.iter().map(|p| p.as_bytes().to_vec()));
+    args.extend((0..needed).map(|_| sample_key.as_bytes().to_vec()));
+    let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    Ok(match conn.command(&refs).await? {
+        Reply::Status(s) if s == "OK" => Verdict::Allowed,
+        Reply::Bulk(Some(why)) => Verdict::Denied(String::from_utf8_lossy(&why).into_owned()),
+        Reply::Error(e) => Verdict::Unchecked(e),
+        other => Verdict::Unchecked(format!("{other:?}")),
+    })
+}
+
 pub async fn check(
     conn: &mut crate::resp::Conn,
     user: &str,
@@ -214,7 +270,6 @@ pub async fn check(
     keys: &str,
     with_flush: bool,
 ) -> Result<CheckReport, crate::resp::RedisError> {
-    use crate::resp::Reply;
     let sample_key = keys.replace(['*', '?'], "x");
     let mut report = CheckReport {
         user: user.into(),
@@ -222,30 +277,27 @@ pub async fn check(
         ..Default::default()
     };
     let mut try_one = async |cmd: &str| -> Result<Verdict, crate::resp::RedisError> {
-        let parts: Vec<&str> = cmd.split('|').collect();
         let info = conn.command(&[b"COMMAND", b"INFO", cmd.as_bytes()]).await?;
-        let arity = match &info {
-            Reply::Array(items) => match items.first() {
-                Some(Reply::Array(entry)) => match entry.get(1) {
-                    Some(Reply::Integer(a)) => *a,
-                    _ => return Ok(Verdict::Unknown),
-                },
-                _ => return Ok(Verdict::Unknown),
-            },
-            _ => return Ok(Verdict::Unknown),
+        let Some((arity, subcommands)) = command_shape(&info) else {
+            return Ok(Verdict::Unknown);
         };
-        // Arity counts the command name (and the subcommand); negative is a minimum.
-        let needed = (arity.unsigned_abs() as usize).saturating_sub(parts.len());
-        let mut args: Vec<Vec<u8>> = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), user.into()];
-        args.extend(parts.iter().map(|p| p.as_bytes().to_vec()));
-        args.extend((0..needed).map(|_| sample_key.as_bytes().to_vec()));
-        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        Ok(match conn.command(&refs).await? {
-            Reply::Status(s) if s == "OK" => Verdict::Allowed,
-            Reply::Bulk(Some(why)) => Verdict::Denied(String::from_utf8_lossy(&why).into_owned()),
-            Reply::Error(e) => Verdict::Unchecked(e),
-            other => Verdict::Unchecked(format!("{other:?}")),
-        })
+        let parts: Vec<&str> = cmd.split('|').collect();
+        if parts.len() > 1 || subcommands.is_empty() {
+            return dryrun(conn, user, &parts, arity, &sample_key).await;
+        }
+        // A container (XGROUP): DRYRUN judges its subcommands, each of which
+        // the role may send; allowed when all are.
+        let mut unchecked = None;
+        for (name, arity) in subcommands {
+            let sub: Vec<&str> = name.split('|').collect();
+            match dryrun(conn, user, &sub, arity, &sample_key).await? {
+                Verdict::Allowed => {}
+                Verdict::Denied(why) => return Ok(Verdict::Denied(format!("{name}: {why}"))),
+                Verdict::Unchecked(why) => unchecked = Some(format!("{name}: {why}")),
+                Verdict::Unknown => {}
+            }
+        }
+        Ok(unchecked.map_or(Verdict::Allowed, Verdict::Unchecked))
     };
     for cmd in role.commands(with_flush) {
         match try_one(&cmd).await? {

@@ -213,4 +213,32 @@ fn acl_check_finds_what_is_missing_and_what_is_beyond_the_role() {
         out.contains("EXCESS   config|set") && out.contains("EXCESS   eval"),
         "{out}"
     );
+
+    // A container command (XGROUP, which replay sends) is judged by its
+    // subcommands: allowed for the restore user, and missing, naming the
+    // subcommand, once one of them is taken away.
+    let restore = print("restore", &["--user", "rs", "--redis", &admin]);
+    setuser(&server, &restore, None);
+    let check_restore = || {
+        run(redvault().args([
+            "acl", "check", "--role", "restore", "--user", "rs", "--redis", &admin,
+        ]))
+    };
+    let (code, out, err) = check_restore();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("allowed  +xgroup") && !out.contains("unchecked"),
+        "{out}"
+    );
+    match server
+        .client()
+        .cmd(&[b"ACL", b"SETUSER", b"rs", b"-xgroup|setid"])
+        .unwrap()
+    {
+        Resp::Status(s) => assert_eq!(s, "OK"),
+        other => panic!("{other:?}"),
+    }
+    let (code, out, _) = check_restore();
+    assert_eq!(code, 1);
+    assert!(out.contains("MISSING  +xgroup: xgroup|setid"), "{out}");
 }
