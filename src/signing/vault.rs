@@ -79,11 +79,6 @@ impl VaultSigner {
         &self.public
     }
 
-    /// The vault's versioned key id.
-    pub fn key_id(&self) -> &str {
-        self.key.id()
-    }
-
     /// ES256 over `msg`: the vault signs its SHA-256. The answer is brought to
     /// low s and checked against the public key: a wrong answer is refused,
     /// never stored. Signing has no side effect, so a throttled, failing or
