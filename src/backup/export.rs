@@ -140,7 +140,7 @@ async fn export_inner(
                 bytes: 0,
             },
         };
-        let mut counter = KeyCounter::start(info.method == crate::source::Method::Scan);
+        let mut counter = KeyCounter::start(!info.rdb_checked);
         let step = async {
             while let Some(piece) = transfer.next_piece().await? {
                 sink.write(&piece)

@@ -5,7 +5,7 @@ use super::output::Output;
 use super::progress::{bytes_bar, human_bytes};
 use crate::backup::{export, list, ExportRequest};
 use crate::settings::Config;
-use crate::source::{AutoSource, PsyncSource, ScanSource, Source};
+use crate::source::{AutoSource, PsyncSource, Reencoded, ScanSource, Source};
 use clap::{Args, ValueEnum};
 use std::sync::Arc;
 
@@ -43,6 +43,11 @@ pub struct ExportArgs {
     /// SCAN only: connections that DUMP in parallel.
     #[arg(long, default_value_t = 4)]
     pub scan_connections: usize,
+    /// Write the base as RDB version N (9 to 12), converting the values of
+    /// types older servers lack, so e.g. a Redis 6 or Azure's import (RDB 9)
+    /// can load it. What version N cannot hold is named in the summary.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(9..=12))]
+    pub rdb_version: Option<u32>,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -95,7 +100,7 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
             args.max_keys_per_sec,
         )
     };
-    let from: Arc<dyn Source> = match args.method {
+    let mut from: Arc<dyn Source> = match args.method {
         Method::Psync => Arc::new(PsyncSource::new(redis.clone(), link.clone())),
         Method::Scan => Arc::new(scan()),
         Method::Auto => Arc::new(AutoSource::new(
@@ -103,6 +108,12 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
             scan(),
         )),
     };
+    let reencoded = args
+        .rdb_version
+        .map(|n| Arc::new(Reencoded::new(from.clone(), n)));
+    if let Some(r) = &reencoded {
+        from = r.clone();
+    }
     if args.method == Method::Scan {
         eprintln!("redvault: warning: a SCAN snapshot is not point-in-time: keys changed during the scan may be from different moments");
     }
@@ -123,9 +134,28 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
     };
     let s = export(req, &progress).await?;
     bar.finish_and_clear();
+    let rewritten = reencoded.as_ref().and_then(|r| r.rewritten());
+    let rewrite_note = rewritten
+        .as_ref()
+        .map(|r| {
+            let mut note = format!(
+                "; RDB {} written as RDB {}, {} values converted",
+                r.from, r.to, r.converted
+            );
+            if !r.lost.is_empty() {
+                let what: Vec<String> = r.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                note += &format!(
+                    "; left out, as RDB {} cannot hold them: {}",
+                    r.to,
+                    what.join(", ")
+                );
+            }
+            note
+        })
+        .unwrap_or_default();
     out.summary(
         &format!(
-            "exported {} generation {} -> {}: {} RDB, {} stored, {:.1}s{}",
+            "exported {} generation {} -> {}: {} RDB, {} stored, {:.1}s{}{rewrite_note}",
             s.source,
             s.generation,
             s.location,
@@ -151,6 +181,9 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
             "offset": s.manifest.redis.offset,
             "method": s.manifest.redis.method.as_deref().unwrap_or("psync"),
             "point_in_time": s.manifest.redis.point_in_time(),
+            "rdb_version": s.manifest.redis.rdb_version,
+            "converted": rewritten.as_ref().map(|r| r.converted),
+            "lost": rewritten.as_ref().map(|r| &r.lost),
         }),
     );
     Ok(())

@@ -175,7 +175,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
     let verb = if args.dry_run { "would load" } else { "loaded" };
     out.summary(
         &format!(
-            "{verb} {} keys ({}) and {} function librar(y/ies) from {} into {:?} in {secs:.1}s: {} skipped (existing), {} expired, {} filtered out, 0 failed",
+            "{verb} {} keys ({}) and {} function librar(y/ies) from {} into {:?} in {secs:.1}s: {} skipped (existing), {} expired, {} filtered out, 0 failed{}",
             stats.loaded,
             human_bytes(stats.bytes),
             stats.functions,
@@ -183,7 +183,8 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             url,
             stats.skipped_existing,
             stats.expired,
-            stats.filtered
+            stats.filtered,
+            stats.conversion_note()
         ),
         serde_json::json!({
             "command": "import",
@@ -195,6 +196,9 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             "expired": stats.expired,
             "filtered": stats.filtered,
             "failed": 0,
+            "converted_to": stats.converted_to,
+            "converted": stats.converted,
+            "lost": stats.lost,
             "bytes": stats.bytes,
             "seconds": secs,
         }),

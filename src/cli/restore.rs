@@ -122,8 +122,9 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
     };
     out.summary(
         &format!(
-            "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s",
-            plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset
+            "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s{}",
+            plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset,
+            stats.conversion_note()
         ),
         serde_json::json!({
             "command": "restore",
@@ -134,6 +135,9 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             "segments": replayed.segments,
             "offset": replayed.offset,
             "last_write_ms": replayed.time_ms,
+            "converted_to": stats.converted_to,
+            "converted": stats.converted,
+            "lost": stats.lost,
             "seconds": secs,
         }),
     );

@@ -1,15 +1,25 @@
 //! The RDB scanner: walks an RDB stream of versions 1 to 12 (Redis 1.x to 8.4)
 //! and yields its entries (database, key, expiry, type, raw value bytes) and aux
 //! fields, without decoding values it only needs to copy. One entry in memory at
-//! a time.
+//! a time. Values are decoded only to convert them for a server that reads an
+//! older RDB version (`convert.rs`, `rewrite.rs`).
 
 mod channel;
+mod convert;
+mod packed;
 mod reader;
+mod rewrite;
 mod scanner;
+pub mod value;
 mod versions;
 mod writer;
 
 pub use channel::{count_keys, ChannelReader, KeyCounter};
+pub use convert::{
+    add_lost, convert, needs_conversion, ConvertError, Converted, Lost, LOST_FUNCTIONS,
+    OLDEST_CONVERSION,
+};
+pub use rewrite::{rewrite, RewriteError, Rewritten};
 pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};
 pub use versions::{max_rdb_for, min_server_for};
 pub use writer::{dump_value, put_rdb_len, put_rdb_string, DumpError, EntryEncoder, RdbWriter};

@@ -439,7 +439,7 @@ impl<R: Read> RdbScanner<R> {
 }
 
 /// LZF (liblzf) decompression into exactly `ulen` bytes; None if malformed.
-fn lzf_decompress(input: &[u8], ulen: usize) -> Option<Vec<u8>> {
+pub(super) fn lzf_decompress(input: &[u8], ulen: usize) -> Option<Vec<u8>> {
     // `ulen` comes from the input: reserve only what the input can give.
     let mut out = Vec::with_capacity(ulen.min(input.len().saturating_mul(4)).min(1 << 24));
     let mut i = 0;

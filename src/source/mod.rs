@@ -5,15 +5,18 @@
 //!
 //! Implementations: [`PsyncSource`] (redvault as a replica, `replication/`),
 //! [`ScanSource`] (SCAN and DUMP, for servers that refuse PSYNC; no stream),
-//! and [`AutoSource`] (PSYNC, else SCAN). One per cluster shard would
+//! [`AutoSource`] (PSYNC, else SCAN), and [`Reencoded`] (any source's
+//! snapshots rewritten for an older RDB version). One per cluster shard would
 //! implement the same traits and get export and the daemon for free.
 
 mod auto;
 mod psync;
+mod reencode;
 mod scan;
 
 pub use auto::AutoSource;
 pub use psync::PsyncSource;
+pub use reencode::Reencoded;
 pub use scan::ScanSource;
 
 use crate::command::Command;
@@ -29,6 +32,9 @@ pub enum SourceError {
     /// What this kind of source cannot do (a SCAN source has no stream).
     #[error("{0}")]
     Unsupported(String),
+    /// The snapshot could not be rewritten for an older RDB version.
+    #[error("{0}")]
+    Rewrite(String),
 }
 
 /// What the server said when a snapshot started.
@@ -44,6 +50,9 @@ pub struct SnapshotInfo {
     pub server_version: Option<String>,
     /// How it was taken: `Method::Scan` is not point-in-time.
     pub method: Method,
+    /// The RDB's checksum was checked as it arrived (the replication transfer
+    /// does); false where redvault wrote the RDB, so its reader checks it.
+    pub rdb_checked: bool,
 }
 
 /// How a snapshot was taken.

@@ -39,6 +39,7 @@ impl Source for PsyncSource {
                 rdb_only: info.rdb_only,
                 server_version,
                 method: super::Method::Psync,
+                rdb_checked: true,
             },
             transfer,
         }))

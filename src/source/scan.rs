@@ -202,6 +202,7 @@ impl Source for ScanSource {
             rdb_only: true,
             server_version: plan.version.as_ref().map(|v| v.redis.clone()),
             method: super::Method::Scan,
+            rdb_checked: false,
         };
         let redis_ver = plan
             .version

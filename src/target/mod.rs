@@ -102,6 +102,30 @@ pub struct LoadStats {
     pub bytes: u64,
     /// Commands of the stream applied.
     pub commands: u64,
+    /// The older RDB version values were converted to, for the target.
+    pub converted_to: Option<u32>,
+    /// Keys whose values were converted.
+    pub converted: u64,
+    /// What the target cannot hold, by what it is (hash field TTLs, ...).
+    pub lost: crate::rdb::Lost,
+}
+
+impl LoadStats {
+    /// For a summary: what conversion did, or "" when there was none.
+    pub fn conversion_note(&self) -> String {
+        let Some(to) = self.converted_to else {
+            return String::new();
+        };
+        let mut s = format!("; {} keys converted for RDB {to}", self.converted);
+        if !self.lost.is_empty() {
+            let what: Vec<String> = self.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            s += &format!(
+                "; left out, as the target cannot hold them: {}",
+                what.join(", ")
+            );
+        }
+        s
+    }
 }
 
 /// For a NOPERM refusal: the `acl print` role whose user has the permission.
@@ -138,6 +162,12 @@ pub enum TargetError {
         perm_hint(message, "restore")
     )]
     Command { offset: u64, message: String },
+    #[error("key {key} (db {db}) cannot be converted for the target: {message}")]
+    Convert {
+        key: String,
+        db: u64,
+        message: String,
+    },
     #[error("a loader connection ended unexpectedly: {0}")]
     Worker(String),
     #[error(
@@ -152,7 +182,7 @@ pub enum TargetError {
         size: u64,
         max: u64,
     },
-    #[error("the snapshot is RDB version {source_version} (written by {needs} or newer); the target, {target}, reads up to RDB {target_max}: restore into {needs} or newer (converting for older servers is not supported yet)")]
+    #[error("the snapshot is RDB version {source_version} (written by {needs} or newer); the target, {target}, reads up to RDB {target_max}: restore into {needs} or newer (redvault converts for servers down to Redis 5.0, RDB 9)")]
     TargetTooOld {
         source_version: u32,
         /// The oldest server that reads it.

@@ -2,14 +2,19 @@
 //! `RESTORE key ttl payload [ABSTTL] [REPLACE]` built from the scanner's raw
 //! value bytes (which keeps every type exactly), spread round-robin over the
 //! connections; keys already expired are skipped and counted; conflicts follow
-//! the policy. Commands go through `replay.rs` on the same writer.
+//! the policy. Commands go through `replay.rs` on the same writer. Into a
+//! server that reads an older RDB version, values of types it lacks are
+//! converted first (`rdb::convert`), and what it cannot hold is counted.
 
 use super::pipeline::{Expect, Pipeline};
 use super::{
     max_rdb_for, min_server_for, show_key, Conflict, LoadOptions, LoadStats, Target, TargetError,
 };
 use crate::command::Command;
-use crate::rdb::{put_rdb_len, restore_payload, Entry};
+use crate::rdb::{
+    add_lost, convert, needs_conversion, put_rdb_len, restore_payload, Entry, LOST_FUNCTIONS,
+    MAX_RDB_VERSION, OLDEST_CONVERSION,
+};
 use crate::resp::{ConnectOptions, RedisError, RedisUrl};
 use async_trait::async_trait;
 
@@ -19,6 +24,9 @@ pub struct RedisTarget {
     next: usize,
     pub(super) stats: LoadStats,
     payload_version: u16,
+    /// The older RDB version values are converted to, if the target reads
+    /// only that.
+    convert_to: Option<u32>,
     /// The target's version, if INFO told it.
     target: Option<crate::resp::ServerVersion>,
     /// Whether replay has started (entries before it have landed).
@@ -83,6 +91,7 @@ impl RedisTarget {
             next: 0,
             stats: LoadStats::default(),
             payload_version: 0,
+            convert_to: None,
             target,
             replaying: false,
         })
@@ -92,9 +101,19 @@ impl RedisTarget {
 #[async_trait]
 impl Target for RedisTarget {
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
+        self.convert_to = None;
+        self.payload_version = rdb_version as u16;
         if let Some(v) = &self.target {
             let max = max_rdb_for(&v.redis);
-            if rdb_version > max {
+            if rdb_version > max && rdb_version <= MAX_RDB_VERSION && max >= OLDEST_CONVERSION {
+                tracing::info!(
+                    "the snapshot is RDB version {rdb_version}; {} reads up to RDB {max}: converting the values it lacks",
+                    v.label
+                );
+                self.convert_to = Some(max);
+                self.stats.converted_to = Some(max);
+                self.payload_version = max as u16;
+            } else if rdb_version > max {
                 return Err(TargetError::TargetTooOld {
                     source_version: rdb_version,
                     needs: min_server_for(rdb_version),
@@ -103,7 +122,6 @@ impl Target for RedisTarget {
                 });
             }
         }
-        self.payload_version = rdb_version as u16;
         Ok(())
     }
 
@@ -121,7 +139,34 @@ impl Target for RedisTarget {
             return Ok(());
         }
         let db = self.opts.target_db.unwrap_or(e.db);
-        let payload = restore_payload(&e.raw, self.payload_version);
+        let converted;
+        let raw = match self.convert_to {
+            Some(to) if needs_conversion(e.type_byte, to) => {
+                let c = convert(&e.raw, to, now).map_err(|why| TargetError::Convert {
+                    key: show_key(&e.key),
+                    db,
+                    message: why.to_string(),
+                })?;
+                let Some(c) = c else {
+                    unreachable!("needs_conversion said so")
+                };
+                self.stats.converted += 1;
+                add_lost(&mut self.stats.lost, &c.lost);
+                match c.raw {
+                    Some(raw) => {
+                        converted = raw;
+                        &converted
+                    }
+                    None => {
+                        // Every field of the hash had expired.
+                        self.stats.expired += 1;
+                        return Ok(());
+                    }
+                }
+            }
+            _ => &e.raw,
+        };
+        let payload = restore_payload(raw, self.payload_version);
         if payload.len() as u64 > self.opts.max_bulk {
             return Err(TargetError::TooLarge {
                 key: show_key(&e.key),
@@ -169,6 +214,11 @@ impl Target for RedisTarget {
     async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError> {
         self.replaying = false;
         let library = library_name(&code);
+        // Functions exist from RDB 10 (Redis 7.0) on.
+        if self.convert_to.is_some_and(|v| v < 10) {
+            *self.stats.lost.entry(LOST_FUNCTIONS).or_insert(0) += 1;
+            return Ok(());
+        }
         if self.opts.dry_run {
             self.stats.functions += 1;
             return Ok(());

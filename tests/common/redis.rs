@@ -101,6 +101,11 @@ impl RedisServer {
         Self::start_full(bin, extra, None)
     }
 
+    /// Starts another server binary that loads `rdb` at startup.
+    pub fn start_bin_with_rdb(bin: &Path, extra: &[&str], rdb: &Path) -> Self {
+        Self::start_full(bin, extra, Some(rdb))
+    }
+
     fn start_full(bin: &Path, extra: &[&str], rdb: Option<&Path>) -> Self {
         // Servers before 7.0 allow DEBUG always and know no such option.
         let debug = major_version(bin) >= 7;
