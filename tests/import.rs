@@ -418,24 +418,109 @@ fn target_unreachable_read_only_or_out_of_memory_is_named() {
     );
 }
 
-#[test]
-fn a_value_over_the_targets_proto_max_bulk_len_is_named() {
-    let src = RedisServer::start(&["--rdbcompression", "no"]);
-    let mut c = src.client();
+/// Keys of this many bytes each as one RESTORE, for the split tests.
+fn fill_values_over_1mb(c: &mut Client) {
+    let text = |n: u64, seed: u64| -> String {
+        (0..n)
+            .map(|i| char::from(b'a' + (((i + seed) * 2654435761) >> 7) as u8 % 26))
+            .collect()
+    };
     c.ok(&["SET", "small", "1"]);
-    let big: String = (0..1_500_000u64)
-        .map(|i| char::from(b'a' + ((i * 2654435761) >> 7) as u8 % 26))
-        .collect();
-    c.ok(&["SET", "huge", &big]);
+    // Over the limit only with RESTORE's few bytes around it.
+    c.ok(&["SET", "huge", &text(1_048_570, 0)]);
+    c.ok(&["PEXPIRE", "huge", "86400000"]);
+    for chunk in 0..4 {
+        let items: Vec<String> = (0..1000).map(|i| text(400, chunk * 1000 + i)).collect();
+        let mut list = vec!["RPUSH", "biglist"];
+        list.extend(items.iter().map(String::as_str));
+        c.ok(&list);
+        let mut set = vec!["SADD", "bigset"];
+        set.extend(items.iter().map(String::as_str));
+        c.ok(&set);
+        let mut hash = vec!["HSET".to_string(), "bighash".into()];
+        let mut zset = vec!["ZADD".to_string(), "bigzset".into()];
+        for (i, it) in items.iter().enumerate() {
+            hash.extend([format!("f{chunk}-{i}"), it.clone()]);
+            zset.extend([format!("{}.25", chunk * 1000 + i as u64), it.clone()]);
+        }
+        c.ok(&hash.iter().map(String::as_str).collect::<Vec<_>>());
+        c.ok(&zset.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+/// Temporary keys the split path left behind (none, ever).
+fn leftovers(s: &RedisServer) -> Resp {
+    s.client().ok(&["KEYS", "*redvault-part*"])
+}
+
+#[test]
+fn values_over_the_targets_proto_max_bulk_len_go_as_commands() {
+    let src = RedisServer::start(&["--rdbcompression", "no"]);
+    fill_values_over_1mb(&mut src.client());
     let b = backup(&src, &[]);
     let target = RedisServer::start(&["--proto-max-bulk-len", "1mb"]);
-    let (code, _, err) = import(&target, &b, &[]);
+    let (code, v, err) = import(&target, &b, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["split"], 5, "{v}");
+    assert_eq!(v["loaded"], 6, "{v}");
+    assert_eq!(target.digest(), src.digest());
+    assert_eq!(leftovers(&target), Resp::Array(vec![]));
+    let ttl = match target.client().ok(&["PTTL", "huge"]) {
+        Resp::Int(t) => t,
+        r => panic!("{r:?}"),
+    };
+    assert!(ttl > 86_000_000, "huge expires in {ttl} ms");
+    // The key exists: the default policy names it; --skip-existing leaves
+    // it; --replace replaces it. No temporary key stays in any case.
+    target.client().ok(&["DEL", "biglist"]);
+    target.client().ok(&["RPUSH", "biglist", "mine"]);
+    let only = ["--match", "biglist"];
+    let (code, _, err) = import(&target, &b, &only);
     assert_ne!(code, 0);
     let line = one_line_error(&err);
-    assert!(
-        line.contains("key huge") && line.contains("proto-max-bulk-len of 1048576"),
-        "{line}"
-    );
+    assert!(line.contains("key biglist already exists"), "{line}");
+    let (code, v, err) = import(&target, &b, &[&only[..], &["--skip-existing"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["skipped_existing"], 1, "{v}");
+    assert_eq!(target.client().ok(&["LLEN", "biglist"]), Resp::Int(1));
+    let (code, _, err) = import(&target, &b, &[&only[..], &["--replace"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(target.digest(), src.digest());
+    assert_eq!(leftovers(&target), Resp::Array(vec![]));
+}
+
+/// A stream is not split; a string longer than the target's limit cannot
+/// exist there at all. Either is named, and the import fails.
+#[test]
+fn a_value_that_cannot_be_split_is_named() {
+    for (key, why) in [
+        ("bigstream", "stream values are not split"),
+        ("bigstring", "the longest string it holds"),
+    ] {
+        let src = RedisServer::start(&["--rdbcompression", "no"]);
+        let mut c = src.client();
+        c.ok(&["SET", "small", "1"]);
+        if key == "bigstream" {
+            let payload = "p".repeat(500);
+            for i in 0..3000 {
+                c.ok(&["XADD", key, "*", "n", &i.to_string(), "payload", &payload]);
+            }
+        } else {
+            c.ok(&["SET", key, &"s".repeat(1_500_000)]);
+        }
+        let b = backup(&src, &[]);
+        let target = RedisServer::start(&["--proto-max-bulk-len", "1mb"]);
+        let (code, _, err) = import(&target, &b, &[]);
+        assert_ne!(code, 0);
+        let line = one_line_error(&err);
+        assert!(
+            line.contains(&format!("key {key}"))
+                && line.contains("proto-max-bulk-len of 1048576")
+                && line.contains(why),
+            "{line}"
+        );
+        assert_eq!(leftovers(&target), Resp::Array(vec![]));
+    }
 }
 
 #[test]

@@ -184,7 +184,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             stats.skipped_existing,
             stats.expired,
             stats.filtered,
-            stats.conversion_note()
+            stats.notes()
         ),
         serde_json::json!({
             "command": "import",
@@ -198,6 +198,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
             "failed": 0,
             "converted_to": stats.converted_to,
             "converted": stats.converted,
+            "split": stats.split,
             "lost": stats.lost,
             "bytes": stats.bytes,
             "seconds": secs,

@@ -124,7 +124,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         &format!(
             "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s{}",
             plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset,
-            stats.conversion_note()
+            stats.notes()
         ),
         serde_json::json!({
             "command": "restore",
@@ -137,6 +137,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             "last_write_ms": replayed.time_ms,
             "converted_to": stats.converted_to,
             "converted": stats.converted,
+            "split": stats.split,
             "lost": stats.lost,
             "seconds": secs,
         }),

@@ -12,6 +12,7 @@ mod load;
 mod pipeline;
 mod replay;
 mod restore;
+mod split;
 
 pub use filter::{glob_match, type_name, Filter, TYPE_NAMES};
 pub use load::{import, load, LoadInputError};
@@ -106,17 +107,26 @@ pub struct LoadStats {
     pub converted_to: Option<u32>,
     /// Keys whose values were converted.
     pub converted: u64,
+    /// Keys too large for one RESTORE, sent as commands.
+    pub split: u64,
     /// What the target cannot hold, by what it is (hash field TTLs, ...).
     pub lost: crate::rdb::Lost,
 }
 
 impl LoadStats {
-    /// For a summary: what conversion did, or "" when there was none.
-    pub fn conversion_note(&self) -> String {
+    /// For a summary: what conversion and splitting did, or "" when neither ran.
+    pub fn notes(&self) -> String {
+        let mut s = String::new();
+        if self.split > 0 {
+            s += &format!(
+                "; {} keys over the target's proto-max-bulk-len sent as commands",
+                self.split
+            );
+        }
         let Some(to) = self.converted_to else {
-            return String::new();
+            return s;
         };
-        let mut s = format!("; {} keys converted for RDB {to}", self.converted);
+        s += &format!("; {} keys converted for RDB {to}", self.converted);
         if !self.lost.is_empty() {
             let what: Vec<String> = self.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
             s += &format!(
@@ -175,12 +185,13 @@ pub enum TargetError {
         perm_hint(message, "import")
     )]
     Select { db: u64, message: String },
-    #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}")]
+    #[error("key {key} (db {db}) is {size} bytes as one RESTORE, over the target's proto-max-bulk-len of {max}, and cannot be sent as commands: {why}")]
     TooLarge {
         key: String,
         db: u64,
         size: u64,
         max: u64,
+        why: String,
     },
     #[error("the snapshot is RDB version {source_version} (written by {needs} or newer); the target, {target}, reads up to RDB {target_max}: restore into {needs} or newer (redvault converts for servers down to Redis 5.0, RDB 9)")]
     TargetTooOld {

@@ -28,6 +28,18 @@ pub(super) enum Expect {
     Command {
         offset: u64,
     },
+    /// A command building a split value under its temporary key: anything
+    /// but an error.
+    Part {
+        key: Vec<u8>,
+        db: u64,
+    },
+    /// RENAME (+OK) or RENAMENX (1, or 0 when the key exists) of a split
+    /// value onto its key.
+    Placed {
+        key: Vec<u8>,
+        db: u64,
+    },
 }
 
 #[derive(Default)]
@@ -362,6 +374,32 @@ fn check(
             return Err(TargetError::Command { offset, message })
         }
         (Expect::Command { .. }, _) => stats.commands += 1,
+        (Expect::Part { key, db } | Expect::Placed { key, db }, Reply::Error(message)) => {
+            return Err(TargetError::Refused {
+                key: show_key(&key),
+                db,
+                message,
+            })
+        }
+        (Expect::Part { .. }, _) => {}
+        (Expect::Placed { .. }, Reply::Status(_) | Reply::Integer(1)) => stats.loaded += 1,
+        (Expect::Placed { key, db }, Reply::Integer(0)) => {
+            if conflict == Conflict::Skip {
+                stats.skipped += 1;
+            } else {
+                return Err(TargetError::KeyExists {
+                    key: show_key(&key),
+                    db,
+                });
+            }
+        }
+        (Expect::Placed { key, db }, _) => {
+            return Err(TargetError::Refused {
+                key: show_key(&key),
+                db,
+                message: unexpected(),
+            })
+        }
     }
     Ok(())
 }

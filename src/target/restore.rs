@@ -7,10 +7,12 @@
 //! converted first (`rdb::convert`), and what it cannot hold is counted.
 
 use super::pipeline::{Expect, Pipeline};
+use super::split;
 use super::{
     max_rdb_for, min_server_for, show_key, Conflict, LoadOptions, LoadStats, Target, TargetError,
 };
 use crate::command::Command;
+use crate::rdb::value::{decode, Value};
 use crate::rdb::{
     add_lost, convert, needs_conversion, put_rdb_len, restore_payload, Entry, LOST_FUNCTIONS,
     MAX_RDB_VERSION, OLDEST_CONVERSION,
@@ -31,6 +33,8 @@ pub struct RedisTarget {
     target: Option<crate::resp::ServerVersion>,
     /// Whether replay has started (entries before it have landed).
     pub(super) replaying: bool,
+    /// Values split into commands so far (numbers their temporary keys).
+    splits: u64,
 }
 
 impl RedisTarget {
@@ -94,7 +98,85 @@ impl RedisTarget {
             convert_to: None,
             target,
             replaying: false,
+            splits: 0,
         })
+    }
+}
+
+impl RedisTarget {
+    /// Whether the target keeps hash field TTLs (Redis 7.4 on).
+    fn has_field_ttls(&self) -> bool {
+        let reads = self.target.as_ref().map_or(12, |v| max_rdb_for(&v.redis));
+        reads >= 12 && self.convert_to.is_none_or(|v| v >= 12)
+    }
+
+    /// A value over proto-max-bulk-len as one RESTORE: built with commands
+    /// under a temporary key on one connection, then renamed onto its key
+    /// (RENAME under --replace, else RENAMENX, and the temporary key deleted).
+    async fn push_split(
+        &mut self,
+        e: &Entry,
+        raw: &[u8],
+        db: u64,
+        size: u64,
+        now: i64,
+    ) -> Result<(), TargetError> {
+        let max = self.opts.max_bulk;
+        let too_large = |why: String| TargetError::TooLarge {
+            key: show_key(&e.key),
+            db,
+            size,
+            max,
+            why,
+        };
+        let mut value = decode(raw).map_err(|w| too_large(w.to_string()))?;
+        if let Value::Hash(fields) = &mut value {
+            fields.retain(|(_, _, at)| at.is_none_or(|at| at > now));
+            if fields.is_empty() {
+                self.stats.expired += 1;
+                return Ok(());
+            }
+        }
+        let parts = split::plan(&value, e.expire_ms, max, self.has_field_ttls())
+            .map_err(|w| too_large(w.to_string()))?;
+        self.stats.split += 1;
+        self.stats.bytes += size;
+        if self.opts.dry_run {
+            self.stats.loaded += 1;
+            return Ok(());
+        }
+        let c = self.next;
+        self.pipe.select(c, db);
+        self.splits += 1;
+        let tmp = split::temp_key(&e.key, self.splits);
+        let part = || Expect::Part {
+            key: e.key.clone(),
+            db,
+        };
+        // What a run stopped half-way may have left under this name.
+        self.pipe.queue(c, &[b"DEL", &tmp], part());
+        for p in &parts {
+            let args = split::args(&tmp, &value, p);
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+            if self.pipe.queue(c, &args, part()) {
+                self.pipe.flush(c).await?;
+            }
+        }
+        let placed = Expect::Placed {
+            key: e.key.clone(),
+            db,
+        };
+        let full = if self.opts.conflict == Conflict::Replace {
+            self.pipe.queue(c, &[b"RENAME", &tmp, &e.key], placed)
+        } else {
+            self.pipe.queue(c, &[b"RENAMENX", &tmp, &e.key], placed);
+            self.pipe.queue(c, &[b"DEL", &tmp], part())
+        };
+        if full {
+            self.pipe.flush(c).await?;
+            self.next = (c + 1) % self.pipe.connections();
+        }
+        Ok(())
     }
 }
 
@@ -168,12 +250,9 @@ impl Target for RedisTarget {
         };
         let payload = restore_payload(raw, self.payload_version);
         if payload.len() as u64 > self.opts.max_bulk {
-            return Err(TargetError::TooLarge {
-                key: show_key(&e.key),
-                db,
-                size: payload.len() as u64,
-                max: self.opts.max_bulk,
-            });
+            let size = payload.len() as u64;
+            drop(payload);
+            return self.push_split(&e, raw, db, size, now).await;
         }
         self.stats.bytes += payload.len() as u64;
         if self.opts.dry_run {
