@@ -5,12 +5,14 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_redis DIR -> sets REDIS_PORT, REDIS_PID
+# start_redis DIR [SERVER] -> sets REDIS_PORT, REDIS_PID. SERVER is a
+# redis-server binary (default: Debian's); before 7.0 DEBUG needs no option.
 start_redis() {
-  local dir=$1
+  local dir=$1 bin=${2:-redis-server} debug=(--enable-debug-command yes)
+  "$bin" --version | grep -q 'v=[56]\.' && debug=()
   REDIS_PORT=$(free_port)
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-    --repl-diskless-sync-delay 0 --enable-debug-command yes --daemonize no \
+  "$bin" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+    --repl-diskless-sync-delay 0 "${debug[@]}" --daemonize no \
     --logfile "$dir/redis.log" &
   REDIS_PID=$!
   for _ in $(seq 1 100); do

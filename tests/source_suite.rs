@@ -11,12 +11,15 @@ use common::redis::*;
 use redvault::command::Command;
 use redvault::rdb::{Item, RdbScanner, ScanOptions};
 use redvault::resp::{ConnectOptions, RedisUrl};
-use redvault::source::{CommandFeed, PsyncSource, Resumed, ScanSource, Source, SourceError};
+use redvault::source::{
+    CommandFeed, PsyncSource, Reencoded, Resumed, ScanSource, Source, SourceError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Every implementation, reading `primary`, and whether it has a command
-/// stream (a SCAN source has none: it refuses to give one).
+/// stream (a SCAN source has none: it refuses to give one; nor has a
+/// snapshot rewritten for RDB 9).
 fn sources(primary: &RedisServer) -> Vec<(&'static str, Arc<dyn Source>, bool)> {
     let url = RedisUrl::parse(&primary.url()).unwrap();
     vec![
@@ -27,7 +30,20 @@ fn sources(primary: &RedisServer) -> Vec<(&'static str, Arc<dyn Source>, bool)> 
         ),
         (
             "scan",
-            Arc::new(ScanSource::new(url, ConnectOptions::default(), 2, None)),
+            Arc::new(ScanSource::new(
+                url.clone(),
+                ConnectOptions::default(),
+                2,
+                None,
+            )),
+            false,
+        ),
+        (
+            "psync rewritten for RDB 9",
+            Arc::new(Reencoded::new(
+                Arc::new(PsyncSource::new(url, ConnectOptions::default())),
+                9,
+            )),
             false,
         ),
     ]
@@ -114,6 +130,10 @@ async fn snapshot_is_the_primarys_keys() {
         }
         assert_eq!(snap.received(), rdb.len() as u64, "{name}");
         assert!(snap.rdb_version().is_some(), "{name}");
+        if name.ends_with("RDB 9") {
+            assert_eq!(snap.rdb_version(), Some(9), "{name}");
+            assert_eq!(&rdb[..9], b"REDIS0009", "{name}");
+        }
         let mut s = RdbScanner::new(&rdb[..], ScanOptions::default()).unwrap();
         let mut per_db = std::collections::BTreeMap::new();
         while let Some(item) = s.next().unwrap() {

@@ -5,7 +5,7 @@
 //! conversion named; written with `--rdb-version 9`, it loads natively into
 //! Redis 6.0. The
 //! daemon follows each version, continues its stream after a restart
-//! (PSYNC continue), and restores into the same version.
+//! (PSYNC continue), and restores into the same version and into the oldest.
 
 mod common;
 
@@ -246,26 +246,39 @@ fn the_daemon_follows_continues_and_restores_on_every_version() {
             v.label,
             d.log()
         );
-        let dst = RedisServer::start_bin(&v.bin, &[]);
-        let (code, _, err) = run(redvault()
-            .args([
-                "restore",
-                "--redis",
-                &dst.url(),
-                "--from",
-                &store,
-                "--source",
-                "cache1",
-            ])
-            .arg("--kek")
-            .arg(work.path().join("kek.pem")));
-        assert_eq!(code, 0, "{}: {err}", v.label);
-        assert_eq!(
-            dst.digest(),
-            primary.digest(),
-            "{}: restored data differs",
-            v.label
-        );
+        // Into the same version, and into the oldest (converted, when newer).
+        let oldest = &all()[0];
+        for t in [&v, oldest] {
+            let dst = RedisServer::start_bin(&t.bin, &[]);
+            let (code, _, err) = run(redvault()
+                .args([
+                    "restore",
+                    "--redis",
+                    &dst.url(),
+                    "--from",
+                    &store,
+                    "--source",
+                    "cache1",
+                ])
+                .arg("--kek")
+                .arg(work.path().join("kek.pem")));
+            assert_eq!(code, 0, "{} -> {}: {err}", v.label, t.label);
+            assert_eq!(
+                dst.digest(),
+                primary.digest(),
+                "{} -> {}: restored data differs",
+                v.label,
+                t.label
+            );
+            if t.rdb < v.rdb {
+                assert!(
+                    err.contains("converted for RDB 9"),
+                    "{} -> {}: {err}",
+                    v.label,
+                    t.label
+                );
+            }
+        }
     }
 }
 

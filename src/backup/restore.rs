@@ -62,6 +62,8 @@ pub async fn restore(
             loaded: done.loaded,
             skipped_existing: done.skipped_existing,
             functions: done.functions,
+            // What the target cannot hold, from the base and the segments.
+            lost: done.lost,
             ..base_stats
         },
         replayed,

@@ -9,6 +9,7 @@
 
 mod filter;
 mod load;
+mod older;
 mod pipeline;
 mod replay;
 mod restore;
@@ -123,10 +124,9 @@ impl LoadStats {
                 self.split
             );
         }
-        let Some(to) = self.converted_to else {
-            return s;
-        };
-        s += &format!("; {} keys converted for RDB {to}", self.converted);
+        if let Some(to) = self.converted_to {
+            s += &format!("; {} keys converted for RDB {to}", self.converted);
+        }
         if !self.lost.is_empty() {
             let what: Vec<String> = self.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
             s += &format!(

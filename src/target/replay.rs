@@ -3,7 +3,9 @@
 //! `LoadOptions::pipeline` commands / `batch_bytes`). Before the first one,
 //! every entry queued so far must have landed, and the connection is back on
 //! db 0 as a fresh one would be (the stream SELECTs its own databases).
+//! Into an older server, commands are adapted first (`older.rs`).
 
+use super::older::{adapt, major_minor, Adapted};
 use super::pipeline::Expect;
 use super::{RedisTarget, TargetError};
 use crate::command::Command;
@@ -33,7 +35,22 @@ impl RedisTarget {
                 self.pipe.assume_db(0, db);
             }
         }
-        let args: Vec<&[u8]> = cmd.args.iter().map(Vec::as_slice).collect();
+        let adapted = match &self.target {
+            Some(v) => adapt(
+                &cmd.args,
+                major_minor(&v.redis),
+                crate::text::now_ms() as i64,
+            ),
+            None => Adapted::Same,
+        };
+        let args: Vec<&[u8]> = match &adapted {
+            Adapted::Same => cmd.args.iter().map(Vec::as_slice).collect(),
+            Adapted::Rewritten(a) => a.iter().map(Vec::as_slice).collect(),
+            Adapted::Left(what) => {
+                *self.stats.lost.entry(what).or_insert(0) += 1;
+                return Ok(());
+            }
+        };
         let full = self
             .pipe
             .queue(0, &args, Expect::Command { offset: cmd.offset });

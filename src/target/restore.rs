@@ -30,7 +30,7 @@ pub struct RedisTarget {
     /// only that.
     convert_to: Option<u32>,
     /// The target's version, if INFO told it.
-    target: Option<crate::resp::ServerVersion>,
+    pub(super) target: Option<crate::resp::ServerVersion>,
     /// Whether replay has started (entries before it have landed).
     pub(super) replaying: bool,
     /// Values split into commands so far (numbers their temporary keys).
