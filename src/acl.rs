@@ -67,6 +67,8 @@ impl Role {
             ]
             .map(String::from)
             .to_vec(),
+            // CLUSTER SLOTS and ASKING: into a cluster (routing, a slot
+            // migrating).
             Role::Import | Role::Restore => [
                 "ping",
                 "info",
@@ -74,6 +76,8 @@ impl Role {
                 "select",
                 "restore",
                 "function|restore",
+                "cluster|slots",
+                "asking",
             ]
             .map(String::from)
             .to_vec(),
@@ -90,8 +94,13 @@ impl Role {
                 c.push(f.into());
             }
         }
-        if with_flush && !c.iter().any(|x| x == "flushall") {
-            c.push("flushall".into());
+        if with_flush {
+            // --flush empties keys and function libraries.
+            for f in ["flushall", "function|flush"] {
+                if !c.iter().any(|x| x == f) {
+                    c.push(f.into());
+                }
+            }
         }
         c
     }
@@ -154,7 +163,11 @@ mod tests {
             "ACL SETUSER rv on >PASSWORD resetkeys resetchannels -@all +ping +info +replconf +psync"
         );
         let i = Role::Import.setuser("rv", "app:*", true, true, None);
-        assert!(i.contains(" nopass ") && i.contains(" ~app:* ") && i.ends_with("+flushall"));
+        assert!(
+            i.contains(" nopass ")
+                && i.contains(" ~app:* ")
+                && i.ends_with("+flushall +function|flush")
+        );
         let r = Role::Restore.commands(false);
         assert!(r.contains(&"hset".to_string()) && !r.contains(&"config|set".to_string()));
         assert!(!r

@@ -155,9 +155,11 @@ pub fn confirm_flush(yes: bool, url: &RedisUrl) -> anyhow::Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("--flush deletes every key in {url:?}; add --yes to confirm");
+        anyhow::bail!(
+            "--flush deletes every key and function library in {url:?}; add --yes to confirm"
+        );
     }
-    eprint!("--flush deletes every key in {url:?}. Type yes to go on: ");
+    eprint!("--flush deletes every key and function library in {url:?}. Type yes to go on: ");
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -168,11 +170,7 @@ pub fn confirm_flush(yes: bool, url: &RedisUrl) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// FLUSHALL on the target (after `confirm_flush`).
+/// Empties the target, every primary of a cluster (after `confirm_flush`).
 pub async fn flush_all(url: &RedisUrl, link: &ConnectOptions) -> anyhow::Result<()> {
-    let mut conn = crate::resp::connect(url, link).await?;
-    if let crate::resp::Reply::Error(e) = conn.command(&[b"FLUSHALL"]).await? {
-        anyhow::bail!("the target refused FLUSHALL: {e}");
-    }
-    Ok(())
+    Ok(crate::target::flush_all(url, link).await?)
 }

@@ -4,7 +4,7 @@ use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs, TrustA
 use super::output::Output;
 use crate::backup::{plan, prune, restore, verify, GenerationReport, Point};
 use crate::settings::Config;
-use crate::target::{Conflict, LoadOptions, RedisTarget};
+use crate::target::{Conflict, LoadOptions};
 use anyhow::{bail, Context};
 use clap::Args;
 use std::time::Instant;
@@ -103,14 +103,14 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         },
         ..LoadOptions::default()
     };
-    let mut target = RedisTarget::connect(&url, &link, opts).await?;
+    let mut target = crate::target::connect(&url, &link, opts).await?;
     let done = restore(
         &store,
         &plan,
         kek.as_ref(),
         args.allow_plain,
         &trust,
-        &mut target,
+        target.as_mut(),
     )
     .await?;
     let (stats, replayed) = (done.base, done.replayed);

@@ -50,6 +50,11 @@ impl ReplicaLink {
         crate::resp::redis_version(&mut self.conn).await
     }
 
+    /// Whether the server is a Redis Cluster node.
+    pub async fn is_cluster_node(&mut self) -> bool {
+        crate::resp::is_cluster_node(&mut self.conn).await
+    }
+
     /// A one-line command for the handshake; a NOPERM reply names the command.
     async fn handshake_command(&mut self, args: &[&[u8]]) -> Result<Reply, ReplError> {
         let reply = self.conn.command(args).await?;

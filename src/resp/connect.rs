@@ -241,6 +241,17 @@ pub async fn redis_version(conn: &mut Conn) -> Option<String> {
     server_version(conn).await.map(|v| v.redis)
 }
 
+/// Whether the server is a Redis Cluster node (INFO `cluster_enabled:1`);
+/// false if the user may not run INFO.
+pub async fn is_cluster_node(conn: &mut Conn) -> bool {
+    match conn.command(&[b"INFO", b"cluster"]).await {
+        Ok(Reply::Bulk(Some(text))) => String::from_utf8_lossy(&text)
+            .lines()
+            .any(|l| l.trim() == "cluster_enabled:1"),
+        _ => false,
+    }
+}
+
 /// One setting by `CONFIG GET`; None if CONFIG is not allowed or unknown.
 pub async fn config_get(conn: &mut Conn, name: &str) -> Option<String> {
     match conn

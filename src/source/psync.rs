@@ -30,6 +30,14 @@ impl Source for PsyncSource {
 
     async fn snapshot(&self, then_stream: bool) -> Result<Box<dyn Snapshot>, SourceError> {
         let mut link = ReplicaLink::connect(&self.url, &self.opts).await?;
+        // A node's snapshot holds only its own slots: refused, never a
+        // backup that looks whole.
+        if link.is_cluster_node().await {
+            return Err(SourceError::Unsupported(format!(
+                "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; backing up a whole cluster is not built yet",
+                self.url.addr()
+            )));
+        }
         let server_version = link.server_version().await;
         let (info, transfer) = link.full_sync(!then_stream).await?;
         Ok(Box::new(PsyncSnapshot {

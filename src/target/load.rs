@@ -2,7 +2,7 @@
 //! thread, entries and function libraries handed to the target, and the first
 //! error (fetching, opening, scanning, loading) reported with its real cause.
 
-use super::{LoadOptions, LoadStats, RedisTarget, Target, TargetError};
+use super::{LoadOptions, LoadStats, Target, TargetError};
 use crate::inputs::{Input, InputError};
 use crate::rdb::{Entry, Item, RdbError, RdbScanner, ScanOptions};
 use crate::resp::{ConnectOptions, RedisUrl};
@@ -112,7 +112,7 @@ pub async fn import(
     inputs: Vec<Input>,
     progress: &(dyn Fn(&LoadStats) + Sync),
 ) -> Result<LoadStats, LoadInputError> {
-    let mut target = RedisTarget::connect(url, link, opts).await?;
-    load(&mut target, inputs, progress).await?;
+    let mut target = super::connect(url, link, opts).await?;
+    load(target.as_mut(), inputs, progress).await?;
     Ok(target.finish().await?)
 }

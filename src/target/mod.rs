@@ -7,6 +7,7 @@
 //! A cluster target (slot-routed over standalone ones) or the replication feed
 //! implements the same trait and gets the target suite (`tests/target_suite.rs`).
 
+mod cluster;
 mod filter;
 mod load;
 mod older;
@@ -15,9 +16,71 @@ mod replay;
 mod restore;
 mod split;
 
+pub use cluster::{hash_tag, key_slot, ClusterTarget};
 pub use filter::{glob_match, type_name, Filter, TYPE_NAMES};
 pub use load::{import, load, LoadInputError};
 pub use restore::RedisTarget;
+
+/// The target at `url`: a [`ClusterTarget`] when it is a Redis Cluster node
+/// (keys routed by slot to every primary), else a [`RedisTarget`]. A dry run
+/// connects to nothing.
+pub async fn connect(
+    url: &crate::resp::RedisUrl,
+    link: &crate::resp::ConnectOptions,
+    opts: LoadOptions,
+) -> Result<Box<dyn Target>, TargetError> {
+    if !opts.dry_run {
+        let mut conn = crate::resp::connect(url, link).await?;
+        if crate::resp::is_cluster_node(&mut conn).await {
+            let t = ClusterTarget::connect(url, link, opts).await?;
+            tracing::info!(
+                "{} is a Redis Cluster node: keys go to the primary of their slot ({} primaries)",
+                url.addr(),
+                t.primaries()
+            );
+            return Ok(Box::new(t));
+        }
+    }
+    Ok(Box::new(RedisTarget::connect(url, link, opts).await?))
+}
+
+/// Empties the target of keys (FLUSHALL) and function libraries (FUNCTION
+/// FLUSH, from 7.0), on every primary for a cluster: what was there must not
+/// mix with what is loaded, and a library left would stop the load.
+pub async fn flush_all(
+    url: &crate::resp::RedisUrl,
+    link: &crate::resp::ConnectOptions,
+) -> Result<(), TargetError> {
+    let mut conn = crate::resp::connect(url, link).await?;
+    let urls = if crate::resp::is_cluster_node(&mut conn).await {
+        cluster::primary_urls(&mut conn, url).await?
+    } else {
+        vec![url.clone()]
+    };
+    for u in urls {
+        let mut c = crate::resp::connect(&u, link).await?;
+        if let crate::resp::Reply::Error(message) = c.command(&[b"FLUSHALL"]).await? {
+            return Err(TargetError::Flush {
+                addr: u.addr(),
+                command: "FLUSHALL",
+                message,
+            });
+        }
+        match c.command(&[b"FUNCTION", b"FLUSH"]).await? {
+            // Before 7.0 there are no functions to flush.
+            crate::resp::Reply::Error(m) if m.to_ascii_lowercase().contains("unknown command") => {}
+            crate::resp::Reply::Error(message) => {
+                return Err(TargetError::Flush {
+                    addr: u.addr(),
+                    command: "FUNCTION FLUSH",
+                    message,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 use crate::command::Command;
 use crate::rdb::Entry;
@@ -178,6 +241,18 @@ pub enum TargetError {
         db: u64,
         message: String,
     },
+    #[error(
+        "the target at {addr} refused {command}: {message}{}",
+        perm_hint(message, "import")
+    )]
+    Flush {
+        addr: String,
+        command: &'static str,
+        message: String,
+    },
+    /// What a cluster target cannot do, or a cluster in no state to load.
+    #[error("{0}")]
+    Cluster(String),
     #[error("a loader connection ended unexpectedly: {0}")]
     Worker(String),
     #[error(

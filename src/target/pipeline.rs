@@ -6,7 +6,7 @@
 
 use super::{show_key, Conflict, TargetError};
 use crate::resp::{encode_into, Conn, RedisAuth, RedisError, Reply};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -46,6 +46,34 @@ pub(super) enum Expect {
 struct Batch {
     buf: Vec<u8>,
     expect: Vec<Expect>,
+    /// Where each command's bytes are in `buf` (to send one again elsewhere).
+    spans: Vec<(usize, usize)>,
+}
+
+/// A RESTORE a cluster node answered with MOVED or ASK: to send again to
+/// `addr` (after ASKING, for ASK).
+#[derive(Debug)]
+pub(super) struct Redirect {
+    pub ask: bool,
+    pub addr: String,
+    pub command: Vec<u8>,
+    pub key: Vec<u8>,
+    pub db: u64,
+}
+
+/// Where the workers of a cluster node's pipeline leave their redirects.
+pub(super) type Redirects = Arc<Mutex<Vec<Redirect>>>;
+
+/// `MOVED <slot> <addr>` or `ASK <slot> <addr>`: (is ASK, addr).
+pub(super) fn redirect_of(message: &str) -> Option<(bool, String)> {
+    let mut it = message.split_whitespace();
+    let ask = match it.next()? {
+        "MOVED" => false,
+        "ASK" => true,
+        _ => return None,
+    };
+    let _slot = it.next()?;
+    Some((ask, it.next()?.to_string()))
 }
 
 enum Job {
@@ -100,6 +128,7 @@ impl Pipeline {
         max_bytes: usize,
         auth: Option<Arc<dyn RedisAuth>>,
         first_expiry: Option<i64>,
+        redirects: Option<Redirects>,
     ) -> Self {
         let n = conns.len();
         let mut senders = vec![];
@@ -107,7 +136,7 @@ impl Pipeline {
         for conn in conns {
             let (tx, rx) = mpsc::channel(2);
             senders.push(tx);
-            workers.push(tokio::spawn(worker(conn, rx, conflict)));
+            workers.push(tokio::spawn(worker(conn, rx, conflict, redirects.clone())));
         }
         Pipeline {
             senders,
@@ -135,10 +164,12 @@ impl Pipeline {
     pub fn select(&mut self, c: usize, db: u64) {
         if self.conn_db[c] != db {
             let b = &mut self.batches[c];
+            let start = b.buf.len();
             encode_into(
                 &mut b.buf,
                 &[b"SELECT".as_slice(), db.to_string().as_bytes()],
             );
+            b.spans.push((start, b.buf.len()));
             b.expect.push(Expect::Select(db));
             self.conn_db[c] = db;
         }
@@ -148,7 +179,9 @@ impl Pipeline {
     /// should be flushed.
     pub fn queue(&mut self, c: usize, args: &[&[u8]], expect: Expect) -> bool {
         let b = &mut self.batches[c];
+        let start = b.buf.len();
         encode_into(&mut b.buf, args);
+        b.spans.push((start, b.buf.len()));
         b.expect.push(expect);
         b.expect.len() >= self.max_commands || b.buf.len() >= self.max_bytes
     }
@@ -188,8 +221,13 @@ impl Pipeline {
                     creds.password.as_bytes(),
                 ],
             );
+            let shift = buf.len();
             buf.extend_from_slice(&batch.buf);
             batch.buf = buf;
+            for s in &mut batch.spans {
+                *s = (s.0 + shift, s.1 + shift);
+            }
+            batch.spans.insert(0, (0, shift));
             batch.expect.insert(
                 0,
                 Expect::Auth {
@@ -275,6 +313,7 @@ async fn worker(
     mut conn: Conn,
     mut rx: mpsc::Receiver<Job>,
     conflict: Conflict,
+    redirects: Option<Redirects>,
 ) -> Result<Replies, TargetError> {
     let mut stats = Replies::default();
     while let Some(job) = rx.recv().await {
@@ -286,12 +325,30 @@ async fn worker(
             }
         };
         conn.write_raw(&batch.buf).await?;
-        for exp in batch.expect {
+        for (exp, span) in batch.expect.into_iter().zip(batch.spans) {
             let waiting_for = match &exp {
                 Expect::Command { .. } => "the reply to a replayed command",
                 _ => "the reply to RESTORE",
             };
             let reply = conn.read_reply(waiting_for).await?;
+            // A cluster node's key moved away (a slot migrating): kept, to
+            // send again to the node named.
+            if let (Some(r), Expect::Restore { key, db }, Reply::Error(m)) =
+                (&redirects, &exp, &reply)
+            {
+                if let Some((ask, addr)) = redirect_of(m) {
+                    if let Ok(mut r) = r.lock() {
+                        r.push(Redirect {
+                            ask,
+                            addr,
+                            command: batch.buf[span.0..span.1].to_vec(),
+                            key: key.clone(),
+                            db: *db,
+                        });
+                        continue;
+                    }
+                }
+            }
             check(exp, reply, conflict, &mut stats, &conn.addr)?;
         }
     }

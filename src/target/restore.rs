@@ -45,6 +45,17 @@ impl RedisTarget {
         link: &ConnectOptions,
         opts: LoadOptions,
     ) -> Result<Self, TargetError> {
+        Self::connect_node(url, link, opts, None).await
+    }
+
+    /// As `connect`, for a cluster node: RESTOREs answered MOVED or ASK go to
+    /// `redirects` instead of failing.
+    pub(super) async fn connect_node(
+        url: &RedisUrl,
+        link: &ConnectOptions,
+        opts: LoadOptions,
+        redirects: Option<super::pipeline::Redirects>,
+    ) -> Result<Self, TargetError> {
         let n = if opts.dry_run {
             0
         } else {
@@ -88,6 +99,7 @@ impl RedisTarget {
             opts.batch_bytes,
             link.auth.clone(),
             expiry,
+            redirects,
         );
         Ok(RedisTarget {
             opts: LoadOptions { max_bulk, ..opts },

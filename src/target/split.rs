@@ -5,6 +5,7 @@
 //! half built and the conflict policy holds (RENAMENX fails on an existing
 //! key, RENAME replaces it). Streams and module values are not split.
 
+use super::cluster::{hash_tag, key_slot};
 use crate::rdb::value::Value;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -190,18 +191,23 @@ fn score_text(s: f64) -> String {
     }
 }
 
-/// The key a value is built under: in the same hash slot as `key` (its hash
-/// tag, or the whole key as the tag), so a cluster can rename it into place
-/// (a key with braces but no valid tag is the exception, left for then).
+/// The key a value is built under: in the same hash slot as `key`, so a
+/// cluster node can rename it into place. Its hash tag is the key's own tag
+/// if it has one, else a short tag found with the same slot.
 pub(super) fn temp_key(key: &[u8], n: u64) -> Vec<u8> {
-    let tag = key
-        .iter()
-        .position(|&c| c == b'{')
-        .and_then(|open| {
-            let close = key[open + 1..].iter().position(|&c| c == b'}')?;
-            (close > 0).then(|| &key[open + 1..open + 1 + close])
-        })
-        .unwrap_or(key);
+    let own = hash_tag(key);
+    let found;
+    let tag = if own.len() < key.len() {
+        own
+    } else {
+        let slot = key_slot(key);
+        // About 16384 tries on average: slots are uniform.
+        found = (0u32..10_000_000)
+            .map(|i| format!("rv{i}").into_bytes())
+            .find(|t| key_slot(t) == slot)
+            .unwrap_or_else(|| key.to_vec());
+        &found
+    };
     let mut t = Vec::with_capacity(tag.len() + 40);
     t.push(b'{');
     t.extend_from_slice(tag);
@@ -264,6 +270,8 @@ mod tests {
     #[test]
     fn temporary_keys_share_the_slot_of_their_key() {
         assert!(temp_key(b"user:{42}:cart", 1).starts_with(b"{42}:redvault-part:"));
-        assert!(temp_key(b"plain", 1).starts_with(b"{plain}:redvault-part:"));
+        for key in [&b"plain"[..], b"a{}b", b"x}y", b""] {
+            assert_eq!(key_slot(&temp_key(key, 1)), key_slot(key));
+        }
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod cluster;
 pub mod daemon;
 pub mod http;
 pub mod key_vault;

@@ -54,6 +54,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port of at most 55535 that is free, with its cluster bus port (+10000).
+pub fn cluster_port() -> u16 {
+    use std::net::TcpListener;
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = (std::process::id() as u64) << 32 ^ nanos ^ calls << 20;
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + (x >> 33) as u16 % 35000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port pair below 55536 in 1000 tries")
+}
+
 /// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
 /// (read from /proc/net/tcp and the process's file descriptors).
 pub fn listens(pid: u32, port: u16) -> bool {
@@ -119,11 +143,45 @@ impl RedisServer {
     }
 
     fn try_start(bin: &Path, debug: bool, extra: &[&str], rdb: Option<&Path>) -> Option<Self> {
+        Self::try_start_on(free_port(), bin, debug, extra, rdb)
+    }
+
+    /// Starts a Redis Cluster node (Debian's redis-server) with no slots: on a
+    /// port of at most 55535 whose bus port (+10000) is free too.
+    pub fn start_cluster_node() -> Self {
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "3000",
+        ];
+        for _ in 0..8 {
+            if let Some(s) = Self::try_start_on(
+                cluster_port(),
+                Path::new("redis-server"),
+                true,
+                &extra,
+                None,
+            ) {
+                return s;
+            }
+        }
+        panic!("no cluster node could bind a free port pair in 8 tries")
+    }
+
+    fn try_start_on(
+        port: u16,
+        bin: &Path,
+        debug: bool,
+        extra: &[&str],
+        rdb: Option<&Path>,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         if let Some(rdb) = rdb {
             std::fs::copy(rdb, dir.path().join("dump.rdb")).unwrap();
         }
-        let port = free_port();
         let mut args: Vec<String> = [
             "--port",
             &port.to_string(),

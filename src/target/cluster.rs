@@ -1,0 +1,369 @@
+//! A Redis Cluster as a target: each key goes to the primary that owns its
+//! hash slot (CRC16 of its hash tag, mod 16384), through one `RedisTarget`
+//! per primary (its own pipelined connections); function libraries go to
+//! every primary. A RESTORE answered MOVED or ASK (a slot migrating during
+//! the load) is sent again to the node named (after ASKING for ASK), a few
+//! rounds at most. A cluster has only db 0: a key of another db is refused,
+//! naming it, unless `--target-db 0` maps it there.
+
+use super::pipeline::{redirect_of, Redirects};
+use super::{show_key, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TargetError};
+use crate::command::Command;
+use crate::rdb::{add_lost, Entry};
+use crate::resp::{Conn, ConnectOptions, RedisUrl, Reply};
+use async_trait::async_trait;
+use crc::{Crc, CRC_16_XMODEM};
+use std::collections::HashMap;
+
+pub const SLOTS: usize = 16384;
+
+static CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_XMODEM);
+
+/// The part of a key that picks its slot: the first `{...}` with something
+/// inside, else the whole key (Redis's rule).
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&c| c == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|&c| c == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// The hash slot of a key.
+pub fn key_slot(key: &[u8]) -> usize {
+    usize::from(CRC16.checksum(hash_tag(key))) % SLOTS
+}
+
+/// How many rounds of MOVED/ASK are followed before giving up.
+const REDIRECT_ROUNDS: usize = 5;
+
+pub struct ClusterTarget {
+    seed: RedisUrl,
+    link: ConnectOptions,
+    conflict: Conflict,
+    filter: Filter,
+    target_db: Option<u64>,
+    nodes: Vec<RedisTarget>,
+    /// Per slot, the index of its primary in `nodes`.
+    owner: Vec<usize>,
+    redirects: Redirects,
+    /// Counted here: keys the filter left out; the rest, by the nodes.
+    filtered: u64,
+    pushed: u64,
+    stats: LoadStats,
+}
+
+/// The slot ranges of the cluster and each range's primary (host, port).
+async fn slot_map(
+    conn: &mut Conn,
+    seed: &RedisUrl,
+) -> Result<Vec<(usize, usize, String, u16)>, TargetError> {
+    let refused = |message: String| {
+        TargetError::Cluster(format!("CLUSTER SLOTS at {}: {message}", seed.addr()))
+    };
+    let reply = conn.command(&[b"CLUSTER", b"SLOTS"]).await?;
+    let Reply::Array(ranges) = reply else {
+        return Err(refused(format!("{reply:?}")));
+    };
+    let mut out = vec![];
+    for r in ranges {
+        let Reply::Array(parts) = r else {
+            return Err(refused("a range that is no array".into()));
+        };
+        let (Some(Reply::Integer(a)), Some(Reply::Integer(b)), Some(Reply::Array(node))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return Err(refused("a range without its primary".into()));
+        };
+        let host = node
+            .first()
+            .and_then(Reply::as_bytes)
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .filter(|h| !h.is_empty() && h != "?")
+            .unwrap_or_else(|| seed.host.clone());
+        let Some(Reply::Integer(port)) = node.get(1) else {
+            return Err(refused("a primary without its port".into()));
+        };
+        let (a, b) = (*a as usize, *b as usize);
+        if a > b || b >= SLOTS {
+            return Err(refused(format!("slots {a}-{b}")));
+        }
+        out.push((a, b, host, *port as u16));
+    }
+    Ok(out)
+}
+
+/// The URL of every primary of the cluster `conn` is a node of.
+pub(super) async fn primary_urls(
+    conn: &mut Conn,
+    seed: &RedisUrl,
+) -> Result<Vec<RedisUrl>, TargetError> {
+    let mut urls: Vec<RedisUrl> = vec![];
+    for (_, _, host, port) in slot_map(conn, seed).await? {
+        if !urls.iter().any(|u| u.host == host && u.port == port) {
+            urls.push(RedisUrl {
+                host,
+                port,
+                ..seed.clone()
+            });
+        }
+    }
+    Ok(urls)
+}
+
+impl ClusterTarget {
+    /// Reads the slot map from the node at `seed` and connects to every
+    /// primary; every slot must be owned.
+    pub async fn connect(
+        seed: &RedisUrl,
+        link: &ConnectOptions,
+        opts: LoadOptions,
+    ) -> Result<Self, TargetError> {
+        let mut conn = crate::resp::connect(seed, link).await?;
+        let map = slot_map(&mut conn, seed).await?;
+        let mut owner = vec![usize::MAX; SLOTS];
+        let mut index: HashMap<(String, u16), usize> = HashMap::new();
+        let mut addrs = vec![];
+        for (a, b, host, port) in map {
+            let n = *index.entry((host.clone(), port)).or_insert_with(|| {
+                addrs.push((host, port));
+                addrs.len() - 1
+            });
+            owner[a..=b].iter_mut().for_each(|o| *o = n);
+        }
+        let unowned = owner.iter().filter(|&&o| o == usize::MAX).count();
+        if unowned > 0 {
+            return Err(TargetError::Cluster(format!(
+                "the cluster at {} leaves {unowned} of {SLOTS} slots without a primary; fix the cluster (CLUSTER INFO says cluster_state) before importing",
+                seed.addr()
+            )));
+        }
+        let redirects = Redirects::default();
+        let mut nodes = vec![];
+        for (host, port) in addrs {
+            let url = RedisUrl {
+                host,
+                port,
+                ..seed.clone()
+            };
+            nodes.push(
+                RedisTarget::connect_node(&url, link, opts.clone(), Some(redirects.clone()))
+                    .await?,
+            );
+        }
+        Ok(ClusterTarget {
+            seed: seed.clone(),
+            link: link.clone(),
+            conflict: opts.conflict,
+            filter: opts.filter.clone(),
+            target_db: opts.target_db,
+            nodes,
+            owner,
+            redirects,
+            filtered: 0,
+            pushed: 0,
+            stats: LoadStats::default(),
+        })
+    }
+
+    /// The primaries, in the order of their first slots.
+    pub fn primaries(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The counts of every node, and the keys filtered here.
+    fn sum(&self, per_node: &[LoadStats]) -> LoadStats {
+        let mut t = LoadStats {
+            seen: self.filtered,
+            filtered: self.filtered,
+            ..LoadStats::default()
+        };
+        for s in per_node {
+            t.seen += s.seen;
+            t.loaded += s.loaded;
+            t.skipped_existing += s.skipped_existing;
+            t.expired += s.expired;
+            t.filtered += s.filtered;
+            t.bytes += s.bytes;
+            t.commands += s.commands;
+            t.converted += s.converted;
+            t.split += s.split;
+            t.converted_to = t.converted_to.or(s.converted_to);
+            add_lost(&mut t.lost, &s.lost);
+        }
+        // A library goes to every primary: count it once.
+        t.functions = per_node.iter().map(|s| s.functions).min().unwrap_or(0);
+        t
+    }
+
+    /// Sends the RESTOREs that came back MOVED or ASK to the nodes named,
+    /// until none comes back (a few rounds at most); how many landed and
+    /// how many were skipped as existing.
+    async fn follow_redirects(&mut self) -> Result<(u64, u64), TargetError> {
+        let mut conns: HashMap<String, Conn> = HashMap::new();
+        let (mut loaded, mut skipped) = (0, 0);
+        for _ in 0..REDIRECT_ROUNDS {
+            let round: Vec<_> = std::mem::take(
+                &mut *self
+                    .redirects
+                    .lock()
+                    .map_err(|_| TargetError::Worker("a loader connection panicked".into()))?,
+            );
+            if round.is_empty() {
+                return Ok((loaded, skipped));
+            }
+            let mut again = vec![];
+            for r in round {
+                if !conns.contains_key(&r.addr) {
+                    let (host, port) = r
+                        .addr
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse().ok()?)))
+                        .ok_or_else(|| {
+                            TargetError::Cluster(format!("a redirect to {:?}", r.addr))
+                        })?;
+                    let url = RedisUrl {
+                        host: if host.is_empty() {
+                            self.seed.host.clone()
+                        } else {
+                            host.to_string()
+                        },
+                        port,
+                        ..self.seed.clone()
+                    };
+                    conns.insert(
+                        r.addr.clone(),
+                        crate::resp::connect(&url, &self.link).await?,
+                    );
+                }
+                let conn = conns.get_mut(&r.addr).expect("inserted above");
+                if r.ask {
+                    conn.command(&[b"ASKING"]).await?;
+                }
+                conn.write_raw(&r.command).await?;
+                match conn.read_reply("the reply to RESTORE").await? {
+                    Reply::Status(_) => loaded += 1,
+                    Reply::Error(m) if m.starts_with("BUSYKEY") => {
+                        if self.conflict == Conflict::Skip {
+                            skipped += 1;
+                        } else {
+                            return Err(TargetError::KeyExists {
+                                key: show_key(&r.key),
+                                db: r.db,
+                            });
+                        }
+                    }
+                    Reply::Error(m) => match redirect_of(&m) {
+                        Some((ask, addr)) => {
+                            again.push(super::pipeline::Redirect { ask, addr, ..r })
+                        }
+                        None => {
+                            return Err(TargetError::Refused {
+                                key: show_key(&r.key),
+                                db: r.db,
+                                message: m,
+                            })
+                        }
+                    },
+                    other => {
+                        return Err(TargetError::Refused {
+                            key: show_key(&r.key),
+                            db: r.db,
+                            message: format!("{other:?}"),
+                        })
+                    }
+                }
+            }
+            if let Ok(mut q) = self.redirects.lock() {
+                q.extend(again);
+            }
+        }
+        let left = self.redirects.lock().map(|q| q.len()).unwrap_or(0);
+        if left == 0 {
+            return Ok((loaded, skipped));
+        }
+        Err(TargetError::Cluster(format!(
+            "{left} keys were still redirected after {REDIRECT_ROUNDS} rounds of MOVED/ASK: the cluster's slots keep moving; import again once they settle"
+        )))
+    }
+}
+
+#[async_trait]
+impl Target for ClusterTarget {
+    fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
+        self.nodes.iter_mut().try_for_each(|n| n.begin(rdb_version))
+    }
+
+    async fn push(&mut self, e: Entry) -> Result<(), TargetError> {
+        if !self.filter.accepts(&e) {
+            self.filtered += 1;
+            return Ok(());
+        }
+        let db = self.target_db.unwrap_or(e.db);
+        if db != 0 {
+            return Err(TargetError::Cluster(format!(
+                "key {} is in db {}, and a cluster has only db 0: import with --db 0 to load only db 0, or --target-db 0 to put every database into it",
+                show_key(&e.key),
+                e.db
+            )));
+        }
+        let n = self.owner[key_slot(&e.key)];
+        self.nodes[n].push(e).await?;
+        self.pushed += 1;
+        if self.pushed.is_multiple_of(1024) {
+            let per: Vec<LoadStats> = self.nodes.iter().map(|n| n.stats().clone()).collect();
+            self.stats = self.sum(&per);
+        }
+        Ok(())
+    }
+
+    async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError> {
+        for n in &mut self.nodes {
+            n.push_function(code.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError> {
+        Err(TargetError::Cluster(format!(
+            "the command at offset {}: replaying a command stream into a cluster is not built yet; restore into a single Redis, or import the generation's base",
+            cmd.offset
+        )))
+    }
+
+    fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    async fn finish(&mut self) -> Result<LoadStats, TargetError> {
+        let mut per = vec![];
+        for n in &mut self.nodes {
+            per.push(n.finish().await?);
+        }
+        let (loaded, skipped) = self.follow_redirects().await?;
+        let mut total = self.sum(&per);
+        total.loaded += loaded;
+        total.skipped_existing += skipped;
+        self.stats = total.clone();
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slots Redis gives (CLUSTER KEYSLOT).
+    #[test]
+    fn key_slots_follow_hash_tags() {
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b""), 0);
+    }
+}
