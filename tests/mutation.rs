@@ -205,6 +205,7 @@ fn keyring_manifest_records_and_replies_parse_or_refuse() {
         .unwrap();
     let ring_json = ring.to_json();
     let mut manifest = redvault::backup::manifest::Manifest {
+        cluster: None,
         format: redvault::backup::manifest::MANIFEST_FORMAT.into(),
         version: redvault::backup::manifest::MANIFEST_VERSION,
         generation: "g".into(),

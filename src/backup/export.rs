@@ -4,7 +4,9 @@
 //! memory stays at a few chunks.
 
 use super::layout::{self, GenerationDir, BASE_PLAIN, BASE_SEALED};
-use super::manifest::{Manifest, ObjectEntry, RedisInfo, MANIFEST_FORMAT, MANIFEST_VERSION};
+use super::manifest::{
+    Manifest, ObjectEntry, RedisInfo, ShardEntry, MANIFEST_FORMAT, MANIFEST_VERSION,
+};
 use super::BackupError;
 use crate::data_key::DataKey;
 use crate::format::ObjectKind;
@@ -13,12 +15,13 @@ use crate::keyring::Keyring;
 use crate::rdb::KeyCounter;
 use crate::sealer::{ObjectSpec, SealOptions, Sealer};
 use crate::signing::Signer;
-use crate::source::{CommandFeed, Source};
+use crate::source::{CommandFeed, Snapshot, Source};
 use crate::store::{Store, StoreError};
 use crate::text::{one_line, rfc3339};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -79,14 +82,6 @@ async fn export_inner(
     layout::check_source_name(&req.source)?;
     let started = Instant::now();
     let store = &req.store;
-    let upload_err = |op: &'static str, path: &Path, e: &dyn std::fmt::Display| {
-        BackupError::Store(StoreError::Op {
-            url: store.url.clone(),
-            op,
-            path: path.to_string(),
-            message: one_line(e),
-        })
-    };
 
     // Keys first: with no usable KEK, nothing is written and Redis is not asked
     // to fork.
@@ -119,78 +114,23 @@ async fn export_inner(
     } else {
         BASE_PLAIN
     };
-    let base_path = dir.object(store, base_name);
-    let upload = store.upload(&base_path, 10 << 20);
-
-    let result = async {
-        let mut sink = match &keys {
-            Some((dek, _)) => {
-                let spec = ObjectSpec {
-                    kind: ObjectKind::Rdb,
-                    generation: generation.clone(),
-                    name: base_name.into(),
-                    embedded_keyring: vec![],
-                    attestation: vec![],
-                };
-                Sink::Sealed(Box::new(Sealer::new(upload, spec, dek, &req.seal).await?))
-            }
-            None => Sink::Plain {
-                out: Box::new(upload),
-                sha: Sha256::new(),
-                bytes: 0,
-            },
-        };
-        let mut counter = KeyCounter::start(!info.rdb_checked);
-        let step = async {
-            while let Some(piece) = transfer.next_piece().await? {
-                sink.write(&piece)
-                    .await
-                    .map_err(|e| upload_err("upload", &base_path, &e))?;
-                counter.send(piece).await;
-                progress(transfer.received(), transfer.announced_size());
-            }
-            Ok::<_, BackupError>(())
-        }
-        .await;
-        if let Err(e) = step {
-            sink.abort().await;
-            return Err(e);
-        }
-        // The RDB's own CRC checked out (the transfer's, or the counter's for
-        // a SCAN); it must also walk to its end, or the
-        // backup could never be restored: no manifest for a snapshot that
-        // does not parse.
-        let counts: std::collections::BTreeMap<String, u64> = match counter.finish().await {
-            Ok(c) => c.into_iter().map(|(db, n)| (db.to_string(), n)).collect(),
-            Err(e) => {
-                sink.abort().await;
-                return Err(BackupError::Corrupt {
-                    label: dir.label(base_name),
-                    why: format!(
-                        "the snapshot from {} does not parse: {e}",
-                        req.from.describe()
-                    ),
-                });
-            }
-        };
-        let counts = Some(counts);
-        let entry = sink
-            .finish()
-            .await
-            .map_err(|e| upload_err("complete the upload of", &base_path, &e))?;
-        Ok((entry, counts))
-    }
-    .await;
+    let to = Destination {
+        store,
+        dir: &dir,
+        generation: &generation,
+        dek: keys.as_ref().map(|(d, _)| d),
+        seal: &req.seal,
+    };
+    let describe = req.from.describe();
+    let progress = |got: u64, total: Option<u64>| progress(got, total);
+    let result = store_snapshot(&to, base_name, transfer.as_mut(), &describe, &progress).await;
     let (entry, key_counts) = match result {
-        Ok((mut entry, counts)) => {
-            entry.name = base_name.into();
-            (entry, counts)
-        }
+        Ok((entry, counts)) => (entry, Some(counts)),
         Err(e) => {
             // Leave nothing that looks like a backup: the manifest was never
             // written; also remove what was (best effort).
             let _ = store.delete(&dir.keyring(store)).await;
-            let _ = store.delete(&base_path).await;
+            let _ = store.delete(&dir.object(store, base_name)).await;
             return Err(e);
         }
     };
@@ -217,6 +157,7 @@ async fn export_inner(
         data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
         objects: vec![entry.clone()],
         keys: key_counts,
+        cluster: None,
         signer: None,
         mac: None,
         signature: None,
@@ -236,6 +177,264 @@ async fn export_inner(
         manifest,
     };
     Ok((summary, follow.then(|| transfer.into_stream())))
+}
+
+/// Where the snapshot objects of one generation go.
+struct Destination<'a> {
+    store: &'a Store,
+    dir: &'a GenerationDir,
+    generation: &'a str,
+    /// None writes plain objects.
+    dek: Option<&'a DataKey>,
+    seal: &'a SealOptions,
+}
+
+/// One snapshot streamed into the object `name` of a generation (sealed
+/// under the data key, or plain), its keys counted as it passes: the RDB's
+/// CRC checked (by the transfer, or here where redvault wrote the RDB) and
+/// walked to its end, or no object stays (the upload is aborted).
+async fn store_snapshot(
+    to: &Destination<'_>,
+    name: &str,
+    transfer: &mut dyn Snapshot,
+    describe: &str,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+) -> Result<(ObjectEntry, BTreeMap<String, u64>), BackupError> {
+    let store = to.store;
+    let path = to.dir.object(store, name);
+    let upload_err = |op: &'static str, e: &dyn std::fmt::Display| {
+        BackupError::Store(StoreError::Op {
+            url: store.url.clone(),
+            op,
+            path: path.to_string(),
+            message: one_line(e),
+        })
+    };
+    let upload = store.upload(&path, 10 << 20);
+    let mut sink = match to.dek {
+        Some(dek) => {
+            let spec = ObjectSpec {
+                kind: ObjectKind::Rdb,
+                generation: to.generation.to_string(),
+                name: name.into(),
+                embedded_keyring: vec![],
+                attestation: vec![],
+            };
+            Sink::Sealed(Box::new(Sealer::new(upload, spec, dek, to.seal).await?))
+        }
+        None => Sink::Plain {
+            out: Box::new(upload),
+            sha: Sha256::new(),
+            bytes: 0,
+        },
+    };
+    let mut counter = KeyCounter::start(!transfer.info().rdb_checked);
+    let step = async {
+        while let Some(piece) = transfer.next_piece().await? {
+            sink.write(&piece)
+                .await
+                .map_err(|e| upload_err("upload", &e))?;
+            counter.send(piece).await;
+            progress(transfer.received(), transfer.announced_size());
+        }
+        Ok::<_, BackupError>(())
+    }
+    .await;
+    if let Err(e) = step {
+        sink.abort().await;
+        return Err(e);
+    }
+    // The snapshot must walk to its end, or it could never be restored: no
+    // manifest for a snapshot that does not parse.
+    let counts = match counter.finish().await {
+        Ok(c) => c.into_iter().map(|(db, n)| (db.to_string(), n)).collect(),
+        Err(e) => {
+            sink.abort().await;
+            return Err(BackupError::Corrupt {
+                label: to.dir.label(name),
+                why: format!("the snapshot from {describe} does not parse: {e}"),
+            });
+        }
+    };
+    let mut entry = sink
+        .finish()
+        .await
+        .map_err(|e| upload_err("complete the upload of", &e))?;
+    entry.name = name.into();
+    Ok((entry, counts))
+}
+
+/// One primary of a cluster, to back up.
+pub struct Shard {
+    pub from: Arc<dyn Source>,
+    pub node_id: String,
+    pub addr: String,
+    /// Its slot ranges, first and last slot.
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// A cluster export: as `ExportRequest`, one source per primary.
+pub struct ClusterExportRequest {
+    pub shards: Vec<Shard>,
+    pub store: Store,
+    pub source: String,
+    pub kek: Option<Arc<dyn Kek>>,
+    pub signer: Arc<Signer>,
+    pub seal: SealOptions,
+}
+
+/// Shards snapshotted at once, at most (each one forks its primary).
+const SHARDS_AT_ONCE: usize = 4;
+
+/// A whole cluster into one generation: keyring first, one snapshot object
+/// per primary (`shard-<first>-<last>.rdb.rv`), taken in parallel, then one
+/// manifest naming every shard. Complete only when every shard is: on any
+/// failure, nothing of it stays that looks like a backup.
+pub async fn export_cluster(
+    req: ClusterExportRequest,
+    progress: Progress<'_>,
+) -> Result<ExportSummary, BackupError> {
+    use futures::{StreamExt, TryStreamExt};
+    let shards = &req.shards;
+    if shards.is_empty() {
+        return Err(BackupError::Invalid("a cluster with no primary".into()));
+    }
+    layout::check_source_name(&req.source)?;
+    let started = Instant::now();
+    let store = &req.store;
+    let keys = match &req.kek {
+        Some(kek) => {
+            let dek = DataKey::generate();
+            let ring = Keyring::wrap(&dek, kek.as_ref()).await?;
+            Some((dek, ring))
+        }
+        None => None,
+    };
+    store.probe().await?;
+    let created = SystemTime::now();
+    // Named after the first primary's node id (40 hex digits), as a single
+    // server's generation is after its replication id.
+    let generation = layout::generation_id(created, &shards[0].node_id);
+    let dir = GenerationDir::new(&req.source, &generation);
+    if let Some((_, ring)) = &keys {
+        store.create(&dir.keyring(store), ring.to_json()).await?;
+    }
+    let to = Destination {
+        store,
+        dir: &dir,
+        generation: &generation,
+        dek: keys.as_ref().map(|(d, _)| d),
+        seal: &req.seal,
+    };
+    let names: Vec<String> = shards
+        .iter()
+        .map(|s| {
+            let first = s.ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            let last = s.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            layout::shard_object(first, last, keys.is_some())
+        })
+        .collect();
+    let received: Vec<std::sync::atomic::AtomicU64> =
+        shards.iter().map(|_| Default::default()).collect();
+    let received = &received;
+    let to = &to;
+    let done: Result<Vec<_>, BackupError> = futures::stream::iter(shards.iter().enumerate())
+        .map(|(i, s)| {
+        let name = names[i].clone();
+        async move {
+            let mut transfer = s.from.snapshot(false).await?;
+            let info = transfer.info().clone();
+            tracing::info!(shard = %name, node = %s.addr, replid = %info.replid, offset = info.offset, "shard sync started");
+            let shard_progress = |got: u64, _: Option<u64>| {
+                received[i].store(got, std::sync::atomic::Ordering::Relaxed);
+                let sum = received
+                    .iter()
+                    .map(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum();
+                progress(sum, None);
+            };
+            let (entry, counts) = store_snapshot(
+                to,
+                &name,
+                transfer.as_mut(),
+                &s.from.describe(),
+                &shard_progress,
+            )
+            .await?;
+            let shard = ShardEntry {
+                object: name,
+                slots: s.ranges.iter().map(|&(a, b)| [a, b]).collect(),
+                node: s.node_id.clone(),
+                addr: s.addr.clone(),
+                replid: info.replid.clone(),
+                offset: info.offset,
+                rdb_version: transfer.rdb_version(),
+                keys: counts,
+            };
+            Ok::<_, BackupError>((entry, shard, info, transfer.received()))
+        }
+        })
+        .buffered(SHARDS_AT_ONCE)
+        .try_collect()
+        .await;
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = store.delete(&dir.keyring(store)).await;
+            for n in &names {
+                let _ = store.delete(&dir.object(store, n)).await;
+            }
+            return Err(e);
+        }
+    };
+    let mut keys_total: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, s, _, _) in &done {
+        for (db, n) in &s.keys {
+            *keys_total.entry(db.clone()).or_insert(0) += n;
+        }
+    }
+    let first = &done[0].2;
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        generation: generation.clone(),
+        source: req.source.clone(),
+        created: rfc3339(created),
+        completed: rfc3339(SystemTime::now()),
+        sealed: keys.is_some(),
+        redis: RedisInfo {
+            version: first.server_version.clone(),
+            rdb_version: done.iter().filter_map(|d| d.1.rdb_version).max(),
+            replid: first.replid.clone(),
+            offset: first.offset,
+            method: None,
+        },
+        keks: keys
+            .as_ref()
+            .map(|(_, r)| r.wrapped.iter().map(|w| w.kek.clone()).collect())
+            .unwrap_or_default(),
+        data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
+        objects: done.iter().map(|d| d.0.clone()).collect(),
+        keys: Some(keys_total),
+        cluster: Some(done.iter().map(|d| d.1.clone()).collect()),
+        signer: None,
+        mac: None,
+        signature: None,
+    };
+    let json = manifest
+        .to_json(keys.as_ref().map(|(d, _)| d), &req.signer)
+        .await
+        .map_err(|e| BackupError::Invalid(format!("manifest: {e}")))?;
+    store.create(&dir.manifest(store), json).await?;
+    Ok(ExportSummary {
+        generation,
+        source: req.source.clone(),
+        location: display_path(store, &dir.dir(store)),
+        rdb_bytes: done.iter().map(|d| d.3).sum(),
+        stored_bytes: done.iter().map(|d| d.0.stored_bytes).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        manifest,
+    })
 }
 
 fn display_path(store: &Store, p: &Path) -> String {

@@ -21,6 +21,15 @@ pub const BASE_SEALED: &str = "base.rdb.rv";
 pub const BASE_PLAIN: &str = "base.rdb";
 pub const AOF_DIR: &str = "aof";
 
+/// The snapshot object of one cluster shard: `shard-<first>-<last>.rdb[.rv]`,
+/// by the first and last slot its primary serves.
+pub fn shard_object(first: u16, last: u16, sealed: bool) -> String {
+    format!(
+        "shard-{first}-{last}.{}",
+        if sealed { BASE_SEALED } else { BASE_PLAIN }.trim_start_matches("base.")
+    )
+}
+
 /// `20261123T055012.345Z-<first 8 of replid>-<8 random hex>`: milliseconds and
 /// a random part make two exports of one primary in the same second distinct,
 /// and ids still sort by time. (Before, ids were `20261123T055012Z-<replid8>`;

@@ -34,9 +34,13 @@ pub struct Manifest {
     pub keks: Vec<String>,
     pub data_key_id: Option<String>,
     pub objects: Vec<ObjectEntry>,
-    /// Keys per database, when known.
+    /// Keys per database, when known (for a cluster, of every shard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<BTreeMap<String, u64>>,
+    /// A cluster generation: one snapshot object per primary. `redis` then
+    /// describes the first shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<ShardEntry>>,
     /// The signer's id (`ed25519:<32 hex>` or `es256:<32 hex>`), version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
@@ -66,6 +70,23 @@ impl RedisInfo {
     pub fn point_in_time(&self) -> bool {
         self.method.as_deref() != Some("scan")
     }
+}
+
+/// One shard of a cluster generation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    /// The object that holds its snapshot (one of `objects`).
+    pub object: String,
+    /// The slot ranges its primary served, first and last slot of each.
+    pub slots: Vec<[u16; 2]>,
+    /// The primary: its cluster node id and address.
+    pub node: String,
+    pub addr: String,
+    pub replid: String,
+    pub offset: u64,
+    pub rdb_version: Option<u32>,
+    pub keys: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

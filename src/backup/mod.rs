@@ -17,7 +17,10 @@ pub mod rewrap;
 pub mod timeline;
 pub mod verify;
 
-pub use export::{export, export_and_follow, ExportRequest, ExportSummary};
+pub use export::{
+    export, export_and_follow, export_cluster, ClusterExportRequest, ExportRequest, ExportSummary,
+    Shard,
+};
 pub use list::{list, GenerationInfo};
 pub use plan::{plan, Plan, Point};
 pub use read::{open_base, open_inputs, pick_generation, InputOptions};

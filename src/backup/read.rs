@@ -245,10 +245,11 @@ pub fn warn_skipped_newer(gens: &[super::GenerationInfo], source: &str, chosen: 
     }
 }
 
-/// Opens a generation's base snapshot as an input: keyring unwrapped with the
-/// KEK, manifest authenticated, the object's header checked to belong to this
-/// generation, its chunks opened, and its plaintext digest compared with the
-/// manifest at the end of the stream.
+/// Opens a generation's base snapshot as inputs (one; or one per shard, for
+/// a cluster generation): keyring unwrapped with the KEK, manifest
+/// authenticated, each object's header checked to belong to this generation,
+/// its chunks opened, and its plaintext digest compared with the manifest at
+/// the end of its stream.
 pub async fn open_base(
     store: &Store,
     source: &str,
@@ -256,18 +257,36 @@ pub async fn open_base(
     kek: Option<&dyn Kek>,
     allow_plain: bool,
     trust: &Trust,
-) -> Result<Input, BackupError> {
+) -> Result<Vec<Input>, BackupError> {
     let dir = GenerationDir::new(source, generation);
     let (manifest, dek) = open_manifest(store, &dir, kek, allow_plain, trust).await?;
-    let object = manifest
+    let objects: Vec<_> = manifest
         .objects
         .iter()
-        .find(|o| o.kind == "rdb")
-        .ok_or_else(|| BackupError::Corrupt {
+        .filter(|o| o.kind == "rdb")
+        .cloned()
+        .collect();
+    if objects.is_empty() {
+        return Err(BackupError::Corrupt {
             label: dir.label(MANIFEST),
             why: "it lists no RDB object".into(),
-        })?
-        .clone();
+        });
+    }
+    let mut inputs = vec![];
+    for object in &objects {
+        inputs.push(open_object(store, &dir, generation, object, dek.as_ref()).await?);
+    }
+    Ok(inputs)
+}
+
+/// One RDB object of a generation, opened (sealed) or read (plain).
+async fn open_object(
+    store: &Store,
+    dir: &GenerationDir,
+    generation: &str,
+    object: &super::manifest::ObjectEntry,
+    dek: Option<&crate::data_key::DataKey>,
+) -> Result<Input, BackupError> {
     let label = dir.label(&object.name);
     if dek.is_none() {
         // A plain base has no authenticated chunks: its digest (signed in the
@@ -302,8 +321,7 @@ pub async fn open_base(
                     ),
                 });
             }
-            let mut opener = Opener::new(body, &raw, &dek, &label, default_parallelism())?;
-            drop(dek);
+            let mut opener = Opener::new(body, &raw, dek, &label, default_parallelism())?;
             tokio::spawn(async move {
                 let mut sha = Sha256::new();
                 while let Some(chunk) = opener.next_chunk().await? {
@@ -379,7 +397,7 @@ pub async fn open_inputs(
                 &opts.trust,
             )
             .await?;
-            out.push(
+            out.extend(
                 open_base(
                     &store,
                     &source,

@@ -53,7 +53,7 @@ pub async fn restore(
         trust,
     )
     .await?;
-    load(target, vec![base], &|_| {}).await?;
+    load(target, base, &|_| {}).await?;
     let base_stats = target.stats().clone();
     let replayed = replay(store, plan, kek, trust, target).await?;
     let done = target.finish().await?;

@@ -40,6 +40,15 @@ impl GenerationReport {
     }
 }
 
+/// Every input read to its end (each checked as it goes); bytes in all.
+async fn drain_all(inputs: Vec<crate::inputs::Input>) -> Result<u64, crate::inputs::InputError> {
+    let mut n = 0;
+    for i in inputs {
+        n += drain(i).await?;
+    }
+    Ok(n)
+}
+
 pub async fn verify(
     store: &Store,
     source: Option<&str>,
@@ -85,7 +94,7 @@ pub async fn verify(
         r.newest_ms = crate::text::parse_rfc3339_ms(&m.completed).unwrap_or(0);
         // A plain generation is named as a problem: a KEK is given.
         match open_base(store, &g.source, &g.generation, Some(kek), false, trust).await {
-            Ok(input) => match drain(input).await {
+            Ok(inputs) => match drain_all(inputs).await {
                 Ok(n) => {
                     r.base_bytes = n;
                     // The digest matched; the manifest's counts must too.

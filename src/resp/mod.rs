@@ -2,6 +2,7 @@
 //! the URL, RESP frames with timeouts (`conn.rs`), connecting with the one set of
 //! connection options and AUTH (`connect.rs`), and the connection errors.
 
+pub mod cluster;
 mod conn;
 mod connect;
 mod tls;

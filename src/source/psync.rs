@@ -14,11 +14,27 @@ use bytes::Bytes;
 pub struct PsyncSource {
     url: RedisUrl,
     opts: ConnectOptions,
+    /// One primary of a cluster, backed up as one shard of a cluster
+    /// generation; else a cluster node is refused.
+    shard: bool,
 }
 
 impl PsyncSource {
     pub fn new(url: RedisUrl, opts: ConnectOptions) -> Self {
-        PsyncSource { url, opts }
+        PsyncSource {
+            url,
+            opts,
+            shard: false,
+        }
+    }
+
+    /// A cluster primary, as one shard of a cluster export.
+    pub fn shard(url: RedisUrl, opts: ConnectOptions) -> Self {
+        PsyncSource {
+            url,
+            opts,
+            shard: true,
+        }
     }
 }
 
@@ -32,9 +48,9 @@ impl Source for PsyncSource {
         let mut link = ReplicaLink::connect(&self.url, &self.opts).await?;
         // A node's snapshot holds only its own slots: refused, never a
         // backup that looks whole.
-        if link.is_cluster_node().await {
+        if !self.shard && link.is_cluster_node().await {
             return Err(SourceError::Unsupported(format!(
-                "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; backing up a whole cluster is not built yet",
+                "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; give any node as --redis to `export`, which backs up every primary (the daemon does not follow clusters yet)",
                 self.url.addr()
             )));
         }

@@ -122,7 +122,7 @@ async fn plan(conn: &mut Conn) -> Result<Plan, SourceError> {
     let cluster = info(conn, "cluster").await.unwrap_or_default();
     if field(&cluster, "cluster_enabled:").as_deref() == Some("1") {
         return Err(SourceError::Unsupported(format!(
-            "Redis at {} is a cluster node: SCAN reads only its own slots, so a backup of it would be partial; back up each primary on its own, with its own --source",
+            "Redis at {} is a cluster node: SCAN reads only its own slots, so a backup of it would be partial, and SCAN over every primary is not built yet; `export --method psync` backs up every primary of a cluster",
             conn.addr
         )));
     }

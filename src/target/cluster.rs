@@ -10,12 +10,11 @@ use super::pipeline::{redirect_of, Redirects};
 use super::{show_key, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TargetError};
 use crate::command::Command;
 use crate::rdb::{add_lost, Entry};
+use crate::resp::cluster::{cluster_slots, primaries, unowned_slots, Primary, SLOTS};
 use crate::resp::{Conn, ConnectOptions, RedisUrl, Reply};
 use async_trait::async_trait;
 use crc::{Crc, CRC_16_XMODEM};
 use std::collections::HashMap;
-
-pub const SLOTS: usize = 16384;
 
 static CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_XMODEM);
 
@@ -56,44 +55,24 @@ pub struct ClusterTarget {
     stats: LoadStats,
 }
 
-/// The slot ranges of the cluster and each range's primary (host, port).
-async fn slot_map(
-    conn: &mut Conn,
-    seed: &RedisUrl,
-) -> Result<Vec<(usize, usize, String, u16)>, TargetError> {
-    let refused = |message: String| {
-        TargetError::Cluster(format!("CLUSTER SLOTS at {}: {message}", seed.addr()))
-    };
-    let reply = conn.command(&[b"CLUSTER", b"SLOTS"]).await?;
-    let Reply::Array(ranges) = reply else {
-        return Err(refused(format!("{reply:?}")));
-    };
-    let mut out = vec![];
-    for r in ranges {
-        let Reply::Array(parts) = r else {
-            return Err(refused("a range that is no array".into()));
-        };
-        let (Some(Reply::Integer(a)), Some(Reply::Integer(b)), Some(Reply::Array(node))) =
-            (parts.first(), parts.get(1), parts.get(2))
-        else {
-            return Err(refused("a range without its primary".into()));
-        };
-        let host = node
-            .first()
-            .and_then(Reply::as_bytes)
-            .map(|h| String::from_utf8_lossy(h).into_owned())
-            .filter(|h| !h.is_empty() && h != "?")
-            .unwrap_or_else(|| seed.host.clone());
-        let Some(Reply::Integer(port)) = node.get(1) else {
-            return Err(refused("a primary without its port".into()));
-        };
-        let (a, b) = (*a as usize, *b as usize);
-        if a > b || b >= SLOTS {
-            return Err(refused(format!("slots {a}-{b}")));
-        }
-        out.push((a, b, host, *port as u16));
+/// The primaries of the cluster `conn` is a node of (hosts it announces
+/// as empty are the seed's); every slot must be served.
+async fn primaries_of(conn: &mut Conn, seed: &RedisUrl) -> Result<Vec<Primary>, TargetError> {
+    let ranges = cluster_slots(conn).await?;
+    let unowned = unowned_slots(&ranges);
+    if unowned > 0 {
+        return Err(TargetError::Cluster(format!(
+            "the cluster at {} leaves {unowned} of {SLOTS} slots without a primary; fix the cluster (CLUSTER INFO says cluster_state) before importing",
+            seed.addr()
+        )));
     }
-    Ok(out)
+    let mut ps = primaries(&ranges);
+    for p in &mut ps {
+        if p.host.is_empty() {
+            p.host = seed.host.clone();
+        }
+    }
+    Ok(ps)
 }
 
 /// The URL of every primary of the cluster `conn` is a node of.
@@ -101,17 +80,15 @@ pub(super) async fn primary_urls(
     conn: &mut Conn,
     seed: &RedisUrl,
 ) -> Result<Vec<RedisUrl>, TargetError> {
-    let mut urls: Vec<RedisUrl> = vec![];
-    for (_, _, host, port) in slot_map(conn, seed).await? {
-        if !urls.iter().any(|u| u.host == host && u.port == port) {
-            urls.push(RedisUrl {
-                host,
-                port,
-                ..seed.clone()
-            });
-        }
-    }
-    Ok(urls)
+    Ok(primaries_of(conn, seed)
+        .await?
+        .into_iter()
+        .map(|p| RedisUrl {
+            host: p.host,
+            port: p.port,
+            ..seed.clone()
+        })
+        .collect())
 }
 
 impl ClusterTarget {
@@ -123,30 +100,21 @@ impl ClusterTarget {
         opts: LoadOptions,
     ) -> Result<Self, TargetError> {
         let mut conn = crate::resp::connect(seed, link).await?;
-        let map = slot_map(&mut conn, seed).await?;
+        let ps = primaries_of(&mut conn, seed).await?;
         let mut owner = vec![usize::MAX; SLOTS];
-        let mut index: HashMap<(String, u16), usize> = HashMap::new();
-        let mut addrs = vec![];
-        for (a, b, host, port) in map {
-            let n = *index.entry((host.clone(), port)).or_insert_with(|| {
-                addrs.push((host, port));
-                addrs.len() - 1
-            });
-            owner[a..=b].iter_mut().for_each(|o| *o = n);
-        }
-        let unowned = owner.iter().filter(|&&o| o == usize::MAX).count();
-        if unowned > 0 {
-            return Err(TargetError::Cluster(format!(
-                "the cluster at {} leaves {unowned} of {SLOTS} slots without a primary; fix the cluster (CLUSTER INFO says cluster_state) before importing",
-                seed.addr()
-            )));
+        for (n, p) in ps.iter().enumerate() {
+            for &(a, b) in &p.ranges {
+                owner[a as usize..=b as usize]
+                    .iter_mut()
+                    .for_each(|o| *o = n);
+            }
         }
         let redirects = Redirects::default();
         let mut nodes = vec![];
-        for (host, port) in addrs {
+        for p in ps {
             let url = RedisUrl {
-                host,
-                port,
+                host: p.host,
+                port: p.port,
                 ..seed.clone()
             };
             nodes.push(

@@ -35,6 +35,8 @@ pub struct RedisTarget {
     pub(super) replaying: bool,
     /// Values split into commands so far (numbers their temporary keys).
     splits: u64,
+    /// The code of each library pushed in this load.
+    libraries: std::collections::HashSet<Vec<u8>>,
 }
 
 impl RedisTarget {
@@ -111,6 +113,7 @@ impl RedisTarget {
             target,
             replaying: false,
             splits: 0,
+            libraries: Default::default(),
         })
     }
 }
@@ -305,6 +308,11 @@ impl Target for RedisTarget {
     async fn push_function(&mut self, code: Vec<u8>) -> Result<(), TargetError> {
         self.replaying = false;
         let library = library_name(&code);
+        // The same library in several inputs (every shard of a cluster
+        // generation carries the primaries' libraries) is restored once.
+        if !self.libraries.insert(code.clone()) {
+            return Ok(());
+        }
         // Functions exist from RDB 10 (Redis 7.0) on.
         if self.convert_to.is_some_and(|v| v < 10) {
             *self.stats.lost.entry(LOST_FUNCTIONS).or_insert(0) += 1;

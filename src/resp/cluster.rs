@@ -1,0 +1,118 @@
+//! What a Redis Cluster node says of its cluster: `CLUSTER SLOTS`, each slot
+//! range with its primary. Shared by the cluster target (routing) and the
+//! cluster export (one snapshot per primary).
+
+use super::{Conn, RedisError, Reply};
+
+pub const SLOTS: usize = 16384;
+
+/// One run of slots and the primary that serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRange {
+    pub first: u16,
+    pub last: u16,
+    /// As the node announces it; empty when it announces none (the address
+    /// the caller reached the cluster by is meant).
+    pub host: String,
+    pub port: u16,
+    pub node_id: String,
+}
+
+/// A primary and every slot range it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    pub host: String,
+    pub port: u16,
+    pub node_id: String,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl Primary {
+    pub fn first_slot(&self) -> u16 {
+        self.ranges.iter().map(|r| r.0).min().unwrap_or(0)
+    }
+
+    pub fn last_slot(&self) -> u16 {
+        self.ranges.iter().map(|r| r.1).max().unwrap_or(0)
+    }
+}
+
+/// `CLUSTER SLOTS` of the node `conn` reaches.
+pub async fn cluster_slots(conn: &mut Conn) -> Result<Vec<SlotRange>, RedisError> {
+    let refused = |conn: &Conn, message: String| RedisError::Refused {
+        addr: conn.addr.clone(),
+        command: "CLUSTER SLOTS".into(),
+        message,
+    };
+    let reply = conn.command(&[b"CLUSTER", b"SLOTS"]).await?;
+    let ranges = match reply {
+        Reply::Array(r) => r,
+        Reply::Error(m) => return Err(refused(conn, m)),
+        other => return Err(refused(conn, format!("{other:?}"))),
+    };
+    let mut out = vec![];
+    for r in ranges {
+        let Reply::Array(parts) = r else {
+            return Err(refused(conn, "a range that is no array".into()));
+        };
+        let (Some(Reply::Integer(a)), Some(Reply::Integer(b)), Some(Reply::Array(node))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return Err(refused(conn, "a range without its primary".into()));
+        };
+        let text = |i: usize| {
+            node.get(i)
+                .and_then(Reply::as_bytes)
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .unwrap_or_default()
+        };
+        let Some(Reply::Integer(port)) = node.get(1) else {
+            return Err(refused(conn, "a primary without its port".into()));
+        };
+        if !(0..SLOTS as i64).contains(a) || !(*a..SLOTS as i64).contains(b) {
+            return Err(refused(conn, format!("slots {a}-{b}")));
+        }
+        let host = text(0);
+        out.push(SlotRange {
+            first: *a as u16,
+            last: *b as u16,
+            host: if host == "?" { String::new() } else { host },
+            port: u16::try_from(*port).map_err(|_| refused(conn, format!("port {port}")))?,
+            node_id: text(2),
+        });
+    }
+    Ok(out)
+}
+
+/// The primaries of the cluster, each with its ranges, in slot order.
+pub fn primaries(ranges: &[SlotRange]) -> Vec<Primary> {
+    let mut out: Vec<Primary> = vec![];
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.first);
+    for r in sorted {
+        match out
+            .iter_mut()
+            .find(|p| p.host == r.host && p.port == r.port)
+        {
+            Some(p) => p.ranges.push((r.first, r.last)),
+            None => out.push(Primary {
+                host: r.host,
+                port: r.port,
+                node_id: r.node_id,
+                ranges: vec![(r.first, r.last)],
+            }),
+        }
+    }
+    out
+}
+
+/// Slots no primary serves.
+pub fn unowned_slots(ranges: &[SlotRange]) -> usize {
+    let mut owned = vec![false; SLOTS];
+    for r in ranges {
+        owned[r.first as usize..=r.last as usize]
+            .iter_mut()
+            .for_each(|o| *o = true);
+    }
+    owned.iter().filter(|o| !**o).count()
+}
