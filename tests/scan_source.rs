@@ -191,3 +191,75 @@ fn a_key_scan_returns_twice_is_kept_once() {
         );
     }
 }
+
+/// The daemon on a server that refuses PSYNC: `--method scan` takes a SCAN
+/// base on every `--base-every`, each a generation of its own marked not
+/// point-in-time, and the newest restores equal to the source; without a
+/// schedule it is refused, naming why.
+#[test]
+fn the_daemon_takes_scheduled_scan_bases_of_a_managed_server() {
+    let src = RedisServer::start(&[]);
+    let mut c = src.client();
+    fill_all_types(&mut c);
+    c.ok(&[
+        "ACL", "SETUSER", "managed", "on", ">pw", "~*", "+@all", "-psync", "-sync",
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    let url = format!("redis://managed@127.0.0.1:{}", src.port);
+    let daemon = |extra: &[&str]| {
+        let mut c = redvault();
+        c.env("REDVAULT_REDIS_PASSWORD", "pw")
+            .args([
+                "daemon", "--redis", &url, "--to", &store, "--source", "managed",
+            ])
+            .args(["--method", "scan"])
+            .args(extra)
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem"))
+            .arg("--state-dir")
+            .arg(work.path().join("state"));
+        c
+    };
+    let (code, _, err) = run(&mut daemon(&[]));
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("base_every"), "{err}");
+
+    let mut d =
+        common::daemon::Daemon::spawn(|| daemon(&["--base-every", "*/2 * * * * *"]), work.path());
+    let gens = work.path().join("store/managed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !gens.exists() || generation_count(&gens) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second SCAN base in 30 s: {}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    d.stop();
+    for g in std::fs::read_dir(&gens).unwrap() {
+        let m = g.unwrap().path().join("manifest.json");
+        if m.exists() {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+            assert_eq!(v["redis"]["method"], "scan");
+        }
+    }
+    let dst = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "restore",
+            "--redis",
+            &dst.url(),
+            "--from",
+            &store,
+            "--source",
+            "managed",
+        ])
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), src.digest());
+}

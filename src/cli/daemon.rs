@@ -38,6 +38,11 @@ pub struct DaemonArgs {
     /// Cut a segment this many milliseconds after its first write.
     #[arg(long)]
     pub segment_interval_ms: Option<u64>,
+    /// psync (a base, then the command stream, point-in-time) or scan (for
+    /// managed servers that refuse PSYNC: a SCAN base on every --base-every,
+    /// no stream).
+    #[arg(long, value_parser = ["psync", "scan"])]
+    pub method: Option<String>,
     #[command(flatten)]
     pub seal: SealArgs,
     /// More signers whose generations retention counts (this daemon's own is
@@ -72,6 +77,7 @@ pub async fn run_daemon(
         keep_last: args.keep_last,
         keep_within: args.keep_within,
         segment_interval_ms: args.segment_interval_ms,
+        method: args.method,
     };
     Ok(crate::daemon::run(o, config_path, config).await?)
 }

@@ -92,9 +92,6 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         .or(config.source.clone())
         .unwrap_or_else(|| redis.source_name());
     let link = args.redis.connect_options(config)?;
-    if let Some(shards) = cluster_shards(&redis, &link, &args).await? {
-        return export_cluster_cli(args, config, out, kek, signer, store, source, shards).await;
-    }
     let scan = || {
         ScanSource::new(
             redis.clone(),
@@ -122,10 +119,10 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
     }
     let req = ExportRequest {
         from,
-        store,
-        source,
-        kek,
-        signer,
+        store: store.clone(),
+        source: source.clone(),
+        kek: kek.clone(),
+        signer: signer.clone(),
         seal: config.seal_options(&args.seal.tuning())?,
     };
     let bar = bytes_bar(None, out.progress());
@@ -135,7 +132,16 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         }
         bar.set_position(got);
     };
-    let s = export(req, &progress).await?;
+    let s = match export(req, &progress).await {
+        // A cluster node (found before anything was written or forked):
+        // every primary, into one generation.
+        Err(crate::backup::BackupError::Source(crate::source::SourceError::ClusterNode(_))) => {
+            bar.finish_and_clear();
+            let shards = cluster_shards(&redis, &link, &args).await?;
+            return export_cluster_cli(args, config, out, kek, signer, store, source, shards).await;
+        }
+        other => other?,
+    };
     bar.finish_and_clear();
     let rewritten = reencoded.as_ref().and_then(|r| r.rewritten());
     let rewrite_note = rewritten
@@ -192,24 +198,14 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
     Ok(())
 }
 
-/// The primaries of the cluster `redis` is a node of, one source each; None
-/// for a server that is not a cluster node.
+/// The primaries of the cluster `redis` is a node of, one source each.
 async fn cluster_shards(
     redis: &crate::resp::RedisUrl,
     link: &crate::resp::ConnectOptions,
     args: &ExportArgs,
-) -> anyhow::Result<Option<Vec<Shard>>> {
+) -> anyhow::Result<Vec<Shard>> {
     use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
     let mut conn = crate::resp::connect(redis, link).await?;
-    if !crate::resp::is_cluster_node(&mut conn).await {
-        return Ok(None);
-    }
-    if args.method == Method::Scan {
-        anyhow::bail!(
-            "Redis at {} is a cluster node: SCAN over every primary is not built yet; --method psync backs up every primary",
-            redis.addr()
-        );
-    }
     let ranges = cluster_slots(&mut conn).await?;
     let unowned = unowned_slots(&ranges);
     if unowned > 0 {
@@ -242,7 +238,7 @@ async fn cluster_shards(
             }
         })
         .collect();
-    Ok(Some(shards))
+    Ok(shards)
 }
 
 #[allow(clippy::too_many_arguments)]

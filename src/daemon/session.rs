@@ -31,6 +31,9 @@ pub struct Job {
     /// The daemon's state directory (the writer lease names it).
     pub state_dir: PathBuf,
     pub from: Arc<dyn Source>,
+    /// A source with no command stream (SCAN): a base on every schedule
+    /// tick, nothing between them.
+    pub bases_only: bool,
     pub store: Store,
     pub kek: Arc<dyn Kek>,
     /// Signs manifests, segments and chain heads.
@@ -94,7 +97,11 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
             }
         }))
     };
-    let r = run_sessions(&j, &mut shutdown).await;
+    let r = if j.bases_only {
+        run_bases(&j, &mut shutdown).await
+    } else {
+        run_sessions(&j, &mut shutdown).await
+    };
     // The renewer holds a reference: end it before giving the lease up.
     renewer.0.abort();
     let _ = (&mut renewer.0).await;
@@ -170,6 +177,47 @@ async fn run_sessions(
     Ok(())
 }
 
+/// A source with no stream (SCAN): a base now and on every schedule tick,
+/// each a generation of its own (not point-in-time), retried with backoff
+/// when one fails. `connected` says whether the last base was stored.
+async fn run_bases(j: &Arc<Job>, shutdown: &mut watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let mut backoff = Duration::from_secs(1);
+    while !*shutdown.borrow() {
+        j.metrics.in_base.store(true, Relaxed);
+        let req = ExportRequest {
+            from: j.from.clone(),
+            store: j.store.clone(),
+            source: j.name.clone(),
+            kek: Some(j.kek.clone()),
+            signer: j.signer.clone(),
+            seal: j.seal.clone(),
+        };
+        let r = crate::backup::export(req, &|_, _| {}).await;
+        j.metrics.in_base.store(false, Relaxed);
+        let wait = match r {
+            Ok(summary) => {
+                j.metrics.connected.store(true, Relaxed);
+                base_stored(j, &summary).await;
+                backoff = Duration::from_secs(1);
+                j.schedule
+                    .as_ref()
+                    .map_or(Duration::from_secs(3600), |s| s.until_next())
+            }
+            Err(e) => {
+                j.metrics.connected.store(false, Relaxed);
+                j.metrics.errors.fetch_add(1, Relaxed);
+                tracing::error!(source = %j.name, "SCAN base failed: {e}; retrying in {backoff:?}");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        let _ = tokio::time::timeout(wait, shutdown.changed()).await;
+    }
+    tracing::info!(source = %j.name, "stopped");
+    Ok(())
+}
+
 /// A task aborted when this is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -236,12 +284,20 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
             None,
         );
     }
+    base_stored(j, &summary).await;
+    Ok((cp, feed))
+}
+
+/// A base is stored: its audit record, metrics, log line, and retention.
+async fn base_stored(j: &Job, summary: &crate::backup::ExportSummary) {
+    let offset = summary.manifest.redis.offset;
     j.audit(
         "generation start",
         serde_json::json!({
             "generation": summary.generation,
             "offset": offset,
             "replid": summary.manifest.redis.replid,
+            "method": summary.manifest.redis.method.as_deref().unwrap_or("psync"),
             "keks": summary.manifest.keks,
             "signer": summary.manifest.signer,
             "rdb_bytes": summary.rdb_bytes,
@@ -255,7 +311,7 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     j.metrics
         .uploaded_bytes
         .fetch_add(summary.stored_bytes, Relaxed);
-    tracing::info!(source = %j.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, "base snapshot stored");
+    tracing::info!(source = %j.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, point_in_time = summary.manifest.redis.point_in_time(), "base snapshot stored");
     if j.retention.is_set() {
         match prune(&j.store, Some(&j.name), &j.retention, false, &j.trust).await {
             Ok(p) if !p.is_empty() => {
@@ -269,7 +325,6 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
             }
         }
     }
-    Ok((cp, feed))
 }
 
 /// A segment cut just before a crash is in the spool (or already in storage)

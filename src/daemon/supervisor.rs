@@ -47,6 +47,8 @@ pub struct DaemonOverrides {
     pub keep_last: Option<usize>,
     pub keep_within: Option<String>,
     pub segment_interval_ms: Option<u64>,
+    /// `psync` or `scan`, for every source (else the config's).
+    pub method: Option<String>,
 }
 
 /// Builds every job's settings from flags and config.
@@ -57,7 +59,7 @@ async fn jobs(
     state: &Path,
 ) -> Result<Vec<Job>, DaemonError> {
     let d = config.daemon.clone().unwrap_or_default();
-    let mut wanted: Vec<(String, Option<String>)> = vec![];
+    let mut wanted: Vec<(String, Option<String>, Option<String>)> = vec![];
     if o.redis.is_some() || d.sources.is_empty() {
         let url = config.redis_url(o.redis.as_deref(), o.redis_password_file.as_deref())?;
         let name = o
@@ -65,10 +67,10 @@ async fn jobs(
             .clone()
             .or(config.source.clone())
             .unwrap_or_else(|| url.source_name());
-        wanted.push((name, o.redis.clone().or(config.redis.clone())));
+        wanted.push((name, o.redis.clone().or(config.redis.clone()), None));
     } else {
         for s in &d.sources {
-            wanted.push((s.name.clone(), Some(s.redis.clone())));
+            wanted.push((s.name.clone(), Some(s.redis.clone()), s.method.clone()));
         }
     }
     let kek = config.open_kek(o.kek.as_deref())?;
@@ -87,12 +89,38 @@ async fn jobs(
     let retention = config.retention(o.keep_last, o.keep_within.as_deref())?;
     let link = config.connect_options(o.redis_timeout, &o.tls)?;
     let mut out = vec![];
-    for (name, redis) in wanted {
+    for (name, redis, method) in wanted {
         check_source_name(&name)?;
         let url = config.redis_url(redis.as_deref(), o.redis_password_file.as_deref())?;
+        let method = o
+            .method
+            .clone()
+            .or(method)
+            .or(d.method.clone())
+            .unwrap_or_else(|| "psync".into());
+        let bases_only = match method.as_str() {
+            "psync" => false,
+            "scan" => true,
+            other => {
+                return Err(DaemonError::Invalid(format!(
+                    "source {name}: method {other:?} is not psync or scan"
+                )))
+            }
+        };
+        if bases_only && schedule_text.is_none() {
+            return Err(DaemonError::Invalid(format!(
+                "source {name}: a SCAN source has no command stream to follow, so it needs base_every (--base-every) for its bases"
+            )));
+        }
+        let from: Arc<dyn crate::source::Source> = if bases_only {
+            Arc::new(crate::source::ScanSource::new(url, link.clone(), 4, None))
+        } else {
+            Arc::new(PsyncSource::new(url, link.clone()))
+        };
         out.push(Job {
+            bases_only,
             state_dir: state.to_path_buf(),
-            from: Arc::new(PsyncSource::new(url, link.clone())),
+            from,
             store: store.clone(),
             kek: kek.clone(),
             signer: signer.clone(),

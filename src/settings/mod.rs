@@ -126,6 +126,9 @@ pub struct DaemonConfig {
     pub segment_max_bytes: Option<usize>,
     /// Local spool bound (default 1 GiB).
     pub spool_max_bytes: Option<u64>,
+    /// `psync` (default: a base, then the command stream) or `scan` (for
+    /// servers that refuse PSYNC: a SCAN base on every `base_every`, no stream).
+    pub method: Option<String>,
     #[serde(default)]
     pub sources: Vec<DaemonSource>,
 }
@@ -135,6 +138,8 @@ pub struct DaemonConfig {
 pub struct DaemonSource {
     pub name: String,
     pub redis: String,
+    /// As `[daemon] method`, for this source.
+    pub method: Option<String>,
 }
 
 /// The `[redis_tls]` table (each key also a flag: --tls-ca, --tls-cert,

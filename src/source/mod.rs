@@ -32,6 +32,9 @@ pub enum SourceError {
     /// What this kind of source cannot do (a SCAN source has no stream).
     #[error("{0}")]
     Unsupported(String),
+    /// The server is a Redis Cluster node: its snapshot would be one shard.
+    #[error("{0}")]
+    ClusterNode(String),
     /// The snapshot could not be rewritten for an older RDB version.
     #[error("{0}")]
     Rewrite(String),

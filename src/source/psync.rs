@@ -49,7 +49,7 @@ impl Source for PsyncSource {
         // A node's snapshot holds only its own slots: refused, never a
         // backup that looks whole.
         if !self.shard && link.is_cluster_node().await {
-            return Err(SourceError::Unsupported(format!(
+            return Err(SourceError::ClusterNode(format!(
                 "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; give any node as --redis to `export`, which backs up every primary (the daemon does not follow clusters yet)",
                 self.url.addr()
             )));
