@@ -68,7 +68,9 @@ impl Role {
             .map(String::from)
             .to_vec(),
             // CLUSTER SLOTS and ASKING: into a cluster (routing, a slot
-            // migrating).
+            // migrating). DEL to RENAMENX: a value over the target's
+            // proto-max-bulk-len, built under a temporary key (HPEXPIREAT,
+            // for its field TTLs, exists from 7.4 and is left to the user).
             Role::Import | Role::Restore => [
                 "ping",
                 "info",
@@ -78,6 +80,18 @@ impl Role {
                 "function|restore",
                 "cluster|slots",
                 "asking",
+                "del",
+                "set",
+                "append",
+                "rpush",
+                "sadd",
+                "zadd",
+                "hset",
+                "pexpire",
+                "pexpireat",
+                "persist",
+                "rename",
+                "renamenx",
             ]
             .map(String::from)
             .to_vec(),
@@ -131,6 +145,10 @@ impl Role {
         ];
         if self.writes_keys() {
             parts.push(format!("~{keys}"));
+            if keys != "*" && self != Role::Scan {
+                // The temporary keys of values built by commands (split.rs).
+                parts.push("~*:redvault-part:*".into());
+            }
         }
         parts.push("resetchannels".into());
         if self == Role::Restore {

@@ -341,6 +341,24 @@ fn scan_and_the_daemon_refuse_a_cluster() {
         line.contains("cluster node") && line.contains("--method psync"),
         "{line}"
     );
+    // A user that may ask neither INFO nor CLUSTER: nobody can tell it is
+    // a cluster node, so the export is refused rather than one shard kept.
+    cluster.nodes[0].client().ok(&[
+        "ACL", "SETUSER", "blind", "on", ">pw", "~*", "+@all", "-info", "-cluster",
+    ]);
+    let (code, _, err) = run(redvault()
+        .env("REDVAULT_REDIS_PASSWORD", "pw")
+        .args(["export", "--redis"])
+        .arg(format!("redis://blind@127.0.0.1:{}", cluster.nodes[0].port))
+        .args(["--to", &store])
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("cannot tell") && line.contains("+info"),
+        "{line}"
+    );
     let url = cluster.nodes[0].url();
     let mut d = common::daemon::Daemon::spawn(
         || {

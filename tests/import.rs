@@ -625,3 +625,49 @@ fn inspect_reports_versions_counts_and_biggest_keys() {
         .collect();
     assert!(names.contains(&"list:large"), "{names:?}");
 }
+
+/// A part of a split value refused (the target out of memory): the load
+/// stops naming it, the value never takes its key (the old one stays, even
+/// under --replace), and the half-built temporary key expires on its own.
+#[test]
+fn a_split_value_refused_half_way_never_replaces_its_key() {
+    let src = RedisServer::start(&["--rdbcompression", "no"]);
+    fill_values_over_1mb(&mut src.client());
+    let b = backup(&src, &[]);
+    let target = RedisServer::start(&["--proto-max-bulk-len", "1mb"]);
+    target.client().ok(&["RPUSH", "biglist", "mine"]);
+    let used = match target.client().ok(&["INFO", "memory"]) {
+        Resp::Bulk(Some(t)) => String::from_utf8(t)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse::<u64>().ok())
+            .unwrap(),
+        r => panic!("{r:?}"),
+    };
+    // Room for about half of the list.
+    target
+        .client()
+        .ok(&["CONFIG", "SET", "maxmemory", &(used + 800_000).to_string()]);
+    let (code, _, err) = import(&target, &b, &["--match", "biglist", "--replace"]);
+    assert_ne!(code, 0);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("key biglist") && line.contains("OOM"),
+        "{line}"
+    );
+    target.client().ok(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(
+        target.client().ok(&["LRANGE", "biglist", "0", "-1"]),
+        Resp::Array(vec![Resp::Bulk(Some(b"mine".to_vec()))])
+    );
+    let Resp::Array(left) = leftovers(&target) else {
+        panic!()
+    };
+    for k in left {
+        let Resp::Bulk(Some(k)) = k else { panic!() };
+        match target.client().cmd(&[b"PTTL", &k]).unwrap() {
+            Resp::Int(t) => assert!(t > 0 && t <= 86_400_000, "{t}"),
+            r => panic!("{r:?}"),
+        }
+    }
+}

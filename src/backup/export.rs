@@ -273,9 +273,40 @@ pub struct Shard {
     pub ranges: Vec<(u16, u16)>,
 }
 
+/// Fails unless the cluster's slot map (ranges and node ids) is still the one
+/// the shards were chosen from.
+async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupError> {
+    let mut conn = crate::resp::connect(&req.seed, &req.link)
+        .await
+        .map_err(crate::source::SourceError::from)?;
+    let mut now = crate::resp::cluster::cluster_slots(&mut conn)
+        .await
+        .map_err(crate::source::SourceError::from)?;
+    let mut before = req.topology.clone();
+    now.sort_by_key(|r| r.first);
+    before.sort_by_key(|r| r.first);
+    let key = |v: &[crate::resp::cluster::SlotRange]| -> Vec<(u16, u16, String)> {
+        v.iter()
+            .map(|r| (r.first, r.last, r.node_id.clone()))
+            .collect()
+    };
+    if key(&now) != key(&before) {
+        return Err(BackupError::Invalid(format!(
+            "the slots of the cluster at {} moved during the export (a migration or a failover): its shards are not of one layout, so nothing was kept; export again",
+            req.seed.addr()
+        )));
+    }
+    Ok(())
+}
+
 /// A cluster export: as `ExportRequest`, one source per primary.
 pub struct ClusterExportRequest {
     pub shards: Vec<Shard>,
+    /// The node the cluster was reached by, and the slot map the shards
+    /// were chosen from (checked again before the manifest).
+    pub seed: crate::resp::RedisUrl,
+    pub link: crate::resp::ConnectOptions,
+    pub topology: Vec<crate::resp::cluster::SlotRange>,
     pub store: Store,
     pub source: String,
     pub kek: Option<Arc<dyn Kek>>,
@@ -374,10 +405,19 @@ pub async fn export_cluster(
             Ok::<_, BackupError>((entry, shard, info, transfer.received()))
         }
         })
-        .buffered(SHARDS_AT_ONCE)
+        .buffer_unordered(SHARDS_AT_ONCE)
         .try_collect()
         .await;
+    // The slots must be where they were when the shards were chosen: a
+    // migration or failover meanwhile could lose or double keys.
     let done = match done {
+        Ok(d) => match topology_unchanged(&req).await {
+            Ok(()) => Ok(d),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let mut done = match done {
         Ok(d) => d,
         Err(e) => {
             let _ = store.delete(&dir.keyring(store)).await;
@@ -387,6 +427,7 @@ pub async fn export_cluster(
             return Err(e);
         }
     };
+    done.sort_by_key(|d| names.iter().position(|n| *n == d.1.object));
     let mut keys_total: BTreeMap<String, u64> = BTreeMap::new();
     for (_, s, _, _) in &done {
         for (db, n) in &s.keys {

@@ -137,8 +137,19 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         // every primary, into one generation.
         Err(crate::backup::BackupError::Source(crate::source::SourceError::ClusterNode(_))) => {
             bar.finish_and_clear();
-            let shards = cluster_shards(&redis, &link, &args).await?;
-            return export_cluster_cli(args, config, out, kek, signer, store, source, shards).await;
+            let (shards, topology) = cluster_shards(&redis, &link, &args).await?;
+            let req = ClusterExportRequest {
+                shards,
+                seed: redis.clone(),
+                link: link.clone(),
+                topology,
+                store,
+                source,
+                kek,
+                signer,
+                seal: config.seal_options(&args.seal.tuning())?,
+            };
+            return export_cluster_cli(req, out).await;
         }
         other => other?,
     };
@@ -203,7 +214,7 @@ async fn cluster_shards(
     redis: &crate::resp::RedisUrl,
     link: &crate::resp::ConnectOptions,
     args: &ExportArgs,
-) -> anyhow::Result<Vec<Shard>> {
+) -> anyhow::Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>)> {
     use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
     let mut conn = crate::resp::connect(redis, link).await?;
     let ranges = cluster_slots(&mut conn).await?;
@@ -214,7 +225,7 @@ async fn cluster_shards(
             redis.addr()
         );
     }
-    let shards = primaries(&ranges)
+    let shards: Vec<Shard> = primaries(&ranges)
         .into_iter()
         .map(|p| {
             let url = crate::resp::RedisUrl {
@@ -238,29 +249,20 @@ async fn cluster_shards(
             }
         })
         .collect();
-    Ok(shards)
+    let mut addrs: Vec<&str> = shards.iter().map(|s| s.addr.as_str()).collect();
+    addrs.sort();
+    if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+        anyhow::bail!(
+            "two primaries of the cluster at {} are reached at {}: their addresses cannot be told apart (set cluster-announce-ip)",
+            redis.addr(),
+            w[0]
+        );
+    }
+    Ok((shards, ranges))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn export_cluster_cli(
-    args: ExportArgs,
-    config: &Config,
-    out: &Output,
-    kek: Option<Arc<dyn crate::kek::Kek>>,
-    signer: Arc<crate::signing::Signer>,
-    store: crate::store::Store,
-    source: String,
-    shards: Vec<Shard>,
-) -> anyhow::Result<()> {
-    let n = shards.len();
-    let req = ClusterExportRequest {
-        shards,
-        store,
-        source,
-        kek,
-        signer,
-        seal: config.seal_options(&args.seal.tuning())?,
-    };
+async fn export_cluster_cli(req: ClusterExportRequest, out: &Output) -> anyhow::Result<()> {
+    let n = req.shards.len();
     let bar = bytes_bar(None, out.progress());
     let progress = |got: u64, _: Option<u64>| bar.set_position(got);
     let s = export_cluster(req, &progress).await?;

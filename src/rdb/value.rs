@@ -123,7 +123,7 @@ impl<'a> Cur<'a> {
     }
 
     /// A count of things that each take at least one byte: bounded by what
-    /// is left, so a forged count cannot reserve memory.
+    /// is left. Reservations take `cap(n)`, so a forged count reserves little.
     fn count(&mut self) -> Result<usize, ValueError> {
         let n = self.len()?;
         let left = (self.b.len() - self.at) as u64;
@@ -165,6 +165,12 @@ impl<'a> Cur<'a> {
     fn id(&mut self) -> Result<StreamId, ValueError> {
         Ok((self.len()?, self.len()?))
     }
+}
+
+/// What to reserve for `n` elements read from untrusted bytes: the vector
+/// grows past it as elements really arrive.
+fn cap(n: usize) -> usize {
+    n.min(4096)
 }
 
 fn score(text: &[u8]) -> Result<f64, ValueError> {
@@ -222,7 +228,7 @@ pub fn decode(raw: &[u8]) -> Result<Value, ValueError> {
         }
         3 | 5 => {
             let n = c.count()?;
-            let mut m = Vec::with_capacity(n);
+            let mut m = Vec::with_capacity(cap(n));
             for _ in 0..n {
                 let member = c.string()?;
                 let s = if t == 3 {
@@ -236,7 +242,7 @@ pub fn decode(raw: &[u8]) -> Result<Value, ValueError> {
         }
         4 => {
             let n = c.count()?;
-            let mut h = Vec::with_capacity(n);
+            let mut h = Vec::with_capacity(cap(n));
             for _ in 0..n {
                 h.push((c.string()?, c.string()?, None));
             }
@@ -275,11 +281,19 @@ pub fn decode(raw: &[u8]) -> Result<Value, ValueError> {
         24 => {
             let min = c.ms()?;
             let n = c.count()?;
-            let mut h = Vec::with_capacity(n);
+            let mut h = Vec::with_capacity(cap(n));
             for _ in 0..n {
                 // 0: no TTL; else relative to the minimum, plus one.
                 let ttl = c.len()?;
-                let at = (ttl != 0).then(|| min.saturating_add(ttl as i64 - 1));
+                let at = match ttl {
+                    0 => None,
+                    t => Some(
+                        i64::try_from(t - 1)
+                            .ok()
+                            .and_then(|d| min.checked_add(d))
+                            .ok_or_else(|| ValueError::Corrupt(format!("field TTL {t}")))?,
+                    ),
+                };
                 h.push((c.string()?, c.string()?, at));
             }
             Value::Hash(h)
@@ -314,7 +328,7 @@ pub fn decode(raw: &[u8]) -> Result<Value, ValueError> {
 
 fn stream(c: &mut Cur, t: u8) -> Result<Stream, ValueError> {
     let n = c.count()?;
-    let mut nodes = Vec::with_capacity(n);
+    let mut nodes = Vec::with_capacity(cap(n));
     for _ in 0..n {
         nodes.push((c.string()?, c.string()?));
     }
@@ -326,24 +340,24 @@ fn stream(c: &mut Cur, t: u8) -> Result<Stream, ValueError> {
         None
     };
     let n = c.count()?;
-    let mut groups = Vec::with_capacity(n);
+    let mut groups = Vec::with_capacity(cap(n));
     for _ in 0..n {
         let name = c.string()?;
         let last_id = c.id()?;
         let entries_read = if t >= 19 { Some(c.len()?) } else { None };
         let n = c.count()?;
-        let mut pel = Vec::with_capacity(n);
+        let mut pel = Vec::with_capacity(cap(n));
         for _ in 0..n {
             pel.push((c.arr()?, c.ms()?, c.len()?));
         }
         let n = c.count()?;
-        let mut consumers = Vec::with_capacity(n);
+        let mut consumers = Vec::with_capacity(cap(n));
         for _ in 0..n {
             let name = c.string()?;
             let seen_ms = c.ms()?;
             let active_ms = if t >= 21 { Some(c.ms()?) } else { None };
             let n = c.count()?;
-            let mut cpel = Vec::with_capacity(n);
+            let mut cpel = Vec::with_capacity(cap(n));
             for _ in 0..n {
                 cpel.push(c.arr()?);
             }

@@ -50,9 +50,10 @@ impl ReplicaLink {
         crate::resp::redis_version(&mut self.conn).await
     }
 
-    /// Whether the server is a Redis Cluster node.
-    pub async fn is_cluster_node(&mut self) -> bool {
-        crate::resp::is_cluster_node(&mut self.conn).await
+    /// Whether the server is a Redis Cluster node (None: the user may ask
+    /// neither INFO nor CLUSTER).
+    pub async fn cluster_mode(&mut self) -> Option<bool> {
+        crate::resp::cluster_mode(&mut self.conn).await
     }
 
     /// A one-line command for the handshake; a NOPERM reply names the command.

@@ -89,11 +89,16 @@ pub fn primaries(ranges: &[SlotRange]) -> Vec<Primary> {
     let mut out: Vec<Primary> = vec![];
     let mut sorted = ranges.to_vec();
     sorted.sort_by_key(|r| r.first);
+    // By node id (two primaries may announce the same unknown host and port).
     for r in sorted {
-        match out
-            .iter_mut()
-            .find(|p| p.host == r.host && p.port == r.port)
-        {
+        let same = |p: &&mut Primary| {
+            if r.node_id.is_empty() {
+                p.host == r.host && p.port == r.port
+            } else {
+                p.node_id == r.node_id
+            }
+        };
+        match out.iter_mut().find(same) {
             Some(p) => p.ranges.push((r.first, r.last)),
             None => out.push(Primary {
                 host: r.host,

@@ -241,15 +241,28 @@ pub async fn redis_version(conn: &mut Conn) -> Option<String> {
     server_version(conn).await.map(|v| v.redis)
 }
 
-/// Whether the server is a Redis Cluster node (INFO `cluster_enabled:1`);
-/// false if the user may not run INFO.
-pub async fn is_cluster_node(conn: &mut Conn) -> bool {
-    match conn.command(&[b"INFO", b"cluster"]).await {
-        Ok(Reply::Bulk(Some(text))) => String::from_utf8_lossy(&text)
-            .lines()
-            .any(|l| l.trim() == "cluster_enabled:1"),
-        _ => false,
+/// Whether the server is a Redis Cluster node: INFO `cluster_enabled:1`,
+/// else (INFO refused) whether `CLUSTER MYID` answers; None when the user
+/// may run neither, so nobody can tell.
+pub async fn cluster_mode(conn: &mut Conn) -> Option<bool> {
+    if let Ok(Reply::Bulk(Some(text))) = conn.command(&[b"INFO", b"cluster"]).await {
+        return Some(
+            String::from_utf8_lossy(&text)
+                .lines()
+                .any(|l| l.trim() == "cluster_enabled:1"),
+        );
     }
+    match conn.command(&[b"CLUSTER", b"MYID"]).await {
+        Ok(Reply::Bulk(Some(_))) => Some(true),
+        Ok(Reply::Error(m)) if m.starts_with("NOPERM") || m.contains("no permissions") => None,
+        // "cluster support disabled", or no CLUSTER command at all.
+        _ => Some(false),
+    }
+}
+
+/// Whether the server is a Redis Cluster node (false when it cannot be told).
+pub async fn is_cluster_node(conn: &mut Conn) -> bool {
+    cluster_mode(conn).await.unwrap_or(false)
 }
 
 /// One setting by `CONFIG GET`; None if CONFIG is not allowed or unknown.

@@ -10,8 +10,8 @@ mod url;
 
 pub use conn::{decode_command, encode_command, encode_into, Conn, ConnWriter, Reply, Transport};
 pub use connect::{
-    authenticate, config_get, connect, is_cluster_node, redis_version, server_version,
-    ConnectOptions, CredentialError, RedisAuth, RedisCredentials, ServerVersion,
+    authenticate, cluster_mode, config_get, connect, is_cluster_node, redis_version,
+    server_version, ConnectOptions, CredentialError, RedisAuth, RedisCredentials, ServerVersion,
 };
 pub use tls::{TlsClient, TlsError, TlsOptions};
 pub use url::{RedisUrl, UrlError};

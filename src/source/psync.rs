@@ -48,7 +48,18 @@ impl Source for PsyncSource {
         let mut link = ReplicaLink::connect(&self.url, &self.opts).await?;
         // A node's snapshot holds only its own slots: refused, never a
         // backup that looks whole.
-        if !self.shard && link.is_cluster_node().await {
+        let cluster = if self.shard {
+            Some(false)
+        } else {
+            link.cluster_mode().await
+        };
+        let Some(cluster) = cluster else {
+            return Err(SourceError::Unsupported(format!(
+                "Redis at {}: cannot tell whether it is a Redis Cluster node (this user may run neither INFO nor CLUSTER MYID), and a node's snapshot would hold only its own slots; grant +info (`redvault acl print --role backup`)",
+                self.url.addr()
+            )));
+        };
+        if cluster {
             return Err(SourceError::ClusterNode(format!(
                 "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; give any node as --redis to `export`, which backs up every primary (the daemon does not follow clusters yet)",
                 self.url.addr()

@@ -9,7 +9,7 @@
 use super::pipeline::{redirect_of, Redirects};
 use super::{show_key, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TargetError};
 use crate::command::Command;
-use crate::rdb::{add_lost, Entry};
+use crate::rdb::{add_lost, Entry, LOST_FUNCTIONS};
 use crate::resp::cluster::{cluster_slots, primaries, unowned_slots, Primary, SLOTS};
 use crate::resp::{Conn, ConnectOptions, RedisUrl, Reply};
 use async_trait::async_trait;
@@ -46,6 +46,8 @@ pub struct ClusterTarget {
     filter: Filter,
     target_db: Option<u64>,
     nodes: Vec<RedisTarget>,
+    /// The address of each of `nodes`.
+    addrs: Vec<String>,
     /// Per slot, the index of its primary in `nodes`.
     owner: Vec<usize>,
     redirects: Redirects,
@@ -53,7 +55,15 @@ pub struct ClusterTarget {
     filtered: u64,
     pushed: u64,
     stats: LoadStats,
+    /// For primaries that appear during the load (a failover).
+    opts: LoadOptions,
+    rdb_version: Option<u32>,
+    /// Redirected RESTOREs that landed, or met an existing key, so far.
+    redirected: (u64, u64),
 }
+
+/// Redirected RESTOREs held (their payloads) before they are sent on, at most.
+const REDIRECT_BYTES: usize = 16 << 20;
 
 /// The primaries of the cluster `conn` is a node of (hosts it announces
 /// as empty are the seed's); every slot must be served.
@@ -111,12 +121,14 @@ impl ClusterTarget {
         }
         let redirects = Redirects::default();
         let mut nodes = vec![];
+        let mut addrs = vec![];
         for p in ps {
             let url = RedisUrl {
                 host: p.host,
                 port: p.port,
                 ..seed.clone()
             };
+            addrs.push(url.addr());
             nodes.push(
                 RedisTarget::connect_node(&url, link, opts.clone(), Some(redirects.clone()))
                     .await?,
@@ -129,12 +141,78 @@ impl ClusterTarget {
             filter: opts.filter.clone(),
             target_db: opts.target_db,
             nodes,
+            addrs,
             owner,
             redirects,
             filtered: 0,
             pushed: 0,
             stats: LoadStats::default(),
+            opts,
+            rdb_version: None,
+            redirected: (0, 0),
         })
+    }
+
+    /// Reads the slot map again (after a MOVED: a failover or a slot moved
+    /// for good), connecting to primaries not seen before.
+    async fn refresh_map(&mut self) -> Result<(), TargetError> {
+        let mut conn = crate::resp::connect(&self.seed, &self.link).await?;
+        let ps = primaries_of(&mut conn, &self.seed).await?;
+        for p in &ps {
+            let url = RedisUrl {
+                host: p.host.clone(),
+                port: p.port,
+                ..self.seed.clone()
+            };
+            let addr = url.addr();
+            let n = match self.addrs.iter().position(|a| *a == addr) {
+                Some(n) => n,
+                None => {
+                    let mut t = RedisTarget::connect_node(
+                        &url,
+                        &self.link,
+                        self.opts.clone(),
+                        Some(self.redirects.clone()),
+                    )
+                    .await?;
+                    if let Some(v) = self.rdb_version {
+                        t.begin(v)?;
+                    }
+                    tracing::info!("{addr} now serves slots of the cluster: keys go there");
+                    self.nodes.push(t);
+                    self.addrs.push(addr);
+                    self.nodes.len() - 1
+                }
+            };
+            for &(a, b) in &p.ranges {
+                self.owner[a as usize..=b as usize]
+                    .iter_mut()
+                    .for_each(|o| *o = n);
+            }
+        }
+        Ok(())
+    }
+
+    /// While loading: after a MOVED, the slot map is read again; held
+    /// redirects are sent on once they are many (or after a MOVED), so they
+    /// never pile up in memory.
+    async fn tend_redirects(&mut self) -> Result<(), TargetError> {
+        let (moved, bytes) = match self.redirects.lock() {
+            Ok(q) => (
+                q.iter().any(|r| !r.ask),
+                q.iter().map(|r| r.command.len()).sum::<usize>(),
+            ),
+            Err(_) => return Err(TargetError::Worker("a loader connection panicked".into())),
+        };
+        if moved {
+            self.refresh_map().await?;
+        }
+        if moved || bytes > REDIRECT_BYTES {
+            let (l, s) = self.follow_redirects().await?;
+            self.redirected.0 += l;
+            self.redirected.1 += s;
+        }
+        Ok(())
     }
 
     /// The primaries, in the order of their first slots.
@@ -164,6 +242,15 @@ impl ClusterTarget {
         }
         // A library goes to every primary: count it once.
         t.functions = per_node.iter().map(|s| s.functions).min().unwrap_or(0);
+        let left_out = |s: &LoadStats| s.lost.get(LOST_FUNCTIONS).copied().unwrap_or(0);
+        match per_node.iter().map(left_out).min() {
+            Some(0) | None => {
+                t.lost.remove(LOST_FUNCTIONS);
+            }
+            Some(n) => {
+                t.lost.insert(LOST_FUNCTIONS, n);
+            }
+        }
         t
     }
 
@@ -209,7 +296,13 @@ impl ClusterTarget {
                 }
                 let conn = conns.get_mut(&r.addr).expect("inserted above");
                 if r.ask {
-                    conn.command(&[b"ASKING"]).await?;
+                    if let Reply::Error(m) = conn.command(&[b"ASKING"]).await? {
+                        return Err(TargetError::Refused {
+                            key: show_key(&r.key),
+                            db: r.db,
+                            message: format!("ASKING: {m}"),
+                        });
+                    }
                 }
                 conn.write_raw(&r.command).await?;
                 match conn.read_reply("the reply to RESTORE").await? {
@@ -262,6 +355,7 @@ impl ClusterTarget {
 #[async_trait]
 impl Target for ClusterTarget {
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
+        self.rdb_version = Some(rdb_version);
         self.nodes.iter_mut().try_for_each(|n| n.begin(rdb_version))
     }
 
@@ -282,8 +376,10 @@ impl Target for ClusterTarget {
         self.nodes[n].push(e).await?;
         self.pushed += 1;
         if self.pushed.is_multiple_of(1024) {
+            self.tend_redirects().await?;
             let per: Vec<LoadStats> = self.nodes.iter().map(|n| n.stats().clone()).collect();
             self.stats = self.sum(&per);
+            self.stats.loaded += self.redirected.0;
         }
         Ok(())
     }
@@ -306,15 +402,27 @@ impl Target for ClusterTarget {
         &self.stats
     }
 
+    fn replays(&self) -> bool {
+        false
+    }
+
     async fn finish(&mut self) -> Result<LoadStats, TargetError> {
         let mut per = vec![];
         for n in &mut self.nodes {
             per.push(n.finish().await?);
         }
+        if self
+            .redirects
+            .lock()
+            .map(|q| q.iter().any(|r| !r.ask))
+            .unwrap_or(false)
+        {
+            self.refresh_map().await?;
+        }
         let (loaded, skipped) = self.follow_redirects().await?;
         let mut total = self.sum(&per);
-        total.loaded += loaded;
-        total.skipped_existing += skipped;
+        total.loaded += loaded + self.redirected.0;
+        total.skipped_existing += skipped + self.redirected.1;
         self.stats = total.clone();
         Ok(total)
     }

@@ -108,6 +108,11 @@ pub trait Target: Send {
     /// One command of the stream (a write to replay).
     async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError>;
 
+    /// Whether `apply` is supported (a cluster target cannot replay yet).
+    fn replays(&self) -> bool {
+        true
+    }
+
     /// The counts so far.
     fn stats(&self) -> &LoadStats;
 

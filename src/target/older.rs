@@ -60,7 +60,8 @@ pub(super) fn adapt(args: &[Vec<u8>], target: (u32, u32), now_ms: i64) -> Adapte
         return Adapted::Left(LOST_FUNCTIONS);
     }
     if is(name, "XGROUP") {
-        return match without_options(args, 2, &["ENTRIESREAD"]) {
+        // XGROUP CREATE|SETID key group id [MKSTREAM] [ENTRIESREAD n]
+        return match without_options(args, 5, &["ENTRIESREAD"]) {
             Some(a) => Adapted::Rewritten(a),
             None => Adapted::Same,
         };

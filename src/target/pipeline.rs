@@ -35,10 +35,12 @@ pub(super) enum Expect {
         db: u64,
     },
     /// RENAME (+OK) or RENAMENX (1, or 0 when the key exists) of a split
-    /// value onto its key.
+    /// value onto its key; "no such key" once its expiry passed while it was
+    /// built (counted as expired).
     Placed {
         key: Vec<u8>,
         db: u64,
+        expire_ms: Option<i64>,
     },
 }
 
@@ -89,6 +91,8 @@ pub(super) struct Replies {
     pub skipped: u64,
     pub functions: u64,
     pub commands: u64,
+    /// Split values whose expiry passed while they were built.
+    pub expired: u64,
 }
 
 /// Re-AUTH this long before a token expires (the token cache refreshes it 300 s
@@ -292,6 +296,7 @@ impl Pipeline {
                     total.skipped += s.skipped;
                     total.functions += s.functions;
                     total.commands += s.commands;
+                    total.expired += s.expired;
                 }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
@@ -431,7 +436,13 @@ fn check(
             return Err(TargetError::Command { offset, message })
         }
         (Expect::Command { .. }, _) => stats.commands += 1,
-        (Expect::Part { key, db } | Expect::Placed { key, db }, Reply::Error(message)) => {
+        (Expect::Placed { expire_ms, .. }, Reply::Error(m))
+            if m.contains("no such key")
+                && expire_ms.is_some_and(|t| t <= crate::text::now_ms() as i64) =>
+        {
+            stats.expired += 1
+        }
+        (Expect::Part { key, db } | Expect::Placed { key, db, .. }, Reply::Error(message)) => {
             return Err(TargetError::Refused {
                 key: show_key(&key),
                 db,
@@ -440,7 +451,7 @@ fn check(
         }
         (Expect::Part { .. }, _) => {}
         (Expect::Placed { .. }, Reply::Status(_) | Reply::Integer(1)) => stats.loaded += 1,
-        (Expect::Placed { key, db }, Reply::Integer(0)) => {
+        (Expect::Placed { key, db, .. }, Reply::Integer(0)) => {
             if conflict == Conflict::Skip {
                 stats.skipped += 1;
             } else {
@@ -450,7 +461,7 @@ fn check(
                 });
             }
         }
-        (Expect::Placed { key, db }, _) => {
+        (Expect::Placed { key, db, .. }, _) => {
             return Err(TargetError::Refused {
                 key: show_key(&key),
                 db,

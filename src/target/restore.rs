@@ -152,7 +152,7 @@ impl RedisTarget {
                 return Ok(());
             }
         }
-        let parts = split::plan(&value, e.expire_ms, max, self.has_field_ttls())
+        let parts = split::plan(&value, max, self.has_field_ttls())
             .map_err(|w| too_large(w.to_string()))?;
         self.stats.split += 1;
         self.stats.bytes += size;
@@ -177,9 +177,17 @@ impl RedisTarget {
                 self.pipe.flush(c).await?;
             }
         }
+        // Every part must have landed before the value takes its key: a part
+        // refused stops the load here, and the rename is never sent.
+        self.pipe.barrier().await?;
+        let last = split::final_expiry(e.expire_ms);
+        let args = split::args(&tmp, &value, &last);
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        self.pipe.queue(c, &args, part());
         let placed = Expect::Placed {
             key: e.key.clone(),
             db,
+            expire_ms: e.expire_ms,
         };
         let full = if self.opts.conflict == Conflict::Replace {
             self.pipe.queue(c, &[b"RENAME", &tmp, &e.key], placed)
@@ -354,6 +362,7 @@ impl Target for RedisTarget {
         self.stats.loaded += r.loaded;
         self.stats.functions += r.functions;
         self.stats.commands += r.commands;
+        self.stats.expired += r.expired;
         Ok(self.stats.clone())
     }
 }

@@ -25,6 +25,11 @@ pub(super) enum Part {
     FieldTtl(usize),
     /// PEXPIREAT of the key.
     Expire(i64),
+    /// A day's PEXPIRE right after the first write: a run stopped half-way
+    /// leaves nothing that lasts.
+    SafetyTtl,
+    /// PERSIST: the key has no expiry (the safety TTL is taken off).
+    Persist,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,13 +62,9 @@ fn element_count(v: &Value) -> usize {
 
 /// The commands that build `v`: elements in runs bounded by count and
 /// bytes; strings in chunks of under `max_bulk`; field TTLs when the target
-/// has them (`field_ttls`); then the expiry.
-pub(super) fn plan(
-    v: &Value,
-    expire_ms: Option<i64>,
-    max_bulk: u64,
-    field_ttls: bool,
-) -> Result<Vec<Part>, SplitError> {
+/// has them (`field_ttls`); a safety TTL after the first. The final expiry
+/// is `final_expiry`, sent once every part landed.
+pub(super) fn plan(v: &Value, max_bulk: u64, field_ttls: bool) -> Result<Vec<Part>, SplitError> {
     let mut parts = vec![];
     match v {
         Value::String(s) => {
@@ -120,10 +121,18 @@ pub(super) fn plan(
             }
         }
     }
-    if let Some(ms) = expire_ms {
-        parts.push(Part::Expire(ms));
-    }
+    parts.insert(1, Part::SafetyTtl);
     Ok(parts)
+}
+
+/// The expiry the value ends with (the safety TTL replaced): sent only once
+/// every part landed, just before the rename, so a value left half built
+/// keeps its safety TTL.
+pub(super) fn final_expiry(expire_ms: Option<i64>) -> Part {
+    match expire_ms {
+        Some(ms) => Part::Expire(ms),
+        None => Part::Persist,
+    }
 }
 
 /// The arguments of one part, for the key `tmp`.
@@ -175,6 +184,12 @@ pub(super) fn args<'a>(tmp: &'a [u8], v: &'a Value, part: &Part) -> Vec<Cow<'a, 
             a.push(Cow::Borrowed(tmp));
             a.push(Cow::Owned(ms.to_string().into_bytes()));
         }
+        (Part::SafetyTtl, _) => {
+            a.extend([b(b"PEXPIRE"), Cow::Borrowed(tmp), b(b"86400000")]);
+        }
+        (Part::Persist, _) => {
+            a.extend([b(b"PERSIST"), Cow::Borrowed(tmp)]);
+        }
         _ => unreachable!("a part planned for another kind of value"),
     }
     a
@@ -222,17 +237,17 @@ mod tests {
     #[test]
     fn a_large_list_goes_in_bounded_runs() {
         let v = Value::List((0..2500).map(|i| i.to_string().into_bytes()).collect());
-        let parts = plan(&v, Some(7), 1 << 20, false).unwrap();
+        let parts = plan(&v, 1 << 20, false).unwrap();
         assert_eq!(
             parts,
             vec![
                 Part::Elements(0..1024),
+                Part::SafetyTtl,
                 Part::Elements(1024..2048),
                 Part::Elements(2048..2500),
-                Part::Expire(7)
             ]
         );
-        let a = args(b"t", &v, &parts[2]);
+        let a = args(b"t", &v, &parts[3]);
         assert_eq!(a.len(), 2 + 452);
         assert_eq!(&*a[0], b"RPUSH");
     }
@@ -240,21 +255,22 @@ mod tests {
     #[test]
     fn a_string_goes_in_chunks_under_the_limit() {
         let v = Value::String(vec![b'x'; 2_500_000]);
-        assert!(plan(&v, None, 1 << 20, false).is_err());
-        let parts = plan(&v, None, 4 << 20, false).unwrap();
-        assert_eq!(parts.len(), 3);
+        assert!(plan(&v, 1 << 20, false).is_err());
+        let parts = plan(&v, 4 << 20, false).unwrap();
+        assert_eq!(parts.len(), 4);
         assert_eq!(parts[0], Part::Chunk(0..1 << 20, true));
-        assert!(parts
+        assert_eq!(parts[1], Part::SafetyTtl);
+        assert!(parts[2..]
             .iter()
-            .skip(1)
             .all(|p| matches!(p, Part::Chunk(_, false))));
-        assert_eq!(&*args(b"t", &v, &parts[1])[0], b"APPEND");
+        assert_eq!(final_expiry(None), Part::Persist);
+        assert_eq!(&*args(b"t", &v, &parts[2])[0], b"APPEND");
     }
 
     #[test]
     fn what_cannot_be_split_is_named() {
         let v = Value::List(vec![vec![0; 2 << 20]]);
-        let e = plan(&v, None, 1 << 20, false).unwrap_err();
+        let e = plan(&v, 1 << 20, false).unwrap_err();
         assert!(e.to_string().contains("2097152 bytes"), "{e}");
     }
 
