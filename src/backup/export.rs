@@ -85,14 +85,7 @@ async fn export_inner(
 
     // Keys first: with no usable KEK, nothing is written and Redis is not asked
     // to fork.
-    let keys = match &req.kek {
-        Some(kek) => {
-            let dek = DataKey::generate();
-            let ring = Keyring::wrap(&dek, kek.as_ref()).await?;
-            Some((dek, ring))
-        }
-        None => None,
-    };
+    let keys = new_keys(&req.kek).await?;
     // Storage reachable and the container there, before the primary forks.
     store.probe().await?;
 
@@ -135,33 +128,23 @@ async fn export_inner(
         }
     };
 
-    let mut manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        version: MANIFEST_VERSION,
-        generation: generation.clone(),
-        source: req.source.clone(),
-        created: rfc3339(created),
-        completed: rfc3339(SystemTime::now()),
-        sealed: keys.is_some(),
-        redis: RedisInfo {
-            version,
-            rdb_version: transfer.rdb_version(),
-            replid: info.replid.clone(),
-            offset: info.offset,
-            method: (info.method == crate::source::Method::Scan).then(|| "scan".into()),
-        },
-        keks: keys
-            .as_ref()
-            .map(|(_, r)| r.wrapped.iter().map(|w| w.kek.clone()).collect())
-            .unwrap_or_default(),
-        data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
-        objects: vec![entry.clone()],
-        keys: key_counts,
-        cluster: None,
-        signer: None,
-        mac: None,
-        signature: None,
+    let redis = RedisInfo {
+        version,
+        rdb_version: transfer.rdb_version(),
+        replid: info.replid.clone(),
+        offset: info.offset,
+        method: (info.method == crate::source::Method::Scan).then(|| "scan".into()),
     };
+    let mut manifest = new_manifest(
+        &generation,
+        &req.source,
+        created,
+        &keys,
+        redis,
+        vec![entry.clone()],
+        key_counts,
+        None,
+    );
     let json = manifest
         .to_json(keys.as_ref().map(|(d, _)| d), &req.signer)
         .await
@@ -177,6 +160,54 @@ async fn export_inner(
         manifest,
     };
     Ok((summary, follow.then(|| transfer.into_stream())))
+}
+
+/// A fresh data key wrapped under `kek`; None for a plain export.
+async fn new_keys(kek: &Option<Arc<dyn Kek>>) -> Result<Option<(DataKey, Keyring)>, BackupError> {
+    Ok(match kek {
+        Some(kek) => {
+            let dek = DataKey::generate();
+            let ring = Keyring::wrap(&dek, kek.as_ref()).await?;
+            Some((dek, ring))
+        }
+        None => None,
+    })
+}
+
+/// The manifest of a generation whose objects are all stored (signed by
+/// `to_json`).
+#[allow(clippy::too_many_arguments)]
+fn new_manifest(
+    generation: &str,
+    source: &str,
+    created: SystemTime,
+    keys: &Option<(DataKey, Keyring)>,
+    redis: RedisInfo,
+    objects: Vec<ObjectEntry>,
+    key_counts: Option<BTreeMap<String, u64>>,
+    cluster: Option<Vec<ShardEntry>>,
+) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        generation: generation.into(),
+        source: source.into(),
+        created: rfc3339(created),
+        completed: rfc3339(SystemTime::now()),
+        sealed: keys.is_some(),
+        redis,
+        keks: keys
+            .as_ref()
+            .map(|(_, r)| r.wrapped.iter().map(|w| w.kek.clone()).collect())
+            .unwrap_or_default(),
+        data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
+        objects,
+        keys: key_counts,
+        cluster,
+        signer: None,
+        mac: None,
+        signature: None,
+    }
 }
 
 /// Where the snapshot objects of one generation go.
@@ -333,14 +364,7 @@ pub async fn export_cluster(
     layout::check_source_name(&req.source)?;
     let started = Instant::now();
     let store = &req.store;
-    let keys = match &req.kek {
-        Some(kek) => {
-            let dek = DataKey::generate();
-            let ring = Keyring::wrap(&dek, kek.as_ref()).await?;
-            Some((dek, ring))
-        }
-        None => None,
-    };
+    let keys = new_keys(&req.kek).await?;
     store.probe().await?;
     let created = SystemTime::now();
     // Named after the first primary's node id (40 hex digits), as a single
@@ -435,33 +459,23 @@ pub async fn export_cluster(
         }
     }
     let first = &done[0].2;
-    let mut manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        version: MANIFEST_VERSION,
-        generation: generation.clone(),
-        source: req.source.clone(),
-        created: rfc3339(created),
-        completed: rfc3339(SystemTime::now()),
-        sealed: keys.is_some(),
-        redis: RedisInfo {
-            version: first.server_version.clone(),
-            rdb_version: done.iter().filter_map(|d| d.1.rdb_version).max(),
-            replid: first.replid.clone(),
-            offset: first.offset,
-            method: None,
-        },
-        keks: keys
-            .as_ref()
-            .map(|(_, r)| r.wrapped.iter().map(|w| w.kek.clone()).collect())
-            .unwrap_or_default(),
-        data_key_id: keys.as_ref().map(|(_, r)| r.data_key_id.clone()),
-        objects: done.iter().map(|d| d.0.clone()).collect(),
-        keys: Some(keys_total),
-        cluster: Some(done.iter().map(|d| d.1.clone()).collect()),
-        signer: None,
-        mac: None,
-        signature: None,
+    let redis = RedisInfo {
+        version: first.server_version.clone(),
+        rdb_version: done.iter().filter_map(|d| d.1.rdb_version).max(),
+        replid: first.replid.clone(),
+        offset: first.offset,
+        method: None,
     };
+    let mut manifest = new_manifest(
+        &generation,
+        &req.source,
+        created,
+        &keys,
+        redis,
+        done.iter().map(|d| d.0.clone()).collect(),
+        Some(keys_total),
+        Some(done.iter().map(|d| d.1.clone()).collect()),
+    );
     let json = manifest
         .to_json(keys.as_ref().map(|(d, _)| d), &req.signer)
         .await

@@ -163,11 +163,10 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
                 r.from, r.to, r.converted
             );
             if !r.lost.is_empty() {
-                let what: Vec<String> = r.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 note += &format!(
                     "; left out, as RDB {} cannot hold them: {}",
                     r.to,
-                    what.join(", ")
+                    crate::rdb::describe_lost(&r.lost)
                 );
             }
             note
@@ -225,15 +224,11 @@ async fn cluster_shards(
             redis.addr()
         );
     }
-    let shards: Vec<Shard> = primaries(&ranges)
+    let shards: Vec<Shard> = primaries(&ranges, &redis.host)
         .into_iter()
         .map(|p| {
             let url = crate::resp::RedisUrl {
-                host: if p.host.is_empty() {
-                    redis.host.clone()
-                } else {
-                    p.host.clone()
-                },
+                host: p.host.clone(),
                 port: p.port,
                 ..redis.clone()
             };

@@ -105,6 +105,12 @@ pub fn convert(raw: &[u8], to: u32, now_ms: i64) -> Result<Option<Converted>, Co
     }))
 }
 
+/// For a summary: "2 hash field TTLs (...), 1 function libraries (...)".
+pub fn describe_lost(lost: &Lost) -> String {
+    let what: Vec<String> = lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    what.join(", ")
+}
+
 /// Adds the counts of `more` to `into`.
 pub fn add_lost(into: &mut Lost, more: &Lost) {
     for (k, n) in more {

@@ -16,8 +16,8 @@ mod writer;
 
 pub use channel::{count_keys, ChannelReader, KeyCounter};
 pub use convert::{
-    add_lost, convert, needs_conversion, ConvertError, Converted, Lost, LOST_FIELD_TTLS,
-    LOST_FUNCTIONS, OLDEST_CONVERSION,
+    add_lost, convert, describe_lost, needs_conversion, ConvertError, Converted, Lost,
+    LOST_FIELD_TTLS, LOST_FUNCTIONS, OLDEST_CONVERSION,
 };
 pub use rewrite::{rewrite, RewriteError, Rewritten};
 pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};

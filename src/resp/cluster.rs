@@ -84,16 +84,22 @@ pub async fn cluster_slots(conn: &mut Conn) -> Result<Vec<SlotRange>, RedisError
     Ok(out)
 }
 
-/// The primaries of the cluster, each with its ranges, in slot order.
-pub fn primaries(ranges: &[SlotRange]) -> Vec<Primary> {
+/// The primaries of the cluster, each with its ranges, in slot order; a
+/// primary that announces no host is at `seed_host` (the node reached).
+pub fn primaries(ranges: &[SlotRange], seed_host: &str) -> Vec<Primary> {
     let mut out: Vec<Primary> = vec![];
     let mut sorted = ranges.to_vec();
     sorted.sort_by_key(|r| r.first);
     // By node id (two primaries may announce the same unknown host and port).
     for r in sorted {
+        let host = if r.host.is_empty() {
+            seed_host
+        } else {
+            &r.host
+        };
         let same = |p: &&mut Primary| {
             if r.node_id.is_empty() {
-                p.host == r.host && p.port == r.port
+                p.host == host && p.port == r.port
             } else {
                 p.node_id == r.node_id
             }
@@ -101,7 +107,7 @@ pub fn primaries(ranges: &[SlotRange]) -> Vec<Primary> {
         match out.iter_mut().find(same) {
             Some(p) => p.ranges.push((r.first, r.last)),
             None => out.push(Primary {
-                host: r.host,
+                host: host.to_string(),
                 port: r.port,
                 node_id: r.node_id,
                 ranges: vec![(r.first, r.last)],

@@ -76,13 +76,7 @@ async fn primaries_of(conn: &mut Conn, seed: &RedisUrl) -> Result<Vec<Primary>, 
             seed.addr()
         )));
     }
-    let mut ps = primaries(&ranges);
-    for p in &mut ps {
-        if p.host.is_empty() {
-            p.host = seed.host.clone();
-        }
-    }
-    Ok(ps)
+    Ok(primaries(&ranges, &seed.host))
 }
 
 /// The URL of every primary of the cluster `conn` is a node of.

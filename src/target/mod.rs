@@ -196,10 +196,9 @@ impl LoadStats {
             s += &format!("; {} keys converted for RDB {to}", self.converted);
         }
         if !self.lost.is_empty() {
-            let what: Vec<String> = self.lost.iter().map(|(k, n)| format!("{n} {k}")).collect();
             s += &format!(
                 "; left out, as the target cannot hold them: {}",
-                what.join(", ")
+                crate::rdb::describe_lost(&self.lost)
             );
         }
         s
