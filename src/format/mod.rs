@@ -68,4 +68,18 @@ pub enum FormatError {
         label: String,
         source: std::io::Error,
     },
+    /// A chunk task was cancelled: the runtime is shutting down.
+    #[error("{0}: stopped before the chunk was done (the process is ending)")]
+    Stopped(String),
+}
+
+/// The result of a chunk task (sealing or opening on the blocking pool): its
+/// panic goes on as a panic; a cancellation (the runtime shutting down, as
+/// when a command fails and exits) is an error, never a second panic.
+pub fn joined<T>(r: Result<T, tokio::task::JoinError>, label: &str) -> Result<T, FormatError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(FormatError::Stopped(label.to_string())),
+    }
 }

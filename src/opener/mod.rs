@@ -121,20 +121,17 @@ impl<R: AsyncRead + Unpin> Opener<R> {
                 None => Ok(None),
             };
         };
-        let plain = handle
-            .await
-            .expect("opening task panicked")
-            .map_err(|e| match e {
-                ChunkOpenError::Auth => FormatError::ChunkAuth {
-                    label: self.label.to_string(),
-                    index,
-                },
-                ChunkOpenError::Invalid(reason) => FormatError::BadChunk {
-                    label: self.label.to_string(),
-                    index,
-                    reason,
-                },
-            })?;
+        let plain = crate::format::joined(handle.await, &self.label)?.map_err(|e| match e {
+            ChunkOpenError::Auth => FormatError::ChunkAuth {
+                label: self.label.to_string(),
+                index,
+            },
+            ChunkOpenError::Invalid(reason) => FormatError::BadChunk {
+                label: self.label.to_string(),
+                index,
+                reason,
+            },
+        })?;
         self.plaintext_bytes += plain.len() as u64;
         Ok(Some(plain))
     }

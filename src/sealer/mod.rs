@@ -189,7 +189,7 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
         let last = std::mem::take(&mut self.buf);
         self.dispatch(last, true).await?;
         while let Some(h) = self.inflight.pop_front() {
-            let done = h.await.expect("sealing task panicked");
+            let done = crate::format::joined(h.await, &self.label)?;
             self.emit(done).await?;
         }
         let mut footer = Vec::with_capacity(self.frame_lens.len() * 4 + 16);
@@ -218,8 +218,8 @@ impl<W: AsyncWrite + Unpin> Sealer<W> {
     async fn dispatch(&mut self, chunk: Vec<u8>, last: bool) -> Result<(), FormatError> {
         if self.inflight.len() >= self.parallelism {
             let done = self.inflight.pop_front().unwrap();
-            self.emit(done.await.expect("sealing task panicked"))
-                .await?;
+            let done = crate::format::joined(done.await, &self.label)?;
+            self.emit(done).await?;
         }
         let index = u32::try_from(self.next_index)
             .map_err(|_| FormatError::TooManyChunks(self.label.clone()))?;
