@@ -289,6 +289,25 @@ fn a_cluster_exports_as_one_generation_and_imports_anywhere() {
         .arg("--kek")
         .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "verify: {err}");
+    // list names it, inspect reads each shard.
+    let (code, out, err) = run(redvault().args(["--json", "list", "--from", &store]));
+    assert_eq!(code, 0, "list: {err}");
+    let generation = gen_dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(out.contains(&generation), "{out}");
+    let (code, out, err) = run(redvault()
+        .args(["--json", "inspect", "--from", &store])
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "inspect: {err}");
+    let reports: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let inspected: u64 = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["keys"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reports.as_array().unwrap().len(), 3);
+    assert_eq!(inspected, keys.len() as u64);
 
     let two = Cluster::start(2);
     let (code, err) = import(&two, work.path(), &store, &[]);
