@@ -1287,18 +1287,12 @@ fn a_failing_source_is_retried_and_counted_while_the_other_flows() {
     d.stop();
     // The good source's data is all there.
     let dst = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .args([
-            "restore",
-            "--redis",
-            &dst.url(),
-            "--from",
-            &store,
-            "--source",
-            "good",
-        ])
-        .arg("--kek")
-        .arg(work.path().join("kek.pem")));
+    let (code, _, err) = run(&mut restore_cmd(
+        &dst.url(),
+        &store,
+        "good",
+        &work.path().join("kek.pem"),
+    ));
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
 }

@@ -248,18 +248,12 @@ fn the_daemon_takes_scheduled_scan_bases_of_a_managed_server() {
         }
     }
     let dst = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .args([
-            "restore",
-            "--redis",
-            &dst.url(),
-            "--from",
-            &store,
-            "--source",
-            "managed",
-        ])
-        .arg("--kek")
-        .arg(work.path().join("kek.pem")));
+    let (code, _, err) = run(&mut restore_cmd(
+        &dst.url(),
+        &store,
+        "managed",
+        &work.path().join("kek.pem"),
+    ));
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), src.digest());
 }

@@ -250,18 +250,12 @@ fn the_daemon_follows_continues_and_restores_on_every_version() {
         let oldest = &all()[0];
         for t in [&v, oldest] {
             let dst = RedisServer::start_bin(&t.bin, &[]);
-            let (code, _, err) = run(redvault()
-                .args([
-                    "restore",
-                    "--redis",
-                    &dst.url(),
-                    "--from",
-                    &store,
-                    "--source",
-                    "cache1",
-                ])
-                .arg("--kek")
-                .arg(work.path().join("kek.pem")));
+            let (code, _, err) = run(&mut restore_cmd(
+                &dst.url(),
+                &store,
+                "cache1",
+                &work.path().join("kek.pem"),
+            ));
             assert_eq!(code, 0, "{} -> {}: {err}", v.label, t.label);
             assert_eq!(
                 dst.digest(),

@@ -162,6 +162,18 @@ pub fn redvault() -> Command {
 }
 
 /// Runs the binary; returns (exit code, stdout, stderr).
+/// `redvault restore` of `source`'s newest generation in `store` into the
+/// Redis at `redis`, with the private KEK at `kek`.
+pub fn restore_cmd(redis: &str, store: &str, source: &str, kek: &Path) -> Command {
+    let mut c = redvault();
+    c.args([
+        "restore", "--redis", redis, "--from", store, "--source", source,
+    ])
+    .arg("--kek")
+    .arg(kek);
+    c
+}
+
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("run redvault");
     (
