@@ -35,9 +35,14 @@ while redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q LOADING; do sleep 0.
 native=$(sed -n 's/.*DB loaded from disk: \([0-9.]*\) seconds.*/\1/p' "$work/native/redis.log" | tail -1)
 stop_redis
 
-# redvault import of the sealed backup into an empty server.
+# redvault import of the sealed backup into an empty server: through the
+# replication feed (the target loads the RDB itself), and with RESTORE.
+mkdir -p "$work/feed"; start_redis "$work/feed"
+timed feed feed_rss $RV import --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --kek "$work/kek.pem" --via replication
+feed_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
+stop_redis
 mkdir -p "$work/rv"; start_redis "$work/rv"
-timed imp rss $RV import --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --kek "$work/kek.pem"
+timed imp rss $RV import --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --kek "$work/kek.pem" --via restore
 rv_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
 
@@ -54,9 +59,12 @@ fi
 echo
 echo "RDB: $((rdb_bytes/1000000)) MB, $src_keys keys"
 echo "native load at startup: ${native}s ($(python3 -c "print('%.0f' % ($src_keys/$native))") keys/s)"
-echo "redvault import (sealed backup, file://): ${imp}s ($(python3 -c "print('%.0f' % ($src_keys/$imp))") keys/s), peak RSS $((rss/1024)) MiB"
+echo "redvault import --via replication (sealed backup, file://): ${feed}s ($(python3 -c "print('%.0f' % ($src_keys/$feed))") keys/s), peak RSS $((feed_rss/1024)) MiB"
+echo "redvault import --via restore (sealed backup, file://): ${imp}s ($(python3 -c "print('%.0f' % ($src_keys/$imp))") keys/s), peak RSS $((rss/1024)) MiB"
 echo "rdb --format protocol | redis-cli --pipe: $rdbcli"
-[ "$rv_digest" = "$src_digest" ] && echo "redvault import digest: equal to source" || echo "redvault import digest: DIFFERS ($rv_digest vs $src_digest)"
-echo "RATIO import speed / native load speed: $(ratio "$native" "$imp")  (goal >= 0.6)"
+[ "$feed_digest" = "$src_digest" ] && echo "redvault import --via replication digest: equal to source" || echo "redvault import --via replication digest: DIFFERS ($feed_digest vs $src_digest)"
+[ "$rv_digest" = "$src_digest" ] && echo "redvault import --via restore digest: equal to source" || echo "redvault import --via restore digest: DIFFERS ($rv_digest vs $src_digest)"
+echo "RATIO import --via replication speed / native load speed: $(ratio "$native" "$feed")  (goal >= 0.9)"
+echo "RATIO import --via restore speed / native load speed: $(ratio "$native" "$imp")  (goal >= 0.65)"
 [ -x "$RDB_CLI" ] && echo "RATIO import speed / rdb-cli pipe speed: $(ratio "$rdbcli_s" "$imp")  (goal >= 10)"
-echo "peak RSS: $((rss/1024)) MiB (goal <= 128 MiB)"
+echo "peak RSS: replication $((feed_rss/1024)) MiB, restore $((rss/1024)) MiB (goal <= 128 MiB)"

@@ -14,10 +14,16 @@ pub enum Role {
     Import,
     /// `restore`: what import needs, then the replayed data writes.
     Restore,
+    /// `import`/`restore --via replication`: what restore needs, and making
+    /// the target a replica of the feed for the base (REPLICAOF, and its
+    /// one-time `masterauth` by CONFIG SET). A full sync replaces every key,
+    /// so the key pattern is all keys.
+    Feed,
 }
 
 impl Role {
-    pub const NAMES: &'static [&'static str] = &["backup", "daemon", "scan", "import", "restore"];
+    pub const NAMES: &'static [&'static str] =
+        &["backup", "daemon", "scan", "import", "restore", "feed"];
 
     pub fn parse(name: &str) -> Option<Role> {
         Some(match name {
@@ -26,6 +32,7 @@ impl Role {
             "scan" => Role::Scan,
             "import" => Role::Import,
             "restore" => Role::Restore,
+            "feed" => Role::Feed,
             _ => return None,
         })
     }
@@ -37,13 +44,14 @@ impl Role {
             Role::Scan => "scan",
             Role::Import => "import",
             Role::Restore => "restore",
+            Role::Feed => "feed",
         }
     }
 
     /// Whether the role touches keys (a key pattern applies): it writes them,
     /// or (scan) reads them.
     pub fn writes_keys(self) -> bool {
-        matches!(self, Role::Import | Role::Restore | Role::Scan)
+        matches!(self, Role::Import | Role::Restore | Role::Scan | Role::Feed)
     }
 
     /// The commands (lower case, `command|subcommand` where only one
@@ -71,7 +79,7 @@ impl Role {
             // migrating). DEL to RENAMENX: a value over the target's
             // proto-max-bulk-len, built under a temporary key (HPEXPIREAT,
             // for its field TTLs, exists from 7.4 and is left to the user).
-            Role::Import | Role::Restore => [
+            Role::Import | Role::Restore | Role::Feed => [
                 "ping",
                 "info",
                 "config|get",
@@ -96,7 +104,7 @@ impl Role {
             .map(String::from)
             .to_vec(),
         };
-        if self == Role::Restore {
+        if matches!(self, Role::Restore | Role::Feed) {
             // Only what Redis propagates for data (command::Replay::Apply).
             for w in crate::command::data_writes() {
                 let w = w.to_ascii_lowercase();
@@ -105,6 +113,12 @@ impl Role {
                 }
             }
             for f in ["function|load", "function|delete", "function|flush"] {
+                c.push(f.into());
+            }
+        }
+        if self == Role::Feed {
+            // FUNCTION LIST: the libraries the target holds after the load.
+            for f in ["replicaof", "config|set", "function|list"] {
                 c.push(f.into());
             }
         }
@@ -143,15 +157,17 @@ impl Role {
             },
             "resetkeys".into(),
         ];
+        // A full sync replaces every key, whatever the pattern says.
+        let keys = if self == Role::Feed { "*" } else { keys };
         if self.writes_keys() {
             parts.push(format!("~{keys}"));
-            if keys != "*" && self != Role::Scan {
+            if keys != "*" && !matches!(self, Role::Scan | Role::Feed) {
                 // The temporary keys of values built by commands (split.rs).
                 parts.push("~*:redvault-part:*".into());
             }
         }
         parts.push("resetchannels".into());
-        if self == Role::Restore {
+        if matches!(self, Role::Restore | Role::Feed) {
             // Replayed PUBLISH/SPUBLISH need their channels.
             parts.push("&*".into());
         }

@@ -3,7 +3,7 @@
 //! The layers, bottom up (docs/ARCHITECTURE.md; `tests/layers.rs` enforces
 //! that a module imports only from its own layer or below):
 //! `text, data_key, command` -> `resp, format, acl` -> `kek, keyring, signing, sealer,
-//! opener, rdb, azure, store, aof` -> `replication` -> `source, inputs, target, inspect, sealed_file`
+//! opener, rdb, azure, store, aof` -> `replication` -> `source, inputs, target, feed, inspect, sealed_file`
 //! -> `backup` -> `settings` -> `daemon` -> `cli`.
 
 pub mod acl;
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod command;
 pub mod daemon;
 pub mod data_key;
+pub mod feed;
 pub mod format;
 pub mod inputs;
 pub mod inspect;

@@ -1079,6 +1079,9 @@ async fn entra_id_reauth_during_import() {
             "2",
             "--pipeline",
             "50",
+            // The RESTORE loader's connections are the ones that re-AUTH.
+            "--via",
+            "restore",
             "--kek",
         ])
         .arg(w.work.path().join("kek.pem")));

@@ -24,7 +24,7 @@ pub use export::{
 pub use list::{list, GenerationInfo};
 pub use plan::{plan, Plan, Point};
 pub use read::{open_base, open_inputs, pick_generation, InputOptions};
-pub use restore::{restore, ReplayStats, RestoreSummary};
+pub use restore::{replay, restore, restore_inputs, ReplayStats, RestoreSummary};
 pub use retention::{prune, Pruned, Retention};
 pub use rewrap::{rewrap, status, KeyringInfo, Rewrapped};
 pub use verify::{verify, GenerationReport};

@@ -53,6 +53,19 @@ pub async fn restore(
         trust,
     )
     .await?;
+    restore_inputs(store, plan, kek, trust, target, base).await
+}
+
+/// [`restore`] with the base already opened (`read::open_base`), e.g. given
+/// back by a replication feed that could not take it.
+pub async fn restore_inputs(
+    store: &Store,
+    plan: &Plan,
+    kek: &dyn Kek,
+    trust: &Trust,
+    target: &mut dyn Target,
+    base: Vec<crate::inputs::Input>,
+) -> Result<RestoreSummary, BackupError> {
     load(target, base, &|_| {}).await?;
     let base_stats = target.stats().clone();
     let replayed = replay(store, plan, kek, trust, target).await?;

@@ -1,6 +1,7 @@
 //! `redvault import` and `redvault inspect`.
 
 use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, TrustArgs};
+use super::feed::{try_feed, Fed, ViaArgs};
 use super::output::Output;
 use super::progress::human_bytes;
 use crate::backup::{open_inputs, InputOptions};
@@ -80,6 +81,30 @@ pub struct ImportArgs {
     /// Count what would load; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub via: ViaArgs,
+}
+
+/// What keeps an import off the replication feed, which serves the whole
+/// snapshot and replaces everything the target holds.
+fn feed_ruled_out(args: &ImportArgs) -> Option<String> {
+    if !args.dbs.is_empty()
+        || !args.patterns.is_empty()
+        || !args.types.is_empty()
+        || args.target_db.is_some()
+    {
+        return Some(
+            "--db, --match, --type and --target-db pick keys one by one (the feed serves the whole snapshot)"
+                .into(),
+        );
+    }
+    if args.replace || args.skip_existing {
+        return Some(
+            "--replace and --skip-existing keep the target's other keys; a full sync replaces them all"
+                .into(),
+        );
+    }
+    None
 }
 
 #[derive(Debug, Args)]
@@ -120,7 +145,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         }
     }
     let link = args.redis.connect_options(config)?;
-    let sources = open_from(&args.from, config).await?;
+    let mut sources = open_from(&args.from, config).await?;
     if args.flush && !args.dry_run {
         confirm_flush(args.yes, &url)?;
         flush_all(&url, &link).await?;
@@ -158,6 +183,34 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
     } else {
         indicatif::ProgressBar::hidden()
     };
+    if !args.dry_run {
+        let fed = try_feed(
+            &args.via,
+            feed_ruled_out(&args),
+            &url,
+            &link,
+            sources,
+            &|sent| {
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!(
+                    "{} served to the target by replication ({}/s)",
+                    human_bytes(sent),
+                    human_bytes((sent as f64 / secs) as u64)
+                ));
+                bar.tick();
+            },
+        )
+        .await
+        .inspect_err(|_| bar.finish_and_clear());
+        match fed? {
+            Fed::Loaded(stats) => {
+                bar.finish_and_clear();
+                fed_summary(out, &labels, &url, &stats, started);
+                return Ok(());
+            }
+            Fed::Restore(s) => sources = s,
+        }
+    }
     let progress = |s: &LoadStats| {
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         bar.set_message(format!(
@@ -188,6 +241,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         ),
         serde_json::json!({
             "command": "import",
+            "via": "restore",
             "dry_run": args.dry_run,
             "sources": labels,
             "loaded": stats.loaded,
@@ -205,6 +259,48 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         }),
     );
     Ok(())
+}
+
+/// The summary of an import the target loaded through the feed: its own
+/// counts after the load.
+fn fed_summary(
+    out: &Output,
+    labels: &[String],
+    url: &crate::resp::RedisUrl,
+    stats: &crate::feed::FeedStats,
+    started: Instant,
+) {
+    let secs = started.elapsed().as_secs_f64();
+    let functions = stats
+        .functions
+        .map_or("an unknown number of".into(), |n| n.to_string());
+    out.summary(
+        &format!(
+            "loaded {} keys ({}) and {functions} function librar(y/ies) from {} into {:?} by replication in {secs:.1}s ({:.1}s transfer, {:.1}s load by the target): the target is a primary again",
+            stats.keys(),
+            human_bytes(stats.bytes),
+            labels.join(", "),
+            url,
+            stats.transfer_seconds,
+            stats.load_seconds,
+        ),
+        serde_json::json!({
+            "command": "import",
+            "via": "replication",
+            "dry_run": false,
+            "sources": labels,
+            "loaded": stats.keys(),
+            "keys_per_db": stats.keys_per_db,
+            "functions": stats.functions,
+            "skipped_existing": 0,
+            "filtered": 0,
+            "failed": 0,
+            "bytes": stats.bytes,
+            "transfer_seconds": stats.transfer_seconds,
+            "load_seconds": stats.load_seconds,
+            "seconds": secs,
+        }),
+    );
 }
 
 pub async fn run_inspect(args: InspectArgs, config: &Config, out: &Output) -> anyhow::Result<()> {

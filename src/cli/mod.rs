@@ -5,6 +5,7 @@ mod acl;
 mod args;
 mod daemon;
 mod export;
+mod feed;
 mod files;
 mod import;
 mod keys;

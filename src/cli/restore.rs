@@ -1,8 +1,11 @@
 //! `redvault restore` (a point in time), `redvault verify`, `redvault prune`.
 
 use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs, TrustArgs};
+use super::feed::{try_feed, Fed, Via, ViaArgs};
 use super::output::Output;
-use crate::backup::{plan, prune, restore, verify, GenerationReport, Point};
+use crate::backup::{
+    open_base, plan, prune, replay, restore_inputs, verify, GenerationReport, Point,
+};
 use crate::settings::Config;
 use crate::target::{Conflict, LoadOptions};
 use anyhow::{bail, Context};
@@ -47,6 +50,8 @@ pub struct RestoreArgs {
     pub connections: usize,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub via: ViaArgs,
 }
 
 /// "2026-12-01T10:00:00.000Z, 3m 2s ago": how old the newest restored record is.
@@ -113,16 +118,47 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         confirm_flush(args.yes, &url)?;
         flush_all(&url, &link).await?;
     }
-    let done = restore(
+    let base = open_base(
         &store,
-        &plan,
-        kek.as_ref(),
+        &plan.source,
+        &plan.generation,
+        Some(kek.as_ref()),
         args.allow_plain,
         &trust,
-        target.as_mut(),
     )
     .await?;
-    let (stats, replayed) = (done.base, done.replayed);
+    let ruled_out = args.replace.then(|| {
+        "--replace keeps the target's other keys; a full sync replaces them all".to_string()
+    });
+    let fed = if args.via.via == Via::Restore {
+        Fed::Restore(base)
+    } else {
+        try_feed(&args.via, ruled_out, &url, &link, base, &|_| {}).await?
+    };
+    let via = if matches!(fed, Fed::Loaded(_)) {
+        "replication"
+    } else {
+        "restore"
+    };
+    let (stats, replayed) = match fed {
+        Fed::Restore(base) => {
+            let done =
+                restore_inputs(&store, &plan, kek.as_ref(), &trust, target.as_mut(), base).await?;
+            (done.base, done.replayed)
+        }
+        Fed::Loaded(fed) => {
+            // The base is in; the segments go through the replay writer.
+            let replayed = replay(&store, &plan, kek.as_ref(), &trust, target.as_mut()).await?;
+            let done = target.finish().await?;
+            let stats = crate::target::LoadStats {
+                loaded: fed.keys(),
+                functions: fed.functions.unwrap_or(0),
+                bytes: fed.bytes,
+                ..done
+            };
+            (stats, replayed)
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     let newest = if replayed.time_ms > 0 {
         format!("newest record {}", age(replayed.time_ms))
@@ -131,12 +167,13 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
     };
     out.summary(
         &format!(
-            "restored {source} generation {}: {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s{}",
+            "restored {source} generation {} (base by {via}): {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s{}",
             plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset,
             stats.notes()
         ),
         serde_json::json!({
             "command": "restore",
+            "via": via,
             "source": source,
             "generation": plan.generation,
             "base_keys": stats.loaded,

@@ -68,6 +68,11 @@ impl Segmenter {
         }
     }
 
+    /// Whether anything but keepalives waits to be cut.
+    pub fn has_writes(&self) -> bool {
+        self.has_writes
+    }
+
     /// Due: writes waiting for the cut interval, or only keepalives for a minute.
     pub fn due(&self, interval: Duration, max_bytes: usize) -> bool {
         let age = self.first_at.map(|t| t.elapsed()).unwrap_or_default();

@@ -48,6 +48,8 @@ pub struct Job {
     pub cut_interval: Duration,
     /// ... or when it holds this many bytes.
     pub segment_max_bytes: usize,
+    /// Cuts asked for by WAIT (REPLCONF GETACK) a second, at most.
+    pub max_segments_per_sec: u32,
     pub schedule: Option<BaseSchedule>,
     pub retention: Retention,
     /// Records this source's events (generation start, gap, spool full,
@@ -535,16 +537,36 @@ async fn follow(
         }
     };
     tokio::pin!(base_due);
+    // RPO on demand: Redis asks its replicas for an ACK (REPLCONF GETACK)
+    // when a client waits in WAIT. Writes pending then are cut at once (a
+    // burst of waiters within COALESCE shares one segment), at most
+    // max_segments_per_sec such cuts a second; the ACK follows when storage
+    // holds them. Without waiters the cut interval stays.
+    const COALESCE: Duration = Duration::from_millis(2);
+    let spacing = Duration::from_secs(1) / j.max_segments_per_sec.max(1);
+    let mut cut_soon: Option<tokio::time::Instant> = None;
+    let mut last_asked_cut: Option<tokio::time::Instant> = None;
     // A diskless primary starts the stream only after the first ACK.
     ack(w.acker, durable_offset).await?;
     loop {
         tokio::select! {
+            _ = async { tokio::time::sleep_until(cut_soon.expect("guarded")).await }, if cut_soon.is_some() => {
+                cut_soon = None;
+                last_asked_cut = Some(tokio::time::Instant::now());
+                cut_segment(j, seg, spool).await?;
+            }
             m = w.commands.recv() => match m {
                 Some(Ok(Some(cmd))) => {
-                    if cmd.is_getack() {
+                    let getack = cmd.is_getack();
+                    if getack {
                         ack(w.acker, durable_offset).await?;
                     }
                     seg.add(&cmd);
+                    if getack && seg.has_writes() && cut_soon.is_none() {
+                        let now = tokio::time::Instant::now();
+                        let earliest = last_asked_cut.map_or(now, |t| t + spacing);
+                        cut_soon = Some((now + COALESCE).max(earliest));
+                    }
                     j.metrics.received_offset.store(cmd.offset, Relaxed);
                     if seg.buf.len() >= j.segment_max_bytes {
                         cut_segment(j, seg, spool).await?;

@@ -139,6 +139,10 @@ async fn jobs(
                 .segment_max_bytes
                 .unwrap_or(defaults::SEGMENT_MAX_BYTES)
                 .max(4096),
+            max_segments_per_sec: d
+                .max_segments_per_sec
+                .unwrap_or(defaults::MAX_SEGMENTS_PER_SEC)
+                .max(1),
             schedule: schedule_text
                 .as_deref()
                 .map(BaseSchedule::parse)

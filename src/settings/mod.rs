@@ -24,6 +24,8 @@ pub mod defaults {
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     /// Cut a segment at this size, bytes.
     pub const SEGMENT_MAX_BYTES: usize = 8 << 20;
+    /// Cuts asked for by WAIT, at most this many a second.
+    pub const MAX_SEGMENTS_PER_SEC: u32 = 20;
     /// Cut a segment this long after its first write, ms.
     pub const SEGMENT_INTERVAL_MS: u64 = 1000;
 }
@@ -124,6 +126,9 @@ pub struct DaemonConfig {
     pub segment_interval_ms: Option<u64>,
     /// ... or at this size (default 8 MiB).
     pub segment_max_bytes: Option<usize>,
+    /// A client waiting in `WAIT` has the open segment cut at once; at most
+    /// this many such cuts a second (default 20): each is a storage write.
+    pub max_segments_per_sec: Option<u32>,
     /// Local spool bound (default 1 GiB).
     pub spool_max_bytes: Option<u64>,
     /// `psync` (default: a base, then the command stream) or `scan` (for

@@ -183,11 +183,11 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-/// The single `redvault: error:` line of a failed run (warnings aside).
+/// The single `redvault: error:` line of a failed run (warnings and notes aside).
 pub fn one_line_error(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| !l.starts_with("redvault: warning"))
+        .filter(|l| !l.starts_with("redvault: warning") && !l.starts_with("redvault: note"))
         .collect();
     assert_eq!(lines.len(), 1, "exactly one line on failure: {stderr:?}");
     assert!(lines[0].starts_with("redvault: error: "), "{stderr}");

@@ -1,0 +1,110 @@
+//! `--via`: whether `import` and `restore` load the base through the
+//! replication feed (the target loads the RDB itself) or the RESTORE loader,
+//! and the one line that says why when `auto` cannot take the feed.
+
+use crate::feed::{self, FeedError, FeedOptions, FeedStats};
+use crate::inputs::Input;
+use crate::resp::{ConnectOptions, RedisUrl};
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// The feed when the target can take it, else the RESTORE loader, saying why.
+    Auto,
+    /// The feed, or a one-line error saying why it cannot be used.
+    Replication,
+    /// The RESTORE loader: one RESTORE per key over pipelined connections.
+    Restore,
+}
+
+#[derive(Debug, Args)]
+pub struct ViaArgs {
+    /// How the base reaches the target: `replication` (redvault serves it as
+    /// the target's primary, and the target loads it at its own speed; the
+    /// target must be empty and the user may run REPLICAOF: `acl print --role
+    /// feed`), `restore` (RESTORE per key), or `auto`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub via: Via,
+    /// Where the replication feed listens (HOST:PORT); default an ephemeral
+    /// port on the address this host uses to reach the target.
+    #[arg(long, env = "REDVAULT_FEED_LISTEN")]
+    pub feed_listen: Option<String>,
+    /// Seconds the target has to connect back to the feed.
+    #[arg(long, default_value_t = 5)]
+    pub feed_connect_timeout: u64,
+}
+
+/// What became of the base.
+pub enum Fed {
+    /// The target loaded it through the feed.
+    Loaded(FeedStats),
+    /// It goes through the RESTORE loader.
+    Restore(Vec<Input>),
+}
+
+/// Feeds `inputs` to the target when `--via` allows it and nothing rules it
+/// out (`ruled_out`: a reason found by the caller, e.g. a filter); else gives
+/// the inputs back for the RESTORE loader, with one line on stderr saying
+/// why under `auto`.
+pub async fn try_feed(
+    via: &ViaArgs,
+    ruled_out: Option<String>,
+    url: &RedisUrl,
+    link: &ConnectOptions,
+    mut inputs: Vec<Input>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<Fed> {
+    let fall_back = |why: String, inputs: Vec<Input>| -> anyhow::Result<Fed> {
+        if via.via == Via::Replication {
+            anyhow::bail!("--via replication: {why}");
+        }
+        eprintln!("redvault: note: loading with RESTORE, not replication: {why}");
+        Ok(Fed::Restore(inputs))
+    };
+    if via.via == Via::Restore {
+        return Ok(Fed::Restore(inputs));
+    }
+    if let Some(why) = ruled_out {
+        return fall_back(why, inputs);
+    }
+    if inputs.len() != 1 {
+        let why = format!(
+            "the base is {} RDB streams (the feed serves one)",
+            inputs.len()
+        );
+        return fall_back(why, inputs);
+    }
+    let input = inputs.pop().expect("one input");
+    let (version, input) = feed::peek_version(input).await?;
+    let prepared = match feed::prepare(url, link, version).await {
+        Ok(p) => p,
+        Err(FeedError::Unfit(why)) => return fall_back(why, vec![input]),
+        Err(e) => return Err(e.into()),
+    };
+    let opts = FeedOptions {
+        listen: via.feed_listen.clone(),
+        connect_back: Duration::from_secs(via.feed_connect_timeout.max(1)),
+    };
+    let attached = prepared.attach(&opts).await;
+    let fed = match attached {
+        Ok(a) => a.serve(input, progress).await.map(Fed::Loaded),
+        Err(e @ FeedError::NoConnectBack { .. }) => {
+            default_signals();
+            return fall_back(e.to_string(), vec![input]);
+        }
+        Err(e) => Err(e),
+    };
+    default_signals();
+    Ok(fed?)
+}
+
+/// The feed listened for Ctrl-C and SIGTERM (to release the target first);
+/// from here on they end the process as they did before.
+fn default_signals() {
+    tokio::spawn(async {
+        feed::interrupted().await;
+        eprintln!("redvault: error: interrupted");
+        std::process::exit(130);
+    });
+}

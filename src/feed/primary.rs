@@ -1,0 +1,221 @@
+//! The primary's side of the replication protocol, for one replica: its
+//! handshake answered (AUTH with the one-time password required before a
+//! sync), `+FULLRESYNC`, the RDB in the EOF-marked form (no length needed
+//! ahead), and the replica's first ACK, which it sends once it has loaded
+//! the snapshot.
+
+use super::FeedError;
+use crate::inputs::{Input, InputError};
+use crate::resp::{Conn, RedisError, Reply};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// A replica that authenticated and asked for a sync.
+pub struct Replica {
+    conn: Conn,
+}
+
+/// Waits until `deadline` for a connection that completes the handshake
+/// with `token`; others are refused and logged. None: nobody did.
+pub async fn accept(
+    listener: &TcpListener,
+    token: &str,
+    deadline: Instant,
+) -> Result<Option<Replica>, FeedError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let (sock, peer) = match tokio::time::timeout(left, listener.accept()).await {
+            Err(_) => return Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!("accepting a connection to the replication feed: {e}");
+                continue;
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = sock.set_nodelay(true);
+        match tokio::time::timeout(left, handshake(sock, peer, token)).await {
+            Ok(Ok(r)) => return Ok(Some(r)),
+            Ok(Err(why)) => {
+                tracing::warn!("a connection to the replication feed from {peer} was refused: {why}")
+            }
+            Err(_) => tracing::warn!(
+                "a connection to the replication feed from {peer} did not finish its handshake in time"
+            ),
+        }
+    }
+}
+
+/// Equal without an early exit on the first differing byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn handshake(
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    token: &str,
+) -> Result<Replica, String> {
+    let mut conn = Conn::new(Box::new(sock), peer.to_string(), Duration::from_secs(10));
+    let mut authed = false;
+    let mut eof = false;
+    loop {
+        let reply = conn
+            .read_reply("the replica's handshake")
+            .await
+            .map_err(|e| e.to_string())?;
+        let Reply::Array(items) = reply else {
+            return Err("it sent something other than a command".into());
+        };
+        let args: Vec<&[u8]> = items.iter().filter_map(Reply::as_bytes).collect();
+        let Some(name) = args.first().map(|n| n.to_ascii_uppercase()) else {
+            return Err("it sent an empty command".into());
+        };
+        let answer: &[u8] = match name.as_slice() {
+            b"PING" => b"+PONG\r\n",
+            b"AUTH" if args.len() == 2 || args.len() == 3 => {
+                if !same(args[args.len() - 1], token.as_bytes()) {
+                    let _ = conn
+                        .write_raw(b"-WRONGPASS invalid username-password pair\r\n")
+                        .await;
+                    return Err("wrong password".into());
+                }
+                authed = true;
+                b"+OK\r\n"
+            }
+            b"REPLCONF" => {
+                eof |= args.windows(2).any(|w| {
+                    w[0].eq_ignore_ascii_case(b"capa") && w[1].eq_ignore_ascii_case(b"eof")
+                });
+                b"+OK\r\n"
+            }
+            b"PSYNC" | b"SYNC" => {
+                if !authed {
+                    let _ = conn
+                        .write_raw(b"-NOAUTH Authentication required.\r\n")
+                        .await;
+                    return Err("it asked for a sync without the password".into());
+                }
+                if !eof {
+                    let _ = conn
+                        .write_raw(b"-ERR the feed sends the EOF-marked RDB form only\r\n")
+                        .await;
+                    return Err("it does not take the EOF-marked RDB form (capa eof)".into());
+                }
+                return Ok(Replica { conn });
+            }
+            _ => b"-ERR unknown command\r\n",
+        };
+        conn.write_raw(answer).await.map_err(|e| e.to_string())?;
+    }
+}
+
+impl Replica {
+    /// `+FULLRESYNC`, then the input's bytes between two EOF marks; the
+    /// last piece goes only after the input ended clean (every chunk
+    /// authenticated, the digest equal). Returns the RDB bytes sent.
+    pub async fn send_rdb(
+        &mut self,
+        input: Input,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, FeedError> {
+        let replid = hex::encode(rand::random::<[u8; 20]>());
+        let mark = hex::encode(rand::random::<[u8; 20]>());
+        self.conn
+            .write_raw(format!("+FULLRESYNC {replid} 0\r\n$EOF:{mark}\r\n").as_bytes())
+            .await?;
+        let Input {
+            label,
+            mut reader,
+            pump,
+        } = input;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let reading = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0;
+                // Whole pieces: fewer, larger writes.
+                while n < buf.len() {
+                    let got = reader.read(&mut buf[n..])?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                if tx.blocking_send(buf).is_err() {
+                    return Ok(()); // the feed stopped; it says why
+                }
+            }
+        });
+        let mut held: Option<Vec<u8>> = None;
+        let mut sent = 0u64;
+        while let Some(piece) = rx.recv().await {
+            if let Some(h) = held.replace(piece) {
+                self.conn.write_raw(&h).await?;
+                sent += h.len() as u64;
+                progress(sent);
+            }
+        }
+        let read = reading.await.map_err(|e| InputError::Read {
+            label: label.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(p) = pump {
+            // The fetch/open error is the cause of a read that saw the end.
+            p.await.map_err(|e| InputError::Read {
+                label: label.clone(),
+                message: e.to_string(),
+            })??;
+        }
+        read.map_err(|e| InputError::Read {
+            label: label.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(h) = held {
+            self.conn.write_raw(&h).await?;
+            sent += h.len() as u64;
+            progress(sent);
+        }
+        self.conn.write_raw(mark.as_bytes()).await?;
+        Ok(sent)
+    }
+
+    /// Waits for the replica's first ACK: it has loaded the snapshot. A
+    /// replica that closes the link, or connects again, could not.
+    pub async fn loaded(&mut self, listener: &TcpListener) -> Result<(), FeedError> {
+        let could_not = |how: &str| {
+            FeedError::Failed(format!(
+                "the target {how} instead of loading the snapshot: it could not load it (its log says why)"
+            ))
+        };
+        // Loading takes as long as the data set needs; the link stays quiet.
+        self.conn.read_timeout = Duration::from_secs(24 * 3600);
+        tokio::select! {
+            r = self.conn.read_reply("the target's ACK after loading the snapshot") => match r {
+                Ok(Reply::Array(items))
+                    if items.first().and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"REPLCONF"))
+                        && items.get(1).and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"ACK")) =>
+                {
+                    Ok(())
+                }
+                Ok(other) => Err(FeedError::Failed(format!(
+                    "the target sent {other:?} where its ACK after loading was due"
+                ))),
+                Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) => {
+                    Err(could_not("closed the feed"))
+                }
+                Err(e) => Err(e.into()),
+            },
+            _ = listener.accept() => Err(could_not("connected to the feed again")),
+        }
+    }
+}

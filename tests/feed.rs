@@ -1,0 +1,315 @@
+//! The replication feed (`--via replication|auto`) against real
+//! redis-servers: the target loads the backup's RDB as a replica of
+//! redvault, ends a primary with its settings as before, and gets nothing
+//! from a backup that fails its checks; what cannot take the feed falls
+//! back under auto (one line saying why) and fails under replication.
+
+mod common;
+
+use common::redis::*;
+use common::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+struct Backup {
+    work: tempfile::TempDir,
+    dir: PathBuf,
+    store: String,
+}
+
+/// `fill_all_types` plus a function library and keys in three databases,
+/// exported sealed into a fresh file:// store.
+fn backup(src: &RedisServer) -> Backup {
+    backup_with(src, &[])
+}
+
+fn backup_with(src: &RedisServer, extra: &[&str]) -> Backup {
+    let mut c = src.client();
+    fill_all_types(&mut c);
+    c.ok(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=feedlib\nredis.register_function('feedfn', function() return 1 end)",
+    ]);
+    for db in ["2", "9"] {
+        c.ok(&["SELECT", db]);
+        for i in 0..500 {
+            c.ok(&["SET", &format!("k:{db}:{i}"), &format!("v{i}")]);
+        }
+        c.ok(&["EXPIRE", &format!("k:{db}:1"), "86400"]);
+    }
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    let dir = work.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let store = format!("file://{}", dir.display());
+    let (code, _, err) = run(redvault()
+        .args([
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            &store,
+            "--source",
+            "src",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pub.pem"))
+        .args(extra));
+    assert_eq!(code, 0, "{err}");
+    Backup { work, dir, store }
+}
+
+fn import(target: &RedisServer, b: &Backup, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json",
+            "import",
+            "--redis",
+            &target.url(),
+            "--from",
+            &b.store,
+            "--kek",
+        ])
+        .arg(b.work.path().join("kek.pem"))
+        .args(extra));
+    let v = serde_json::from_str(out.lines().last().unwrap_or("null"))
+        .unwrap_or(serde_json::Value::Null);
+    (code, v, err)
+}
+
+fn info_field(s: &RedisServer, section: &str, name: &str) -> String {
+    let text = match s.client().ok(&["INFO", section]) {
+        Resp::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO {section}: {other:?}"),
+    };
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn config(s: &RedisServer, name: &str) -> String {
+    match s.client().ok(&["CONFIG", "GET", name]) {
+        Resp::Array(items) => match items.get(1) {
+            Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("CONFIG GET {name}: {other:?}"),
+        },
+        other => panic!("CONFIG GET {name}: {other:?}"),
+    }
+}
+
+fn dbsize(s: &RedisServer) -> i64 {
+    match s.client().ok(&["DBSIZE"]) {
+        Resp::Int(n) => n,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// The target ends a primary of its own: no master, the feed's password gone.
+fn assert_primary_again(t: &RedisServer, masterauth: &str) {
+    assert_eq!(info_field(t, "replication", "role"), "master");
+    assert_eq!(config(t, "masterauth"), masterauth, "masterauth put back");
+    assert!(
+        t.client()
+            .cmd(&[b"SET", b"writable", b"1"])
+            .is_ok_and(|r| r == Resp::Status("OK".into())),
+        "the target takes writes again"
+    );
+    t.client().ok(&["DEL", "writable"]);
+}
+
+/// The whole base, loaded by the target itself: every value, TTL, database
+/// and function library equal (DEBUG DIGEST on both sides), the summary
+/// says replication, and the target is a primary with its settings back.
+#[test]
+fn import_by_replication_equals_the_source() {
+    let src = RedisServer::start(&[]);
+    let b = backup(&src);
+    let target = RedisServer::start(&[]);
+    target
+        .client()
+        .ok(&["CONFIG", "SET", "masterauth", "before-feed"]);
+    let (code, v, err) = import(&target, &b, &["--via", "replication"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(v["functions"], 1, "{v}");
+    assert_eq!(target.digest(), src.digest());
+    assert_eq!(v["loaded"].as_i64(), Some(dbsize_all(&src)), "{v}");
+    assert_primary_again(&target, "before-feed");
+    assert!(
+        !err.contains("before-feed"),
+        "the target's masterauth is never printed: {err}"
+    );
+    // auto takes the feed too, with nothing to say.
+    let again = RedisServer::start(&[]);
+    let (code, v, err) = import(&again, &b, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}: {err}");
+    assert_eq!(again.digest(), src.digest());
+}
+
+fn dbsize_all(s: &RedisServer) -> i64 {
+    let mut c = s.client();
+    let mut n = 0;
+    for db in 0..16 {
+        c.ok(&["SELECT", &db.to_string()]);
+        if let Resp::Int(k) = c.ok(&["DBSIZE"]) {
+            n += k;
+        }
+    }
+    n
+}
+
+/// A target that refuses REPLICAOF (renamed away): auto loads with RESTORE
+/// and says why in one line; `--via replication` fails in one line naming
+/// the cause, and the target is untouched.
+#[test]
+fn a_target_that_refuses_replicaof_falls_back_or_fails() {
+    let src = RedisServer::start(&[]);
+    let b = backup(&src);
+    let target = RedisServer::start(&["--rename-command", "REPLICAOF", ""]);
+    let (code, _, err) = import(&target, &b, &["--via", "replication"]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("--via replication") && line.contains("REPLICAOF"),
+        "{line}"
+    );
+    assert_eq!(dbsize(&target), 0);
+    let (code, v, err) = import(&target, &b, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "restore", "{v}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("redvault: note: loading with RESTORE")
+                && l.contains("REPLICAOF")),
+        "{err}"
+    );
+    assert_eq!(target.digest(), src.digest());
+}
+
+/// A target holding keys: a full sync would replace them, so auto loads
+/// with RESTORE (and the usual conflict rules), and replication is refused,
+/// pointing at --flush; with --flush --yes the feed replaces them.
+#[test]
+fn a_non_empty_target_needs_flush_for_the_feed() {
+    let src = RedisServer::start(&[]);
+    let b = backup(&src);
+    let target = RedisServer::start(&[]);
+    target.client().ok(&["SET", "someone-elses", "key"]);
+    let (code, _, err) = import(&target, &b, &["--via", "replication"]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("holds keys") && line.contains("--flush"),
+        "{line}"
+    );
+    assert_eq!(dbsize(&target), 1, "nothing changed");
+    let (code, v, err) = import(&target, &b, &["--via", "replication", "--flush", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(target.digest(), src.digest());
+    // Filters pick keys one by one: RESTORE, said so.
+    let filtered = RedisServer::start(&[]);
+    let (code, v, err) = import(&filtered, &b, &["--db", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "restore", "{v}");
+    assert_eq!(v["loaded"], 500, "{v}");
+    assert!(err.contains("--db"), "{err}");
+}
+
+/// A byte flipped in a late chunk of the sealed base (small chunks: the
+/// earlier ones are served first): that chunk fails authentication, the
+/// transfer never completes (its end is held back), and the target keeps
+/// nothing of it: a primary, empty, its masterauth as before. The error
+/// names the chunk.
+#[test]
+fn a_tampered_chunk_is_never_loaded_by_the_target() {
+    let src = RedisServer::start(&[]);
+    let b = backup_with(&src, &["--chunk-size", "65536"]);
+    let base = find_file(&b.dir, "base.rdb.rv");
+    let mut bytes = std::fs::read(&base).unwrap();
+    let at = bytes.len() * 3 / 4;
+    bytes[at] ^= 0x40;
+    std::fs::write(&base, &bytes).unwrap();
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = import(&target, &b, &["--via", "replication"]);
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err);
+    assert!(line.contains("chunk"), "{line}");
+    assert_eq!(dbsize(&target), 0, "nothing of a tampered backup loaded");
+    assert_primary_again(&target, "");
+}
+
+/// SIGTERM while the target replicates from the feed: redvault exits non-zero
+/// saying so, and the target is a primary again (never left replicating from
+/// a dead address). The signal lands while the feed runs: the target is
+/// polled until it reports the sync (bounded).
+#[test]
+fn sigterm_during_the_feed_leaves_the_target_a_primary() {
+    let src = RedisServer::start(&[]);
+    // Enough data that the transfer and load take a moment.
+    {
+        let mut c = src.client();
+        let blob = "x".repeat(4096);
+        for batch in 0..50 {
+            let mut args: Vec<String> = vec!["MSET".into()];
+            for i in 0..1000 {
+                args.push(format!("big:{batch}:{i}"));
+                args.push(blob.clone());
+            }
+            c.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+    let b = backup(&src);
+    let target = RedisServer::start(&[]);
+    let mut child = redvault()
+        .args([
+            "import",
+            "--redis",
+            &target.url(),
+            "--from",
+            &b.store,
+            "--kek",
+        ])
+        .arg(b.work.path().join("kek.pem"))
+        .args(["--via", "replication"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut saw_replica = false;
+    while Instant::now() < deadline {
+        if info_field(&target, "replication", "role") == "slave" {
+            saw_replica = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(saw_replica, "the target never became the feed's replica");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // The feed finished before the signal: the data is whole.
+        assert_eq!(target.digest(), src.digest());
+    } else {
+        assert!(err.contains("interrupted"), "{err}");
+    }
+    assert_primary_again(&target, "");
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    files_below(dir)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name))
+        .unwrap_or_else(|| panic!("no {name} below {}", dir.display()))
+}
