@@ -108,10 +108,16 @@ fn dbsize(s: &RedisServer) -> i64 {
     }
 }
 
-/// The target ends a primary of its own: no master, the feed's password gone.
+/// The target ends a primary of its own: no master, the feed's password
+/// gone, its load setting as before, taking writes.
 fn assert_primary_again(t: &RedisServer, masterauth: &str) {
     assert_eq!(info_field(t, "replication", "role"), "master");
     assert_eq!(config(t, "masterauth"), masterauth, "masterauth put back");
+    assert_eq!(
+        config(t, "repl-diskless-load"),
+        "disabled",
+        "repl-diskless-load put back"
+    );
     assert!(
         t.client()
             .cmd(&[b"SET", b"writable", b"1"])
@@ -241,6 +247,38 @@ fn a_tampered_chunk_is_never_loaded_by_the_target() {
     let line = one_line_error(&err);
     assert!(line.contains("chunk"), "{line}");
     assert_eq!(dbsize(&target), 0, "nothing of a tampered backup loaded");
+    assert_primary_again(&target, "");
+}
+
+/// A plain RDB file with a byte flipped (no seal, no digest): its own CRC64
+/// is checked as it is served, and the target never completes the
+/// transfer: a primary, empty, refusing nothing afterwards.
+#[test]
+fn a_corrupt_plain_rdb_is_never_loaded_by_the_target() {
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    src.client().ok(&["SAVE"]);
+    let work = tempfile::tempdir().unwrap();
+    let rdb = work.path().join("dump.rdb");
+    let mut bytes = std::fs::read(src.dir.path().join("dump.rdb")).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&rdb, &bytes).unwrap();
+    let target = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args([
+            "import",
+            "--redis",
+            &target.url(),
+            "--via",
+            "replication",
+            "--from",
+        ])
+        .arg(&rdb));
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err);
+    assert!(line.contains("CRC64") && line.contains("corrupt"), "{line}");
+    assert_eq!(dbsize(&target), 0);
     assert_primary_again(&target, "");
 }
 

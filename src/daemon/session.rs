@@ -552,8 +552,11 @@ async fn follow(
         tokio::select! {
             _ = async { tokio::time::sleep_until(cut_soon.expect("guarded")).await }, if cut_soon.is_some() => {
                 cut_soon = None;
-                last_asked_cut = Some(tokio::time::Instant::now());
-                cut_segment(j, seg, spool).await?;
+                // A cut by interval or size may have taken the writes already.
+                if seg.has_writes() {
+                    last_asked_cut = Some(tokio::time::Instant::now());
+                    cut_segment(j, seg, spool).await?;
+                }
             }
             m = w.commands.recv() => match m {
                 Some(Ok(Some(cmd))) => {

@@ -153,6 +153,8 @@ use std::io::Read as _;
 struct Saved {
     masterauth: Zeroizing<String>,
     masteruser: String,
+    /// `repl-diskless-load` as it was, when the feed changes it.
+    diskless_load: Option<String>,
 }
 
 /// A target checked fit for a feed; nothing on it has changed yet.
@@ -265,6 +267,11 @@ pub async fn prepare(
             "the user may not run CONFIG GET masterauth (the feed sets a one-time password there); `redvault acl print --role feed` prints one that may".into(),
         );
     };
+    // The target loads while the bytes arrive (not after a copy on its
+    // disk): an empty target has nothing to lose on a failure.
+    let diskless_load = crate::resp::config_get(&mut ctl, "repl-diskless-load")
+        .await
+        .filter(|v| v == "disabled");
     Ok(Prepared {
         ctl,
         label: version.label,
@@ -273,6 +280,7 @@ pub async fn prepare(
         saved: Saved {
             masterauth: Zeroizing::new(masterauth),
             masteruser,
+            diskless_load,
         },
     })
 }
@@ -302,6 +310,36 @@ async fn local_addr_towards(url: &RedisUrl) -> Result<std::net::IpAddr, FeedErro
     let udp = tokio::net::UdpSocket::bind(any).await.map_err(listen_err)?;
     udp.connect(peer).await.map_err(listen_err)?;
     Ok(udp.local_addr().map_err(listen_err)?.ip())
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP, listened for from before the first change
+/// on the target until it is released: none of them can end the process
+/// between two steps, and one that arrives between two waits is kept.
+struct Stop {
+    streams: Vec<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ]
+        .into_iter()
+        .filter_map(|k| signal(k).ok())
+        .collect();
+        Stop { streams }
+    }
+
+    async fn asked(&mut self) {
+        if self.streams.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures::future::select_all(waits).await;
+    }
 }
 
 /// Resolves when the user asks the process to stop (Ctrl-C, SIGTERM). Once
@@ -346,9 +384,16 @@ impl Prepared {
             source,
         })?;
         let token = Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
+        let mut stop = Stop::new();
         let mut ctl = Released::new(self, feed_addr);
         let r = async {
             ctl.set_auth(&token).await?;
+            if ctl.prepared.saved.diskless_load.is_some()
+                && ctl.config_set("repl-diskless-load", "on-empty-db").await.is_err()
+            {
+                // Loading from a copy on the target's disk works too.
+                ctl.prepared.saved.diskless_load = None;
+            }
             let host = feed_addr.ip().to_string();
             let port = feed_addr.port().to_string();
             match ctl
@@ -369,7 +414,7 @@ impl Prepared {
                     addr: feed_addr.to_string(),
                     secs: opts.connect_back.as_secs().max(1),
                 }),
-                _ = interrupted() => Err(FeedError::Interrupted),
+                _ = stop.asked() => Err(FeedError::Interrupted),
             }
         }
         .await;
@@ -378,6 +423,8 @@ impl Prepared {
                 ctl,
                 replica,
                 listener,
+                token,
+                stop,
             }),
             Err(e) => Err(ctl.release_after(e).await),
         }
@@ -422,16 +469,31 @@ impl Released {
         self.config_set("masterauth", token).await
     }
 
-    /// REPLICAOF NO ONE and the settings as they were; a lost control
-    /// connection is made again (twice at most).
+    /// REPLICAOF NO ONE and the settings as they were. A target still
+    /// loading answers -LOADING until it is done, and a lost control
+    /// connection is made again: both are retried for up to RELEASE_FOR.
     async fn release(&mut self) -> Result<(), FeedError> {
+        const RELEASE_FOR: Duration = Duration::from_secs(30 * 60);
+        let deadline = Instant::now() + RELEASE_FOR;
         let mut last = None;
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        let mut reconnect = false;
+        let mut refused = 0;
+        let mut pause = Duration::from_millis(100);
+        // A target that stays unreachable is given up on sooner.
+        while Instant::now() < deadline && refused < 10 {
+            if last.is_some() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            if reconnect {
                 match crate::resp::connect(&self.prepared.url, &self.prepared.link).await {
-                    Ok(c) => self.prepared.ctl = c,
+                    Ok(c) => {
+                        self.prepared.ctl = c;
+                        reconnect = false;
+                        refused = 0;
+                    }
                     Err(e) => {
+                        refused += 1;
                         last = Some(FeedError::Redis(e));
                         continue;
                     }
@@ -446,6 +508,9 @@ impl Released {
                         )))
                     }
                 }
+                if let Some(v) = self.prepared.saved.diskless_load.clone() {
+                    self.config_set("repl-diskless-load", &v).await?;
+                }
                 let auth = self.prepared.saved.masterauth.clone();
                 self.config_set("masterauth", &auth).await?;
                 let user = self.prepared.saved.masteruser.clone();
@@ -457,7 +522,15 @@ impl Released {
             .await;
             match r {
                 Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
+                Err(FeedError::Redis(e)) => {
+                    // The link broke (or timed out while the target loads).
+                    reconnect = true;
+                    last = Some(FeedError::Redis(e));
+                }
+                Err(FeedError::Failed(m)) if m.contains("LOADING") => {
+                    last = Some(FeedError::Failed(m));
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| FeedError::Failed("no attempt made".into())))
@@ -482,6 +555,8 @@ pub struct Attached {
     ctl: Released,
     replica: Replica,
     listener: tokio::net::TcpListener,
+    token: Zeroizing<String>,
+    stop: Stop,
 }
 
 impl Attached {
@@ -491,41 +566,56 @@ impl Attached {
     /// backup that fails its checks never completes a transfer: the target
     /// drops what it received.
     pub async fn serve(
-        mut self,
+        self,
         input: Input,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<FeedStats, FeedError> {
         let started = Instant::now();
+        let Attached {
+            mut ctl,
+            mut replica,
+            listener,
+            token,
+            mut stop,
+        } = self;
         let r = async {
             let mut stats = FeedStats::default();
             tokio::select! {
-                r = self.replica.send_rdb(input, progress) => stats.bytes = r?,
-                _ = interrupted() => return Err(FeedError::Interrupted),
+                r = replica.send_rdb(input, progress) => stats.bytes = r?,
+                _ = stop.asked() => return Err(FeedError::Interrupted),
             }
             stats.transfer_seconds = started.elapsed().as_secs_f64();
             let loading = Instant::now();
             tokio::select! {
-                r = self.replica.loaded(&self.listener) => r?,
-                _ = interrupted() => return Err(FeedError::Interrupted),
+                r = replica.loaded(&listener, &token) => r?,
+                _ = stop.asked() => return Err(FeedError::Interrupted),
             }
             stats.load_seconds = loading.elapsed().as_secs_f64();
             Ok(stats)
         }
         .await;
+        // The feed's link closes first: a target loading from it stops
+        // waiting for bytes (and drops a half load) before it is released.
+        drop(replica);
+        drop(listener);
         let mut stats = match r {
             Ok(s) => s,
-            Err(e) => return Err(self.ctl.release_after(e).await),
+            Err(e) => return Err(ctl.release_after(e).await),
         };
-        self.ctl
-            .release()
-            .await
-            .map_err(|e| FeedError::NotReleased {
-                cause: "the target loaded the snapshot".into(),
-                release: crate::text::one_line(&e),
-                feed: self.ctl.feed.to_string(),
-            })?;
-        let ctl = self.ctl.conn();
-        stats.keys_per_db = keyspace(&info(ctl, "keyspace").await?.unwrap_or_default());
+        ctl.release().await.map_err(|e| FeedError::NotReleased {
+            cause: "the target loaded the snapshot".into(),
+            release: crate::text::one_line(&e),
+            feed: ctl.feed.to_string(),
+        })?;
+        // Counts for the summary, best effort: the load itself succeeded.
+        let ctl = ctl.conn();
+        stats.keys_per_db = keyspace(
+            &info(ctl, "keyspace")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        );
         stats.functions = match ctl.command(&[b"FUNCTION", b"LIST"]).await {
             Ok(Reply::Array(libs)) => Some(libs.len() as u64),
             _ => None,

@@ -7,46 +7,80 @@
 use super::FeedError;
 use crate::inputs::{Input, InputError};
 use crate::resp::{Conn, RedisError, Reply};
+use crc::{Crc, Table, CRC_64_REDIS};
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// A replica that authenticated and asked for a sync.
 pub struct Replica {
     conn: Conn,
 }
 
+/// Handshakes run side by side: one silent connection holds up nobody.
+/// A handshake's end: the peer, and the replica, a refusal, or a timeout.
+type Shaken = (SocketAddr, Result<Result<Replica, String>, ()>);
+type Handshakes = tokio::task::JoinSet<Shaken>;
+
+fn shake(
+    set: &mut Handshakes,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    token: &Arc<Zeroizing<String>>,
+) {
+    let _ = sock.set_nodelay(true);
+    let token = token.clone();
+    set.spawn(async move {
+        let r = tokio::time::timeout(HANDSHAKE_FOR, handshake(sock, peer, &token)).await;
+        (peer, r.map_err(|_| ()))
+    });
+}
+
+const HANDSHAKE_FOR: Duration = Duration::from_secs(10);
+
+/// Logs a connection refused by the handshake; the replica, if it was one.
+fn judged(done: Result<Shaken, tokio::task::JoinError>) -> Option<Replica> {
+    match done {
+        Ok((_, Ok(Ok(r)))) => return Some(r),
+        Ok((peer, Ok(Err(why)))) => {
+            tracing::warn!("a connection to the replication feed from {peer} was refused: {why}")
+        }
+        Ok((peer, Err(()))) => tracing::warn!(
+            "a connection to the replication feed from {peer} did not finish its handshake in time"
+        ),
+        Err(_) => {}
+    }
+    None
+}
+
 /// Waits until `deadline` for a connection that completes the handshake
 /// with `token`; others are refused and logged. None: nobody did.
 pub async fn accept(
     listener: &TcpListener,
-    token: &str,
+    token: &Zeroizing<String>,
     deadline: Instant,
 ) -> Result<Option<Replica>, FeedError> {
+    let token = Arc::new(token.clone());
+    let mut shaking = Handshakes::new();
+    let until = tokio::time::Instant::from_std(deadline);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        let (sock, peer) = match tokio::time::timeout(left, listener.accept()).await {
-            Err(_) => return Ok(None),
-            Ok(Err(e)) => {
-                tracing::warn!("accepting a connection to the replication feed: {e}");
-                continue;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return Ok(None),
+            a = listener.accept() => match a {
+                Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token),
+                Err(e) => tracing::warn!("accepting a connection to the replication feed: {e}"),
+            },
+            Some(done) = shaking.join_next(), if !shaking.is_empty() => {
+                if let Some(r) = judged(done) {
+                    return Ok(Some(r));
+                }
             }
-            Ok(Ok(s)) => s,
-        };
-        let _ = sock.set_nodelay(true);
-        match tokio::time::timeout(left, handshake(sock, peer, token)).await {
-            Ok(Ok(r)) => return Ok(Some(r)),
-            Ok(Err(why)) => {
-                tracing::warn!("a connection to the replication feed from {peer} was refused: {why}")
-            }
-            Err(_) => tracing::warn!(
-                "a connection to the replication feed from {peer} did not finish its handshake in time"
-            ),
         }
     }
 }
@@ -135,7 +169,12 @@ impl Replica {
             pump,
         } = input;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-        let reading = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        // The RDB's own CRC64 (over all but its last 8 bytes, which hold it)
+        // is checked too: a plain file has no other check, and a target
+        // that loads a corrupt RDB from its primary may exit.
+        let reading = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, [u8; 8])> {
+            let mut crc = CRC64.digest();
+            let mut tail: Vec<u8> = Vec::with_capacity(8);
             loop {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut n = 0;
@@ -148,11 +187,23 @@ impl Replica {
                     n += got;
                 }
                 if n == 0 {
-                    return Ok(());
+                    let mut trailer = [0u8; 8];
+                    if tail.len() == 8 {
+                        trailer.copy_from_slice(&tail);
+                    }
+                    return Ok((crc.finalize(), trailer));
                 }
                 buf.truncate(n);
+                // Everything but the last 8 bytes seen so far goes into the CRC.
+                let mut feed = (tail.len() + n).saturating_sub(8);
+                let from_tail = feed.min(tail.len());
+                crc.update(&tail[..from_tail]);
+                tail.drain(..from_tail);
+                feed -= from_tail;
+                crc.update(&buf[..feed]);
+                tail.extend_from_slice(&buf[feed..]);
                 if tx.blocking_send(buf).is_err() {
-                    return Ok(()); // the feed stopped; it says why
+                    return Ok((0, [0; 8])); // the feed stopped; it says why
                 }
             }
         });
@@ -176,10 +227,21 @@ impl Replica {
                 message: e.to_string(),
             })??;
         }
-        read.map_err(|e| InputError::Read {
+        let (crc, trailer) = read.map_err(|e| InputError::Read {
             label: label.clone(),
             message: e.to_string(),
         })?;
+        let stored = u64::from_le_bytes(trailer);
+        // 0: written with rdbchecksum no.
+        if stored != 0 && stored != crc {
+            return Err(InputError::Read {
+                label,
+                message: format!(
+                    "the RDB's CRC64 is {crc:016x}, its trailer says {stored:016x}: the RDB is corrupt (nothing of it was loaded)"
+                ),
+            }
+            .into());
+        }
         if let Some(h) = held {
             self.conn.write_raw(&h).await?;
             sent += h.len() as u64;
@@ -190,32 +252,53 @@ impl Replica {
     }
 
     /// Waits for the replica's first ACK: it has loaded the snapshot. A
-    /// replica that closes the link, or connects again, could not.
-    pub async fn loaded(&mut self, listener: &TcpListener) -> Result<(), FeedError> {
+    /// replica that closes the link, or connects again (with the password),
+    /// could not; other connections are refused and logged.
+    pub async fn loaded(
+        &mut self,
+        listener: &TcpListener,
+        token: &Zeroizing<String>,
+    ) -> Result<(), FeedError> {
         let could_not = |how: &str| {
             FeedError::Failed(format!(
                 "the target {how} instead of loading the snapshot: it could not load it (its log says why)"
             ))
         };
+        let token = Arc::new(token.clone());
+        let mut shaking = Handshakes::new();
         // Loading takes as long as the data set needs; the link stays quiet.
         self.conn.read_timeout = Duration::from_secs(24 * 3600);
-        tokio::select! {
-            r = self.conn.read_reply("the target's ACK after loading the snapshot") => match r {
-                Ok(Reply::Array(items))
-                    if items.first().and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"REPLCONF"))
-                        && items.get(1).and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"ACK")) =>
-                {
-                    Ok(())
+        let ack = self
+            .conn
+            .read_reply("the target's ACK after loading the snapshot");
+        tokio::pin!(ack);
+        loop {
+            tokio::select! {
+                r = &mut ack => return match r {
+                    Ok(Reply::Array(items))
+                        if items.first().and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"REPLCONF"))
+                            && items.get(1).and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"ACK")) =>
+                    {
+                        Ok(())
+                    }
+                    Ok(other) => Err(FeedError::Failed(format!(
+                        "the target sent {other:?} where its ACK after loading was due"
+                    ))),
+                    Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) => {
+                        Err(could_not("closed the feed"))
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                a = listener.accept() => match a {
+                    Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token),
+                    Err(e) => tracing::warn!("accepting a connection to the replication feed: {e}"),
+                },
+                Some(done) = shaking.join_next(), if !shaking.is_empty() => {
+                    if judged(done).is_some() {
+                        return Err(could_not("connected to the feed again"));
+                    }
                 }
-                Ok(other) => Err(FeedError::Failed(format!(
-                    "the target sent {other:?} where its ACK after loading was due"
-                ))),
-                Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) => {
-                    Err(could_not("closed the feed"))
-                }
-                Err(e) => Err(e.into()),
-            },
-            _ = listener.accept() => Err(could_not("connected to the feed again")),
+            }
         }
     }
 }
