@@ -2,7 +2,7 @@
 //! replication feed (the target loads the RDB itself) or the RESTORE loader,
 //! and the one line that says why when `auto` cannot take the feed.
 
-use crate::feed::{self, FeedError, FeedOptions, FeedStats};
+use crate::feed::{self, FeedError, FeedOptions, FeedStats, Feeding};
 use crate::inputs::Input;
 use crate::resp::{ConnectOptions, RedisUrl};
 use clap::Args;
@@ -37,8 +37,9 @@ pub struct ViaArgs {
 
 /// What became of the base.
 pub enum Fed {
-    /// The target loaded it through the feed.
-    Loaded(FeedStats),
+    /// The target loaded it through the feed and is still its replica:
+    /// commands may follow down the stream; [`release`] must end it.
+    Loaded(Box<Feeding>),
     /// It goes through the RESTORE loader.
     Restore(Vec<Input>),
 }
@@ -88,15 +89,29 @@ pub async fn try_feed(
     };
     let attached = prepared.attach(&opts).await;
     let fed = match attached {
-        Ok(a) => a.serve(input, progress).await.map(Fed::Loaded),
+        Ok(a) => a.load(input, progress).await,
         Err(e @ FeedError::NoConnectBack { .. }) => {
             default_signals();
             return fall_back(e.to_string(), vec![input]);
         }
         Err(e) => Err(e),
     };
+    match fed {
+        Ok(f) => Ok(Fed::Loaded(Box::new(f))),
+        Err(e) => {
+            // The target was released on the way out.
+            default_signals();
+            Err(e.into())
+        }
+    }
+}
+
+/// Waits until the target applied what was streamed, and makes it a
+/// primary again; the target's counts.
+pub async fn release(f: Box<Feeding>) -> anyhow::Result<FeedStats> {
+    let r = f.release().await;
     default_signals();
-    Ok(fed?)
+    Ok(r?)
 }
 
 /// The feed listened for Ctrl-C and SIGTERM (to release the target first);

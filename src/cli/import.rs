@@ -1,7 +1,7 @@
 //! `redvault import` and `redvault inspect`.
 
 use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, TrustArgs};
-use super::feed::{try_feed, Fed, ViaArgs};
+use super::feed::{release, try_feed, Fed, ViaArgs};
 use super::output::Output;
 use super::progress::human_bytes;
 use crate::backup::{open_inputs, InputOptions};
@@ -203,8 +203,10 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         .await
         .inspect_err(|_| bar.finish_and_clear());
         match fed? {
-            Fed::Loaded(stats) => {
+            Fed::Loaded(feeding) => {
+                let stats = release(feeding).await;
                 bar.finish_and_clear();
+                let stats = stats?;
                 fed_summary(out, &labels, &url, &stats, started);
                 return Ok(());
             }

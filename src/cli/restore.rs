@@ -1,7 +1,7 @@
 //! `redvault restore` (a point in time), `redvault verify`, `redvault prune`.
 
 use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs, TrustArgs};
-use super::feed::{try_feed, Fed, Via, ViaArgs};
+use super::feed::{release, try_feed, Fed, Via, ViaArgs};
 use super::output::Output;
 use crate::backup::{
     open_base, plan, prune, replay, restore_inputs, verify, GenerationReport, Point,
@@ -146,15 +146,24 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
                 restore_inputs(&store, &plan, kek.as_ref(), &trust, target.as_mut(), base).await?;
             (done.base, done.replayed)
         }
-        Fed::Loaded(fed) => {
-            // The base is in; the segments go through the replay writer.
-            let replayed = replay(&store, &plan, kek.as_ref(), &trust, target.as_mut()).await?;
-            let done = target.finish().await?;
+        Fed::Loaded(mut feeding) => {
+            // The base is in; the segments go down the same replication
+            // stream (applied as a replica applies its primary's writes).
+            // The target is released whatever the replay did.
+            let replayed = replay(&store, &plan, kek.as_ref(), &trust, feeding.as_mut()).await;
+            let (replayed, fed) = match (replayed, release(feeding).await) {
+                (Ok(r), Ok(f)) => (r, f),
+                (Err(e), Ok(_)) => return Err(e.into()),
+                (Ok(_), Err(e)) => return Err(e),
+                // Both: the release's failure says what the target is left in.
+                (Err(r), Err(f)) => bail!("{}; then {f:#}", crate::text::one_line(&r)),
+            };
             let stats = crate::target::LoadStats {
                 loaded: fed.keys(),
                 functions: fed.functions.unwrap_or(0),
                 bytes: fed.bytes,
-                ..done
+                commands: replayed.commands,
+                ..Default::default()
             };
             (stats, replayed)
         }

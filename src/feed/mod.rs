@@ -19,8 +19,11 @@
 
 mod primary;
 
+use crate::command::Command;
 use crate::inputs::{Input, InputError};
+use crate::rdb::Entry;
 use crate::resp::{Conn, ConnectOptions, RedisError, RedisUrl, Reply};
+use crate::target::{LoadStats, Target, TargetError};
 use primary::Replica;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -561,15 +564,27 @@ pub struct Attached {
 
 impl Attached {
     /// Serves `input` to the target, waits until it has loaded it, and makes
-    /// it a primary again. The input's end is held back until it is checked
-    /// whole (authenticated, its digest equal to the manifest's), so a
-    /// backup that fails its checks never completes a transfer: the target
-    /// drops what it received.
+    /// it a primary again.
     pub async fn serve(
         self,
         input: Input,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<FeedStats, FeedError> {
+        self.load(input, progress).await?.release().await
+    }
+
+    /// Serves `input` to the target and waits until it has loaded it; the
+    /// target stays the feed's replica, for commands ([`Feeding`] is a
+    /// `Target` that replays into the replication stream) until
+    /// [`Feeding::release`]. The input's end is held back until it is
+    /// checked whole (authenticated, its digest equal to the manifest's, its
+    /// own CRC64 right), so a backup that fails its checks never completes
+    /// a transfer: the target drops what it received.
+    pub async fn load(
+        self,
+        input: Input,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Feeding, FeedError> {
         let started = Instant::now();
         let Attached {
             mut ctl,
@@ -594,14 +609,84 @@ impl Attached {
             Ok(stats)
         }
         .await;
-        // The feed's link closes first: a target loading from it stops
-        // waiting for bytes (and drops a half load) before it is released.
-        drop(replica);
         drop(listener);
-        let mut stats = match r {
-            Ok(s) => s,
-            Err(e) => return Err(ctl.release_after(e).await),
-        };
+        match r {
+            Ok(stats) => Ok(Feeding {
+                ctl,
+                replica,
+                stop,
+                stats,
+                buf: Vec::with_capacity(STREAM_BATCH + (64 << 10)),
+                sent: 0,
+                load: LoadStats::default(),
+            }),
+            Err(e) => {
+                // The feed's link closes first: a target loading from it stops
+                // waiting for bytes (and drops a half load) before it is released.
+                drop(replica);
+                Err(ctl.release_after(e).await)
+            }
+        }
+    }
+}
+
+/// Commands are written to the stream in batches of about this many bytes.
+const STREAM_BATCH: usize = 1 << 20;
+
+/// A target that loaded the base from the feed and is still its replica:
+/// replayed commands go down the replication stream (applied by the target
+/// as a replica applies its primary's writes: no reply per command).
+/// [`Feeding::release`] must end it, whatever happened.
+pub struct Feeding {
+    ctl: Released,
+    replica: Replica,
+    stop: Stop,
+    stats: FeedStats,
+    buf: Vec<u8>,
+    /// Stream bytes sent since the sync: the offset the target's ACKs count.
+    sent: u64,
+    load: LoadStats,
+}
+
+impl Feeding {
+    async fn flush(&mut self) -> Result<(), FeedError> {
+        if !self.buf.is_empty() {
+            self.replica.conn.write_raw(&self.buf).await?;
+            self.sent += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Everything sent is applied by the target.
+    async fn caught_up(&mut self) -> Result<(), FeedError> {
+        self.flush().await?;
+        if self.sent > 0 {
+            let to = self.sent;
+            tokio::select! {
+                r = self.replica.caught_up(to) => r?,
+                _ = self.stop.asked() => return Err(FeedError::Interrupted),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the target has applied every command sent, then makes it
+    /// a primary again with its settings as before; the target's counts.
+    pub async fn release(mut self) -> Result<FeedStats, FeedError> {
+        let applied = self.caught_up().await;
+        let Feeding {
+            mut ctl,
+            replica,
+            mut stats,
+            ..
+        } = self;
+        // The feed's link closes first: a target still reading from it
+        // stops waiting for bytes before it is released.
+        drop(replica);
+        if let Err(e) = applied {
+            return Err(ctl.release_after(e).await);
+        }
         ctl.release().await.map_err(|e| FeedError::NotReleased {
             cause: "the target loaded the snapshot".into(),
             release: crate::text::one_line(&e),
@@ -621,6 +706,55 @@ impl Attached {
             _ => None,
         };
         Ok(stats)
+    }
+}
+
+fn feed_error(e: FeedError) -> TargetError {
+    TargetError::Feed(crate::text::one_line(&e))
+}
+
+/// Only commands: the base came as the RDB.
+#[async_trait::async_trait]
+impl Target for Feeding {
+    fn begin(&mut self, _rdb_version: u32) -> Result<(), TargetError> {
+        Err(TargetError::Feed(
+            "the feed's target takes commands only (its snapshot came as the RDB)".into(),
+        ))
+    }
+
+    async fn push(&mut self, _e: Entry) -> Result<(), TargetError> {
+        Err(TargetError::Feed(
+            "the feed's target takes commands only (its snapshot came as the RDB)".into(),
+        ))
+    }
+
+    async fn push_function(&mut self, _code: Vec<u8>) -> Result<(), TargetError> {
+        Err(TargetError::Feed(
+            "the feed's target takes commands only (its snapshot came as the RDB)".into(),
+        ))
+    }
+
+    async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError> {
+        crate::resp::encode_into(&mut self.buf, &cmd.args);
+        self.load.commands += 1;
+        if self.buf.len() >= STREAM_BATCH {
+            self.flush().await.map_err(feed_error)?;
+            // Ctrl-C or SIGTERM between batches stops the replay (the
+            // caller releases the target).
+            if futures::FutureExt::now_or_never(self.stop.asked()).is_some() {
+                return Err(feed_error(FeedError::Interrupted));
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> &LoadStats {
+        &self.load
+    }
+
+    async fn finish(&mut self) -> Result<LoadStats, TargetError> {
+        self.caught_up().await.map_err(feed_error)?;
+        Ok(self.load.clone())
     }
 }
 

@@ -20,7 +20,7 @@ static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// A replica that authenticated and asked for a sync.
 pub struct Replica {
-    conn: Conn,
+    pub(super) conn: Conn,
 }
 
 /// Handshakes run side by side: one silent connection holds up nobody.
@@ -249,6 +249,41 @@ impl Replica {
         }
         self.conn.write_raw(mark.as_bytes()).await?;
         Ok(sent)
+    }
+
+    /// Asks for an ACK (`REPLCONF GETACK *`) and waits until the replica
+    /// says it has applied the stream up to `offset` (its ACKs count the
+    /// stream's bytes since the sync; it also sends one a second).
+    pub async fn caught_up(&mut self, offset: u64) -> Result<(), FeedError> {
+        self.conn
+            .write_raw(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n")
+            .await?;
+        // A replica that applies sends an ACK at least once a second.
+        self.conn.read_timeout = Duration::from_secs(60);
+        loop {
+            match self.conn.read_reply("the target's ACK of the replayed stream").await {
+                Ok(Reply::Array(items))
+                    if items.get(1).and_then(Reply::as_bytes).is_some_and(|n| n.eq_ignore_ascii_case(b"ACK")) =>
+                {
+                    let acked = items
+                        .get(2)
+                        .and_then(Reply::as_bytes)
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if acked >= offset {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(RedisError::Closed { .. }) | Err(RedisError::Io { .. }) => {
+                    return Err(FeedError::Failed(format!(
+                        "the target closed the feed while applying the replayed commands (stream offset {offset} sent): its log says why"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Waits for the replica's first ACK: it has loaded the snapshot. A

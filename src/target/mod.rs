@@ -259,6 +259,9 @@ pub enum TargetError {
     Cluster(String),
     #[error("a loader connection ended unexpectedly: {0}")]
     Worker(String),
+    /// The replication feed's stream to the target failed.
+    #[error("{0}")]
+    Feed(String),
     #[error(
         "the target refused SELECT {db}: {message}{}",
         perm_hint(message, "import")
