@@ -42,12 +42,22 @@ start_redis "$work/native"
 while redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q LOADING; do sleep 0.05; done
 native=$(sed -n 's/.*DB loaded from disk: \([0-9.]*\) seconds.*/\1/p' "$work/native/redis.log" | tail -1)
 stop_redis
+# The base and the segments through the replication feed, then with RESTORE
+# and the replay connection.
 mkdir -p "$work/rv"; start_redis "$work/rv"
-timed rs rrss $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --source bench --kek "$work/kek.pem"
+timed rs rrss $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --source bench --kek "$work/kek.pem" --via replication
 rv_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
+stop_redis
+mkdir -p "$work/rv2"; start_redis "$work/rv2"
+timed rs2 rrss2 $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --source bench --kek "$work/kek.pem" --via restore
+rv2_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
 segs=$(find "$work/store" -name '*.aof.rv' | wc -l)
 echo "segments stored: $segs"
-echo "restore (base + segments): ${rs}s, peak RSS $((rrss/1024)) MiB; native load of the same data: ${native}s"
-echo "RATIO restore time / native load time: $(ratio "$rs" "$native")"
-[ "$rv_digest" = "$src_digest" ] && echo "restore digest: equal to source" || echo "restore digest: DIFFERS"
+echo "native load of the final state: ${native}s"
+echo "restore --via replication (base + segments): ${rs}s, peak RSS $((rrss/1024)) MiB"
+echo "restore --via restore (base + segments): ${rs2}s, peak RSS $((rrss2/1024)) MiB"
+echo "RATIO restore --via replication time / native load time: $(ratio "$rs" "$native")  (goal <= 1.3)"
+echo "RATIO restore --via restore time / native load time: $(ratio "$rs2" "$native")"
+[ "$rv_digest" = "$src_digest" ] && echo "restore --via replication digest: equal to source" || echo "restore --via replication digest: DIFFERS"
+[ "$rv2_digest" = "$src_digest" ] && echo "restore --via restore digest: equal to source" || echo "restore --via restore digest: DIFFERS"
