@@ -1302,3 +1302,42 @@ fn a_failing_source_is_retried_and_counted_while_the_other_flows() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), primary.digest());
 }
+
+/// A point inside a transaction (between its MULTI and its EXEC): the
+/// transaction is left out whole, never half of it, by either path, and the
+/// summary says where the restore stopped; the latest state has it whole.
+#[tokio::test]
+async fn a_point_inside_a_transaction_stops_before_it() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let d = Daemon::start(work.path(), &primary.url(), &store, &[]);
+    d.wait_up();
+    let mut c = primary.client();
+    c.ok(&["SET", "before", "1"]);
+    d.wait_durable(&primary);
+    let digest_before = primary.digest();
+    c.ok(&["MULTI"]);
+    c.ok(&["SET", "tx:a", "1"]);
+    c.ok(&["SET", "tx:b", "2"]);
+    c.ok(&["EXEC"]);
+    // Read at once: the EXEC is the stream's last command.
+    let end = repl_offset(&primary);
+    let inside = end - b"*1\r\n$4\r\nEXEC\r\n".len() as u64;
+    d.wait_durable(&primary);
+    for via in ["replication", "restore"] {
+        let (dst, (code, stdout, err)) = restore(
+            work.path(),
+            &store,
+            &["--offset", &inside.to_string(), "--via", via],
+        );
+        assert_eq!(code, 0, "{via}: {err}");
+        assert_eq!(dst.digest(), digest_before, "{via}: half a transaction");
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(v["via"], via, "{v}");
+        assert!(v["cut_transaction"].as_u64().is_some(), "{v}");
+    }
+    let (dst, (code, stdout, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dst.digest(), primary.digest(), "{stdout}");
+    assert!(stdout.contains(r#""cut_transaction":null"#), "{stdout}");
+}

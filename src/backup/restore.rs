@@ -24,6 +24,9 @@ pub struct ReplayStats {
     pub offset: u64,
     /// Receive time of the last command applied (Unix ms).
     pub time_ms: u64,
+    /// The point fell inside a transaction (MULTI ... EXEC): it was left
+    /// out whole, and the restore stopped before the MULTI at this offset.
+    pub cut_transaction: Option<u64>,
 }
 
 /// What a restore did.
@@ -102,61 +105,123 @@ pub async fn replay(
         offset: plan.base_offset,
         ..Default::default()
     };
+    // The last record consumed, and a transaction not yet closed by EXEC.
+    let mut seen = plan.base_offset;
+    let mut open: Option<Vec<crate::command::Command>> = None;
     let past = |r: &crate::command::Command| match plan.point {
         Point::Latest => false,
         Point::At(ms) => r.time_ms > ms,
         Point::Offset(o) => r.offset > o,
     };
-    'segments: for seg in &plan.timeline.segments {
-        let read = read_segment(store, &dir, seg, kek, &mut keys, trust).await?;
-        if let Err(e) = chain.admit(
-            &dir.segment_label(&seg.name),
-            seg.to,
-            read.attested.as_ref(),
-        ) {
-            target.finish().await?;
-            return Err(e);
-        }
-        let records = read.records;
-        // A segment is checked whole before any of it is applied: one that
-        // holds a command replay never runs is refused as a whole.
-        if let Some(bad) = records
-            .iter()
-            .filter(|r| r.offset > stats.offset && !past(r))
-            .find(|r| r.replay() == Replay::Refuse)
-        {
-            // What came before it lands, so the target is at `before`.
-            target.finish().await?;
-            return Err(BackupError::UnsafeCommand {
-                label: dir.segment_label(&seg.name),
-                offset: bad.offset,
-                command: String::from_utf8_lossy(bad.name()).to_uppercase(),
-                before: stats.offset,
-            });
-        }
-        stats.segments += 1;
-        for r in records {
-            if r.offset <= stats.offset {
-                continue; // already applied (an overlapping segment)
+    // Segments are read and opened one ahead of the one being applied: the
+    // target applies a segment while the next is decrypted and decoded.
+    let (reads_tx, reads) = tokio::sync::mpsc::channel(1);
+    let reader = async {
+        for seg in &plan.timeline.segments {
+            let read = read_segment(store, &dir, seg, kek, &mut keys, trust).await;
+            let failed = read.is_err();
+            if reads_tx.send(read).await.is_err() || failed {
+                break;
             }
-            if past(&r) {
-                stopped = true;
-                break 'segments;
+        }
+        drop(reads_tx);
+    };
+    let applier = async {
+        // Owned here: when the applier ends, the reader's next send fails.
+        let mut reads = reads;
+        'segments: for seg in &plan.timeline.segments {
+            let read = match reads.recv().await {
+                Some(read) => read?,
+                None => {
+                    return Err(BackupError::Invalid(format!(
+                        "{}: the segment reader stopped",
+                        dir.segment_label(&seg.name)
+                    )))
+                }
+            };
+            if let Err(e) = chain.admit(
+                &dir.segment_label(&seg.name),
+                seg.to,
+                read.attested.as_ref(),
+            ) {
+                target.finish().await?;
+                return Err(e);
             }
-            if r.replay() == Replay::Apply {
+            let records = read.records;
+            // A segment is checked whole before any of it is applied: one that
+            // holds a command replay never runs is refused as a whole.
+            if let Some(bad) = records
+                .iter()
+                .filter(|r| r.offset > seen && !past(r))
+                .find(|r| r.replay() == Replay::Refuse)
+            {
+                // What came before it lands, so the target is at `before`.
+                target.finish().await?;
+                return Err(BackupError::UnsafeCommand {
+                    label: dir.segment_label(&seg.name),
+                    offset: bad.offset,
+                    command: String::from_utf8_lossy(bad.name()).to_uppercase(),
+                    before: stats.offset,
+                });
+            }
+            stats.segments += 1;
+            for r in records {
+                if r.offset <= seen {
+                    continue; // already applied (an overlapping segment)
+                }
+                if past(&r) {
+                    stopped = true;
+                    break 'segments;
+                }
+                seen = r.offset;
+                if r.replay() != Replay::Apply {
+                    if open.is_none() {
+                        stats.offset = r.offset;
+                    }
+                    continue;
+                }
+                // A transaction is applied when its EXEC is reached, whole, or
+                // not at all (the point may fall inside it).
+                if let Some(tx) = open.as_mut() {
+                    tx.push(r);
+                    if tx
+                        .last()
+                        .is_some_and(|c| c.name().eq_ignore_ascii_case(b"EXEC"))
+                    {
+                        let tx = open.take().expect("open");
+                        for c in &tx {
+                            target.apply(c).await?;
+                        }
+                        stats.commands += tx.len() as u64;
+                        let last = tx.last().expect("EXEC");
+                        stats.offset = last.offset;
+                        stats.time_ms = last.time_ms;
+                    }
+                    continue;
+                }
+                if r.name().eq_ignore_ascii_case(b"MULTI") {
+                    open = Some(vec![r]);
+                    continue;
+                }
                 target.apply(&r).await?;
                 stats.commands += 1;
+                stats.offset = r.offset;
+                stats.time_ms = r.time_ms;
             }
-            stats.offset = r.offset;
-            stats.time_ms = r.time_ms;
         }
-    }
-    if !stopped {
-        // Everything stored was asked for: the end must be the signed one.
-        if let Err(e) = chain.check_end(plan.head.as_ref(), &plan.generation) {
-            target.finish().await?;
-            return Err(e);
+        if open.is_some() {
+            // The point (or the end of what is stored) is inside a transaction.
+            stats.cut_transaction = Some(stats.offset);
         }
-    }
-    Ok(stats)
+        if !stopped {
+            // Everything stored was asked for: the end must be the signed one.
+            if let Err(e) = chain.check_end(plan.head.as_ref(), &plan.generation) {
+                target.finish().await?;
+                return Err(e);
+            }
+        }
+        Ok(stats)
+    };
+    let ((), r) = tokio::join!(reader, applier);
+    r
 }

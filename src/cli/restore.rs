@@ -178,7 +178,9 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         &format!(
             "restored {source} generation {} (base by {via}): {} keys from the base, then {} commands from {} segments, up to offset {}; {newest}; {secs:.1}s{}",
             plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset,
-            stats.notes()
+            stats.notes() + &replayed.cut_transaction.map_or(String::new(), |o| format!(
+                "; the point falls inside a transaction (MULTI ... EXEC): it was left out whole, so the restore stops at offset {o}, before its MULTI"
+            ))
         ),
         serde_json::json!({
             "command": "restore",
@@ -190,6 +192,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             "segments": replayed.segments,
             "offset": replayed.offset,
             "last_write_ms": replayed.time_ms,
+            "cut_transaction": replayed.cut_transaction,
             "converted_to": stats.converted_to,
             "converted": stats.converted,
             "split": stats.split,

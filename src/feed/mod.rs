@@ -83,7 +83,8 @@ impl Default for FeedOptions {
 pub struct FeedStats {
     /// RDB bytes served.
     pub bytes: u64,
-    /// Keys per database, from the target's INFO keyspace after the load.
+    /// Keys per database of the snapshot, from the target's INFO keyspace
+    /// once it loaded it (before any command followed).
     pub keys_per_db: Vec<(u64, u64)>,
     /// Function libraries on the target after the load (None: it cannot say).
     pub functions: Option<u64>,
@@ -606,6 +607,15 @@ impl Attached {
                 _ = stop.asked() => return Err(FeedError::Interrupted),
             }
             stats.load_seconds = loading.elapsed().as_secs_f64();
+            // What the snapshot held (a replica answers INFO and FUNCTION
+            // LIST), before any command follows; best effort.
+            let c = ctl.conn();
+            stats.keys_per_db =
+                keyspace(&info(c, "keyspace").await.ok().flatten().unwrap_or_default());
+            stats.functions = match c.command(&[b"FUNCTION", b"LIST"]).await {
+                Ok(Reply::Array(libs)) => Some(libs.len() as u64),
+                _ => None,
+            };
             Ok(stats)
         }
         .await;
@@ -678,7 +688,7 @@ impl Feeding {
         let Feeding {
             mut ctl,
             replica,
-            mut stats,
+            stats,
             ..
         } = self;
         // The feed's link closes first: a target still reading from it
@@ -692,19 +702,6 @@ impl Feeding {
             release: crate::text::one_line(&e),
             feed: ctl.feed.to_string(),
         })?;
-        // Counts for the summary, best effort: the load itself succeeded.
-        let ctl = ctl.conn();
-        stats.keys_per_db = keyspace(
-            &info(ctl, "keyspace")
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-        );
-        stats.functions = match ctl.command(&[b"FUNCTION", b"LIST"]).await {
-            Ok(Reply::Array(libs)) => Some(libs.len() as u64),
-            _ => None,
-        };
         Ok(stats)
     }
 }
