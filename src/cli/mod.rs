@@ -4,6 +4,8 @@
 mod acl;
 mod args;
 mod daemon;
+mod drill;
+mod drill_report;
 mod export;
 mod feed;
 mod files;
@@ -61,6 +63,8 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Read every object of the chosen generations and check it; report holes.
     Verify(restore::VerifyArgs),
+    /// Restore a backup into a scratch Redis, check it, and report RTO and RPO.
+    Drill(drill::DrillArgs),
     /// Delete generations outside the retention policy (never the newest complete).
     Prune(restore::PruneArgs),
     /// Least privilege: the ACL SETUSER line of each role.
@@ -86,6 +90,7 @@ impl Command {
             Command::Daemon(_) => "daemon",
             Command::Restore(_) => "restore",
             Command::Verify(_) => "verify",
+            Command::Drill(_) => "drill",
             Command::Prune(_) => "prune",
             Command::Acl(_) => "acl",
         }
@@ -134,6 +139,7 @@ pub fn run() -> i32 {
                 }
                 Command::Restore(a) => restore::run_restore(a, &config, &out).await,
                 Command::Verify(a) => restore::run_verify(a, &config, &out).await,
+                Command::Drill(a) => drill::run_drill(a, &config, &out).await,
                 Command::Prune(a) => restore::run_prune(a, &config, &out).await,
             }
         });

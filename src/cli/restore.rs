@@ -3,10 +3,9 @@
 use super::args::{confirm_flush, flush_all, KekArg, RedisArgs, StoreArgs, TrustArgs};
 use super::feed::{release, try_feed, Fed, Via, ViaArgs};
 use super::output::Output;
-use crate::backup::{
-    open_base, plan, prune, replay, restore_inputs, verify, GenerationReport, Point,
-};
+use crate::backup::{open_base, plan, prune, replay, verify, GenerationReport, Point};
 use crate::settings::Config;
+use crate::target::{load, LoadStats, Target};
 use crate::target::{Conflict, LoadOptions};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -52,6 +51,114 @@ pub struct RestoreArgs {
     pub trust: TrustArgs,
     #[command(flatten)]
     pub via: ViaArgs,
+}
+
+/// What a restore of a plan needs besides its target.
+pub struct RestoreJob<'a> {
+    pub store: &'a crate::store::Store,
+    pub plan: &'a crate::backup::Plan,
+    pub kek: &'a dyn crate::kek::Kek,
+    pub allow_plain: bool,
+    pub trust: &'a crate::signing::Trust,
+    pub url: &'a crate::resp::RedisUrl,
+    pub link: &'a crate::resp::ConnectOptions,
+    pub via: &'a ViaArgs,
+    /// Why the feed may not be used, if the caller knows a reason.
+    pub ruled_out: Option<String>,
+}
+
+/// What a restore did, and how long each part took.
+pub struct Restored {
+    pub stats: LoadStats,
+    pub replayed: crate::backup::ReplayStats,
+    /// `replication` or `restore`: how the base went in.
+    pub via: &'static str,
+    /// From the start to the base loaded (fetch, open, load).
+    pub base_seconds: f64,
+    /// The segments' replay, up to a usable target.
+    pub replay_seconds: f64,
+}
+
+/// The base of `job.plan` into the target (through the feed when `--via`
+/// allows it, else into `target` by RESTORE), then its segments replayed up
+/// to the point; a target fed by replication is released whatever happened.
+pub async fn restore_plan(
+    job: &RestoreJob<'_>,
+    target: &mut dyn Target,
+) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let base = open_base(
+        job.store,
+        &job.plan.source,
+        &job.plan.generation,
+        Some(job.kek),
+        job.allow_plain,
+        job.trust,
+    )
+    .await?;
+    let fed = if job.via.via == Via::Restore {
+        Fed::Restore(base)
+    } else {
+        try_feed(
+            job.via,
+            job.ruled_out.clone(),
+            job.url,
+            job.link,
+            base,
+            &|_| {},
+        )
+        .await?
+    };
+    match fed {
+        Fed::Restore(base) => {
+            load(target, base, &|_| {}).await?;
+            let base_stats = target.stats().clone();
+            let base_seconds = started.elapsed().as_secs_f64();
+            let replayed = replay(job.store, job.plan, job.kek, job.trust, target).await?;
+            let done = target.finish().await?;
+            Ok(Restored {
+                stats: LoadStats {
+                    loaded: done.loaded,
+                    skipped_existing: done.skipped_existing,
+                    functions: done.functions,
+                    // What the target cannot hold, from the base and the segments.
+                    lost: done.lost,
+                    ..base_stats
+                },
+                replayed,
+                via: "restore",
+                base_seconds,
+                replay_seconds: started.elapsed().as_secs_f64() - base_seconds,
+            })
+        }
+        Fed::Loaded(mut feeding) => {
+            let base_seconds = started.elapsed().as_secs_f64();
+            // The segments go down the same replication stream (applied as
+            // a replica applies its primary's writes). The target is
+            // released whatever the replay did.
+            let replayed = replay(job.store, job.plan, job.kek, job.trust, feeding.as_mut()).await;
+            let (replayed, fed) = match (replayed, release(feeding).await) {
+                (Ok(r), Ok(f)) => (r, f),
+                (Err(e), Ok(_)) => return Err(e.into()),
+                (Ok(_), Err(e)) => return Err(e),
+                // Both: the release's failure says what the target is left in.
+                (Err(r), Err(f)) => bail!("{}; then {f:#}", crate::text::one_line(&r)),
+            };
+            Ok(Restored {
+                stats: LoadStats {
+                    loaded: fed.keys(),
+                    functions: fed.functions.unwrap_or(0),
+                    bytes: fed.bytes,
+                    commands: replayed.commands,
+                    ..Default::default()
+                },
+                replayed,
+                via: "replication",
+                base_seconds,
+                replay_seconds: started.elapsed().as_secs_f64() - base_seconds,
+            })
+        }
+    }
 }
 
 /// "2026-12-01T10:00:00.000Z, 3m 2s ago": how old the newest restored record is.
@@ -118,56 +225,25 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         confirm_flush(args.yes, &url)?;
         flush_all(&url, &link).await?;
     }
-    let base = open_base(
-        &store,
-        &plan.source,
-        &plan.generation,
-        Some(kek.as_ref()),
-        args.allow_plain,
-        &trust,
-    )
-    .await?;
     let ruled_out = args.replace.then(|| {
         "--replace keeps the target's other keys; a full sync replaces them all".to_string()
     });
-    let fed = if args.via.via == Via::Restore {
-        Fed::Restore(base)
-    } else {
-        try_feed(&args.via, ruled_out, &url, &link, base, &|_| {}).await?
-    };
-    let via = if matches!(fed, Fed::Loaded(_)) {
-        "replication"
-    } else {
-        "restore"
-    };
-    let (stats, replayed) = match fed {
-        Fed::Restore(base) => {
-            let done =
-                restore_inputs(&store, &plan, kek.as_ref(), &trust, target.as_mut(), base).await?;
-            (done.base, done.replayed)
-        }
-        Fed::Loaded(mut feeding) => {
-            // The base is in; the segments go down the same replication
-            // stream (applied as a replica applies its primary's writes).
-            // The target is released whatever the replay did.
-            let replayed = replay(&store, &plan, kek.as_ref(), &trust, feeding.as_mut()).await;
-            let (replayed, fed) = match (replayed, release(feeding).await) {
-                (Ok(r), Ok(f)) => (r, f),
-                (Err(e), Ok(_)) => return Err(e.into()),
-                (Ok(_), Err(e)) => return Err(e),
-                // Both: the release's failure says what the target is left in.
-                (Err(r), Err(f)) => bail!("{}; then {f:#}", crate::text::one_line(&r)),
-            };
-            let stats = crate::target::LoadStats {
-                loaded: fed.keys(),
-                functions: fed.functions.unwrap_or(0),
-                bytes: fed.bytes,
-                commands: replayed.commands,
-                ..Default::default()
-            };
-            (stats, replayed)
-        }
-    };
+    let done = restore_plan(
+        &RestoreJob {
+            store: &store,
+            plan: &plan,
+            kek: kek.as_ref(),
+            allow_plain: args.allow_plain,
+            trust: &trust,
+            url: &url,
+            link: &link,
+            via: &args.via,
+            ruled_out,
+        },
+        target.as_mut(),
+    )
+    .await?;
+    let (stats, replayed, via) = (done.stats, done.replayed, done.via);
     let secs = started.elapsed().as_secs_f64();
     let newest = if replayed.time_ms > 0 {
         format!("newest record {}", age(replayed.time_ms))

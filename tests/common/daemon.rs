@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use super::redis::{RedisServer, Resp};
+use super::{redvault, write_test_keys};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -160,4 +161,70 @@ pub fn repl_offset(r: &RedisServer) -> u64 {
             .unwrap(),
         other => panic!("{other:?}"),
     }
+}
+
+impl Daemon {
+    /// `redvault daemon` for source `cache1` of the Redis at `redis` into
+    /// `store`, with the test KEK of `work` and a 200 ms cut interval
+    /// unless `extra` sets one.
+    pub fn start(work: &Path, redis: &str, store: &str, extra: &[&str]) -> Self {
+        Self::start_env(work, redis, store, extra, &[])
+    }
+
+    pub fn start_env(
+        work: &Path,
+        redis: &str,
+        store: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let command = || {
+            let mut c = redvault();
+            c.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .args([
+                    "daemon", "--redis", redis, "--to", store, "--source", "cache1",
+                ])
+                .arg("--kek")
+                .arg(work.join("kek.pub.pem"))
+                .arg("--state-dir")
+                .arg(work.join("state"))
+                .args(if extra.contains(&"--segment-interval-ms") {
+                    &[][..]
+                } else {
+                    &["--segment-interval-ms", "200"][..]
+                })
+                .args(extra);
+            c
+        };
+        Daemon::spawn(command, work)
+    }
+}
+
+/// A temp dir with the test keys and an empty file:// store in it.
+pub fn workspace() -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().unwrap();
+    write_test_keys(work.path());
+    std::fs::create_dir(work.path().join("store")).unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    (work, store)
+}
+
+/// `n` writes of `tag` over three types and two databases.
+pub fn write_batch(r: &RedisServer, tag: &str, n: usize) {
+    let mut c = r.client();
+    for i in 0..n {
+        c.ok(&["SET", &format!("{tag}:{i}"), &format!("value {i} of {tag}")]);
+        c.cmd(&[
+            b"HSET",
+            format!("h:{tag}").as_bytes(),
+            i.to_string().as_bytes(),
+            b"x",
+        ])
+        .unwrap();
+        c.ok(&["SELECT", "3"]);
+        c.cmd(&[b"RPUSH", b"db3:list", tag.as_bytes()]).unwrap();
+        c.ok(&["SELECT", "0"]);
+    }
+    c.cmd(&[b"INCRBY", b"counter", n.to_string().as_bytes()])
+        .unwrap();
 }

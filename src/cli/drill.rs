@@ -1,0 +1,446 @@
+//! `redvault drill`: restores a backup into a scratch Redis (or a given
+//! one), checks it, and reports how long recovery took (RTO, by stage) and
+//! how much would be lost (RPO). A failed check exits 1 naming its cause.
+
+use super::args::{KekArg, StoreArgs, TrustArgs};
+use super::drill_report::{self, Report, Stage};
+use super::feed::ViaArgs;
+use super::output::Output;
+use super::restore::{restore_plan, RestoreJob};
+use crate::backup::{plan, Point};
+use crate::resp::{ConnectOptions, RedisUrl, Reply};
+use crate::settings::Config;
+use crate::target::LoadOptions;
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Source name in the layout.
+    #[arg(long, env = "REDVAULT_SOURCE")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub kek: KekArg,
+    /// Drill the state at this time (RFC 3339).
+    #[arg(long, conflicts_with = "generation")]
+    pub at: Option<String>,
+    /// Drill this generation (to its end).
+    #[arg(long)]
+    pub generation: Option<String>,
+    /// Drill into this Redis instead of a scratch one (it must be empty).
+    #[arg(long, conflicts_with = "scratch")]
+    pub target: Option<String>,
+    /// Start a scratch redis-server on loopback, restore into it, stop it
+    /// (the default).
+    #[arg(long)]
+    pub scratch: bool,
+    /// The redis-server binary for the scratch server (default: on PATH).
+    #[arg(long, env = "REDVAULT_REDIS_SERVER")]
+    pub redis_server: Option<PathBuf>,
+    /// Write a Markdown report here, with an SVG chart beside it (.svg).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Drill a plain (unencrypted) generation even though a KEK is given.
+    #[arg(long)]
+    pub allow_plain: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub via: ViaArgs,
+}
+
+/// A redis-server of our own: loopback, a private directory, no
+/// persistence; stopped and its directory removed when dropped (and killed
+/// by the kernel if this process dies first).
+struct Scratch {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+    label: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `Redis server v=7.0.15 sha=...` -> `7.0.15`.
+fn server_version(bin: &Path) -> anyhow::Result<(String, String)> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+            "cannot run {} for the scratch Redis: install redis-server or pass --redis-server PATH",
+            bin.display()
+        )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = text
+        .split("v=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{}: no version in its --version output", bin.display()))?;
+    let name = if text.to_ascii_lowercase().contains("valkey") {
+        "Valkey"
+    } else {
+        "Redis"
+    };
+    Ok((version.clone(), format!("{name} {version}")))
+}
+
+impl Scratch {
+    async fn start(bin: &Path, rdb_version: Option<u32>) -> anyhow::Result<Scratch> {
+        let (version, label) = server_version(bin)?;
+        if let Some(v) = rdb_version {
+            let reads = crate::rdb::max_rdb_for(&version);
+            if v > reads {
+                bail!(
+                    "the backup is RDB version {v} and {} ({label}) reads up to RDB {reads}: pass --redis-server with {} or newer",
+                    bin.display(),
+                    crate::rdb::min_server_for(v)
+                );
+            }
+        }
+        let dir =
+            std::env::temp_dir().join(format!("redvault-drill-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The port: one the kernel picks free now (bounded retries if taken
+        // between choosing and binding).
+        let mut last = String::new();
+        for _ in 0..4 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--logfile", "redis.log"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+            // SAFETY: prctl(PR_SET_PDEATHSIG) in the child before exec takes
+            // plain integers and touches no memory: the scratch server dies
+            // with this process, even on kill -9.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    Ok(())
+                });
+            }
+            let child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    bail!(
+                        "cannot start {} for the scratch Redis ({e}): install redis-server or pass --redis-server PATH",
+                        bin.display()
+                    );
+                }
+            };
+            let mut s = Scratch {
+                child,
+                dir: dir.clone(),
+                port,
+                label: label.clone(),
+            };
+            match s.wait_ready().await {
+                Ok(()) => return Ok(s),
+                Err(why) => {
+                    last = why;
+                    // Dropping `s` would remove the directory: keep it for the next try.
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                    std::mem::forget(s);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!("the scratch Redis ({label}) did not start: {last}")
+    }
+
+    /// PING answered within 10 s, or why not (the log's last line).
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = self.url();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                return Err(format!(
+                    "it exited ({status}): {}",
+                    log.lines().last().unwrap_or("no log")
+                ));
+            }
+            if let Ok(mut c) = crate::resp::connect(&url, &ConnectOptions::default()).await {
+                if matches!(c.command(&[b"PING"]).await, Ok(Reply::Status(_))) {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err("no answer to PING within 10 s".into())
+    }
+
+    fn url(&self) -> RedisUrl {
+        RedisUrl::parse(&format!("redis://127.0.0.1:{}", self.port)).expect("a loopback URL")
+    }
+}
+
+fn keyspace_now(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (db, rest) = l.strip_prefix("db")?.split_once(':')?;
+            let keys = rest.split(',').find_map(|kv| kv.strip_prefix("keys="))?;
+            Some((db.parse().ok()?, keys.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = args.store.open(config)?;
+    let source = args
+        .source
+        .clone()
+        .or(config.source.clone())
+        .ok_or_else(|| anyhow::anyhow!("no source given: pass --source NAME"))?;
+    let kek = args.kek.open(config)?;
+    let trust = args.trust.trust(config, args.kek.kek.as_deref())?;
+    let point = match &args.at {
+        Some(at) => Point::At(
+            crate::text::parse_rfc3339_ms(at)
+                .with_context(|| format!("--at {at:?}: not an RFC 3339 time"))?,
+        ),
+        None => Point::Latest,
+    };
+    let mut report = Report {
+        command: "drill",
+        source: source.clone(),
+        started_ms: crate::text::now_ms(),
+        ..Report::default()
+    };
+    let r = drill(
+        &args,
+        config,
+        &store,
+        &source,
+        kek.as_ref(),
+        &trust,
+        point,
+        &mut report,
+        started,
+    )
+    .await;
+    report.rto_seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = &r {
+        report.ok = false;
+        report.failures.push(format!("{e:#}"));
+    }
+    if let Some(path) = &args.report {
+        drill_report::write(path, &report)
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    r?;
+    out.summary(
+        &format!(
+            "drill of {source} generation {} ok ({} by {}): {} keys, RTO {:.1}s ({}), RPO {}; every object opened and authenticated, base key counts equal to the manifest's",
+            report.generation,
+            report.target,
+            report.via,
+            report.keys,
+            report.rto_seconds,
+            report
+                .stages
+                .iter()
+                .map(|s| format!("{} {:.1}s", s.name, s.seconds))
+                .collect::<Vec<_>>()
+                .join(", "),
+            report
+                .rpo_seconds
+                .map_or("unknown".into(), |s| format!("{s:.1}s")),
+        ),
+        serde_json::to_value(&report)?,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill(
+    args: &DrillArgs,
+    config: &Config,
+    store: &crate::store::Store,
+    source: &str,
+    kek: &dyn crate::kek::Kek,
+    trust: &crate::signing::Trust,
+    point: Point,
+    report: &mut Report,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let plan = plan(
+        store,
+        source,
+        args.generation.as_deref(),
+        point,
+        kek,
+        args.allow_plain,
+        trust,
+    )
+    .await?;
+    report.generation = plan.generation.clone();
+    report.base_offset = plan.base_offset;
+    report.segments_total = plan.timeline.segments.len();
+    report.segments = plan
+        .timeline
+        .segments
+        .iter()
+        .map(|s| (s.from, s.to))
+        .collect();
+    report.holes = plan.timeline.holes.clone();
+    let dir = crate::backup::layout::GenerationDir::new(source, &plan.generation);
+    let (manifest, _) =
+        crate::backup::read::open_manifest(store, &dir, Some(kek), args.allow_plain, trust).await?;
+    report.stages.push(Stage {
+        name: "plan".into(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    // The target: scratch unless one is given.
+    let scratch;
+    let (url, link) = match &args.target {
+        Some(t) => {
+            let url = RedisUrl::parse(t)?;
+            let link = config.connect_options(None, &crate::resp::TlsOptions::default())?;
+            report.target = url.addr();
+            (url, link)
+        }
+        None => {
+            let bin = args
+                .redis_server
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("redis-server"));
+            let t = Instant::now();
+            scratch = Scratch::start(&bin, manifest.redis.rdb_version).await?;
+            report.target = format!("a scratch {} on 127.0.0.1:{}", scratch.label, scratch.port);
+            report.scratch_dir = Some(scratch.dir.display().to_string());
+            report.stages.push(Stage {
+                name: "start".into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            (scratch.url(), ConnectOptions::default())
+        }
+    };
+    let mut ctl = crate::resp::connect(&url, &link).await?;
+    if let Ok(Reply::Bulk(Some(t))) = ctl.command(&[b"INFO", b"keyspace"]).await {
+        let held = keyspace_now(&String::from_utf8_lossy(&t));
+        if !held.is_empty() {
+            bail!(
+                "the drill target {} holds keys ({}): a drill needs an empty Redis",
+                url.addr(),
+                held.iter()
+                    .map(|(d, n)| format!("db{d} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut target = crate::target::connect(&url, &link, LoadOptions::default()).await?;
+    let done = restore_plan(
+        &RestoreJob {
+            store,
+            plan: &plan,
+            kek,
+            allow_plain: args.allow_plain,
+            trust,
+            url: &url,
+            link: &link,
+            via: &args.via,
+            ruled_out: None,
+        },
+        target.as_mut(),
+    )
+    .await?;
+    report.via = done.via.into();
+    report.stages.push(Stage {
+        name: "load".into(),
+        seconds: done.base_seconds,
+    });
+    report.stages.push(Stage {
+        name: "replay".into(),
+        seconds: done.replay_seconds,
+    });
+    report.commands = done.replayed.commands;
+    report.segments_applied = done.replayed.segments;
+    report.bytes = done.stats.bytes.max(
+        manifest
+            .objects
+            .iter()
+            .filter(|o| o.kind == "rdb")
+            .map(|o| o.plaintext_bytes)
+            .sum(),
+    );
+    report.objects = manifest.objects.len() + done.replayed.segments;
+    let load_secs = done.base_seconds.max(1e-3);
+    // Checks. The keys the base held, by the target's own count when no
+    // segment changed them since, against the manifest's.
+    let held = match ctl.command(&[b"INFO", b"keyspace"]).await? {
+        Reply::Bulk(Some(t)) => keyspace_now(&String::from_utf8_lossy(&t)),
+        _ => vec![],
+    };
+    report.keys_per_db = held.clone();
+    report.keys = held.iter().map(|(_, n)| n).sum();
+    let expected: u64 = manifest.keys.as_ref().map_or(0, |k| k.values().sum());
+    let base_keys = if done.via == "replication" {
+        done.stats.loaded
+    } else {
+        done.stats.loaded + done.stats.expired + done.stats.skipped_existing
+    };
+    report.keys_per_sec = base_keys as f64 / load_secs;
+    report.mb_per_sec = report.bytes as f64 / 1e6 / load_secs;
+    if manifest.keys.is_some() && base_keys != expected {
+        bail!(
+            "{}: the base loaded {base_keys} keys and its manifest counts {expected}",
+            dir.label(crate::backup::layout::MANIFEST)
+        );
+    }
+    report.functions = done.stats.functions;
+    // RPO: how old the newest durable record is.
+    let newest_ms = if done.replayed.time_ms > 0 {
+        done.replayed.time_ms
+    } else {
+        crate::text::parse_rfc3339_ms(&manifest.completed).unwrap_or(0)
+    };
+    if newest_ms > 0 {
+        let at = match point {
+            Point::At(ms) => ms,
+            _ => crate::text::now_ms(),
+        };
+        report.rpo_seconds = Some(at.saturating_sub(newest_ms) as f64 / 1000.0);
+    }
+    report.cut_transaction = done.replayed.cut_transaction;
+    report.ok = true;
+    Ok(())
+}
