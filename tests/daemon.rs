@@ -143,20 +143,30 @@ async fn point_in_time_restore_matches_the_primary() {
 /// The shipped unit passes `systemd-analyze verify`.
 #[test]
 fn systemd_unit_verifies() {
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/redvault.service"),
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("redvault.service");
-    std::fs::write(
-        &copy,
-        unit.replace("/usr/local/bin/redvault", env!("CARGO_BIN_EXE_redvault")),
-    )
-    .unwrap();
+    let mut copies = vec![];
+    for name in [
+        "redvault.service",
+        "redvault-drill.service",
+        "redvault-drill.timer",
+    ] {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("systemd")
+                .join(name),
+        )
+        .unwrap();
+        let copy = dir.path().join(name);
+        std::fs::write(
+            &copy,
+            unit.replace("/usr/local/bin/redvault", env!("CARGO_BIN_EXE_redvault")),
+        )
+        .unwrap();
+        copies.push(copy);
+    }
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&copy)
+        .args(&copies)
         .output()
         .expect("systemd-analyze is missing: run scripts/setup");
     let text =

@@ -67,8 +67,25 @@ fn a_drill_restores_checks_and_reports() {
     let (work, store) = workspace();
     let (_, primary) = generation(work.path(), &store);
     let report = work.path().join("drill.md");
-    let (code, v, err) = drill(work.path(), &store, &["--report", report.to_str().unwrap()]);
+    let prom = work.path().join("drill.prom");
+    let (code, v, err) = drill(
+        work.path(),
+        &store,
+        &[
+            "--report",
+            report.to_str().unwrap(),
+            "--metrics-file",
+            prom.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("redvault_drill_ok{source=\"cache1\"} 1")
+            && metrics.contains("redvault_drill_last_success_timestamp_seconds{source=\"cache1\"}")
+            && metrics.contains("redvault_drill_rpo_seconds{source=\"cache1\"}"),
+        "{metrics}"
+    );
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["keys"].as_u64(), Some(keys_of(&primary)), "{v}");
     assert!(
@@ -191,10 +208,20 @@ fn a_damaged_backup_fails_the_drill_naming_the_cause() {
     assert!(line.contains("hole") || line.contains("missing"), "{line}");
     std::fs::rename(work.path().join("aside"), seg).unwrap();
 
-    // A flipped byte in the base: named.
+    // A flipped byte in the base: named, and the metrics say it failed.
     let base = gen_dir.join("base.rdb.rv");
     flip(&base);
-    let (code, _, err) = drill(work.path(), &store, &[]);
+    let prom = work.path().join("drill.prom");
+    let (code, _, err) = drill(
+        work.path(),
+        &store,
+        &["--metrics-file", prom.to_str().unwrap()],
+    );
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("redvault_drill_ok{source=\"cache1\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(code, 1, "{err}");
     let line = one_line_error(&err);
     assert!(line.contains("base.rdb.rv"), "{line}");

@@ -44,6 +44,11 @@ pub struct DrillArgs {
     /// Write a Markdown report here, with an SVG chart beside it (.svg).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write the drill's metrics here in Prometheus text format (for
+    /// node_exporter's textfile collector): redvault_drill_ok,
+    /// _last_success_timestamp_seconds, _rto_seconds, _rpo_seconds.
+    #[arg(long, env = "REDVAULT_DRILL_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Drill a plain (unencrypted) generation even though a KEK is given.
     #[arg(long)]
     pub allow_plain: bool,
@@ -264,6 +269,10 @@ pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow
     if let Some(path) = &args.report {
         drill_report::write(path, &report)
             .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    if let Some(path) = &args.metrics_file {
+        drill_report::write_metrics(path, &report)
+            .with_context(|| format!("writing the drill metrics {}", path.display()))?;
     }
     r?;
     out.summary(

@@ -206,3 +206,107 @@ pub fn write(path: &Path, r: &Report) -> std::io::Result<()> {
     std::fs::write(&svg_path, svg(r))?;
     std::fs::write(path, markdown(r, &svg_name))
 }
+
+/// The value of `name{source="..."}` in an earlier metrics file.
+fn previous(text: &str, name: &str, source: &str) -> Option<f64> {
+    let key = format!("{name}{{source=\"{source}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Prometheus text for one source's drill; the last success time is kept
+/// from `earlier` (the file's previous content) when this drill failed.
+pub fn metrics(r: &Report, earlier: &str) -> String {
+    let now = crate::text::now_ms() as f64 / 1000.0;
+    let last_success = if r.ok {
+        Some(now)
+    } else {
+        previous(
+            earlier,
+            "redvault_drill_last_success_timestamp_seconds",
+            &r.source,
+        )
+    };
+    let src = r.source.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut m = String::new();
+    let mut gauge = |name: &str, help: &str, v: Option<f64>| {
+        let _ = writeln!(m, "# HELP {name} {help}");
+        let _ = writeln!(m, "# TYPE {name} gauge");
+        if let Some(v) = v {
+            let _ = writeln!(m, "{name}{{source=\"{src}\"}} {v}");
+        }
+    };
+    gauge(
+        "redvault_drill_ok",
+        "1 if the last drill passed, 0 if it failed.",
+        Some(if r.ok { 1.0 } else { 0.0 }),
+    );
+    gauge(
+        "redvault_drill_last_success_timestamp_seconds",
+        "When a drill last passed (Unix time).",
+        last_success,
+    );
+    gauge(
+        "redvault_drill_rto_seconds",
+        "How long the last drill took to a usable Redis.",
+        Some(r.rto_seconds),
+    );
+    gauge(
+        "redvault_drill_rpo_seconds",
+        "Age of the newest durable record at the last drill.",
+        r.rpo_seconds,
+    );
+    m
+}
+
+/// Writes the metrics file whole (a temporary file renamed over it, so a
+/// collector never reads half of it).
+pub fn write_metrics(path: &Path, r: &Report) -> std::io::Result<()> {
+    let earlier = std::fs::read_to_string(path).unwrap_or_default();
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, metrics(r, &earlier))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_drill_keeps_the_last_success_time() {
+        let ok = Report {
+            source: "cache1".into(),
+            ok: true,
+            rto_seconds: 2.5,
+            rpo_seconds: Some(1.0),
+            ..Report::default()
+        };
+        let first = metrics(&ok, "");
+        let t = previous(
+            &first,
+            "redvault_drill_last_success_timestamp_seconds",
+            "cache1",
+        )
+        .expect("a success time");
+        let failed = Report {
+            ok: false,
+            ..ok.clone()
+        };
+        let second = metrics(&failed, &first);
+        assert!(
+            second.contains("redvault_drill_ok{source=\"cache1\"} 0"),
+            "{second}"
+        );
+        assert_eq!(
+            previous(
+                &second,
+                "redvault_drill_last_success_timestamp_seconds",
+                "cache1"
+            ),
+            Some(t)
+        );
+        assert!(metrics(&failed, "")
+            .contains("# TYPE redvault_drill_last_success_timestamp_seconds gauge"));
+    }
+}
