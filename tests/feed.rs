@@ -199,7 +199,8 @@ fn a_target_that_refuses_replicaof_falls_back_or_fails() {
 
 /// A target holding keys: a full sync would replace them, so auto loads
 /// with RESTORE (and the usual conflict rules), and replication is refused,
-/// pointing at --flush; with --flush --yes the feed replaces them.
+/// pointing at --flush; with --flush --yes the feed replaces them. Filters
+/// go through the feed too; --target-db does not.
 #[test]
 fn a_non_empty_target_needs_flush_for_the_feed() {
     let src = RedisServer::start(&[]);
@@ -218,13 +219,27 @@ fn a_non_empty_target_needs_flush_for_the_feed() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["via"], "replication", "{v}");
     assert_eq!(target.digest(), src.digest());
-    // Filters pick keys one by one: RESTORE, said so.
-    let filtered = RedisServer::start(&[]);
-    let (code, v, err) = import(&filtered, &b, &["--db", "2"]);
+    // Filters: the snapshot re-emitted with only those keys (a new RDB,
+    // streamed) goes through the feed, and equals what RESTORE loads.
+    let args = [
+        "--db", "9", "--db", "2", "--match", "k:*", "--type", "string",
+    ];
+    let fed = RedisServer::start(&[]);
+    let (code, v, err) = import(&fed, &b, &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(v["loaded"], 1000, "{v}");
+    let restored = RedisServer::start(&[]);
+    let (code, v, err) = import(&restored, &b, &[&args[..], &["--via", "restore"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["loaded"], 1000, "{v}");
+    assert_eq!(fed.digest(), restored.digest());
+    // --target-db merges databases key by key: RESTORE, said so.
+    let merged = RedisServer::start(&[]);
+    let (code, v, err) = import(&merged, &b, &["--db", "2", "--target-db", "5"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["via"], "restore", "{v}");
-    assert_eq!(v["loaded"], 500, "{v}");
-    assert!(err.contains("--db"), "{err}");
+    assert!(err.contains("--target-db"), "{err}");
 }
 
 /// A byte flipped in a late chunk of the sealed base (small chunks: the

@@ -45,12 +45,14 @@ pub enum Fed {
 }
 
 /// Feeds `inputs` to the target when `--via` allows it and nothing rules it
-/// out (`ruled_out`: a reason found by the caller, e.g. a filter); else gives
+/// out (`ruled_out`: a reason found by the caller, e.g. a conflict option),
+/// only the entries `filter` accepts when one is given; else gives
 /// the inputs back for the RESTORE loader, with one line on stderr saying
 /// why under `auto`.
 pub async fn try_feed(
     via: &ViaArgs,
     ruled_out: Option<String>,
+    filter: Option<crate::target::Filter>,
     url: &RedisUrl,
     link: &ConnectOptions,
     mut inputs: Vec<Input>,
@@ -88,8 +90,18 @@ pub async fn try_feed(
         connect_back: Duration::from_secs(via.feed_connect_timeout.max(1)),
     };
     let attached = prepared.attach(&opts).await;
+    let left_out = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fed = match attached {
-        Ok(a) => a.load(input, progress).await,
+        Ok(a) => {
+            let input = match filter {
+                Some(f) => feed::filtered(input, f, left_out.clone()),
+                None => input,
+            };
+            a.load(input, progress).await.map(|mut f| {
+                f.set_filtered(left_out.load(std::sync::atomic::Ordering::Relaxed));
+                f
+            })
+        }
         Err(e @ FeedError::NoConnectBack { .. }) => {
             default_signals();
             return fall_back(e.to_string(), vec![input]);

@@ -88,14 +88,11 @@ pub struct ImportArgs {
 /// What keeps an import off the replication feed, which serves the whole
 /// snapshot and replaces everything the target holds.
 fn feed_ruled_out(args: &ImportArgs) -> Option<String> {
-    if !args.dbs.is_empty()
-        || !args.patterns.is_empty()
-        || !args.types.is_empty()
-        || args.target_db.is_some()
-    {
+    if args.target_db.is_some() {
+        // Keys of several databases merged into one could collide, and a
+        // replica loading an RDB with a key twice stops.
         return Some(
-            "--db, --match, --type and --target-db pick keys one by one (the feed serves the whole snapshot)"
-                .into(),
+            "--target-db merges databases key by key (the feed serves one snapshot)".into(),
         );
     }
     if args.replace || args.skip_existing {
@@ -187,6 +184,7 @@ pub async fn run_import(args: ImportArgs, config: &Config, out: &Output) -> anyh
         let fed = try_feed(
             &args.via,
             feed_ruled_out(&args),
+            (!opts.filter.is_empty()).then(|| opts.filter.clone()),
             &url,
             &link,
             sources,
@@ -278,13 +276,14 @@ fn fed_summary(
         .map_or("an unknown number of".into(), |n| n.to_string());
     out.summary(
         &format!(
-            "loaded {} keys ({}) and {functions} function librar(y/ies) from {} into {:?} by replication in {secs:.1}s ({:.1}s transfer, {:.1}s load by the target): the target is a primary again",
+            "loaded {} keys ({}) and {functions} function librar(y/ies) from {} into {:?} by replication in {secs:.1}s ({:.1}s transfer, {:.1}s load by the target): {} filtered out; the target is a primary again",
             stats.keys(),
             human_bytes(stats.bytes),
             labels.join(", "),
             url,
             stats.transfer_seconds,
             stats.load_seconds,
+            stats.filtered,
         ),
         serde_json::json!({
             "command": "import",
@@ -295,7 +294,7 @@ fn fed_summary(
             "keys_per_db": stats.keys_per_db,
             "functions": stats.functions,
             "skipped_existing": 0,
-            "filtered": 0,
+            "filtered": stats.filtered,
             "failed": 0,
             "bytes": stats.bytes,
             "transfer_seconds": stats.transfer_seconds,

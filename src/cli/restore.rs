@@ -102,6 +102,7 @@ pub async fn restore_plan(
         try_feed(
             job.via,
             job.ruled_out.clone(),
+            None,
             job.url,
             job.link,
             base,

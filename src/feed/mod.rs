@@ -90,6 +90,8 @@ pub struct FeedStats {
     pub functions: Option<u64>,
     pub transfer_seconds: f64,
     pub load_seconds: f64,
+    /// Keys a filter left out of the snapshot served.
+    pub filtered: u64,
 }
 
 impl FeedStats {
@@ -152,6 +154,56 @@ pub async fn peek_version(input: Input) -> Result<(u32, Input), InputError> {
 }
 
 use std::io::Read as _;
+
+/// `input` with only the entries `filter` accepts: re-emitted as an RDB of
+/// its own version (a new CRC64) on a blocking thread, streamed, never on
+/// disk. The original's fetch or open error is the cause of a stream that
+/// ends early.
+pub fn filtered(
+    input: Input,
+    filter: crate::target::Filter,
+    left_out: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Input {
+    let Input {
+        label,
+        reader,
+        pump,
+    } = input;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let rewriting = tokio::task::spawn_blocking(move || {
+        crate::rdb::rewrite_selected(
+            reader,
+            crate::rdb::MAX_RDB_VERSION,
+            1 << 20,
+            |e| filter.accepts(e),
+            |piece| tx.blocking_send(bytes::Bytes::from(piece)).is_ok(),
+        )
+    });
+    let pump_label = label.clone();
+    let pump = tokio::spawn(async move {
+        let rewritten = rewriting.await.map_err(|e| InputError::Read {
+            label: pump_label.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(p) = pump {
+            p.await.map_err(|e| InputError::Read {
+                label: pump_label.clone(),
+                message: e.to_string(),
+            })??;
+        }
+        let done = rewritten.map_err(|e| InputError::Read {
+            label: pump_label,
+            message: format!("filtering the snapshot: {e}"),
+        })?;
+        left_out.store(done.left_out, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
+    Input {
+        label,
+        reader: Box::new(crate::rdb::ChannelReader::new(rx)),
+        pump: Some(pump),
+    }
+}
 
 /// The target's settings the feed changes, as they were.
 struct Saved {
@@ -666,6 +718,11 @@ impl Feeding {
             self.buf.clear();
         }
         Ok(())
+    }
+
+    /// Counts keys a filter left out of the snapshot served.
+    pub fn set_filtered(&mut self, n: u64) {
+        self.stats.filtered = n;
     }
 
     /// Everything sent is applied by the target.

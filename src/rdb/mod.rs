@@ -19,7 +19,7 @@ pub use convert::{
     add_lost, convert, describe_lost, needs_conversion, ConvertError, Converted, Lost,
     LOST_FIELD_TTLS, LOST_FUNCTIONS, OLDEST_CONVERSION,
 };
-pub use rewrite::{rewrite, RewriteError, Rewritten};
+pub use rewrite::{rewrite, rewrite_selected, RewriteError, Rewritten};
 pub use scanner::{restore_payload, Entry, Item, RdbScanner, ScanOptions};
 pub use versions::{max_rdb_for, min_server_for};
 pub use writer::{dump_value, put_rdb_len, put_rdb_string, DumpError, EntryEncoder, RdbWriter};

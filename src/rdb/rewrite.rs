@@ -16,6 +16,8 @@ pub struct Rewritten {
     pub from: u32,
     pub to: u32,
     pub keys: u64,
+    /// Entries a selection left out.
+    pub left_out: u64,
     /// Values that were converted (the rest were copied as they were).
     pub converted: u64,
     pub lost: Lost,
@@ -46,6 +48,19 @@ pub fn rewrite(
     input: impl Read,
     to: u32,
     piece: usize,
+    emit: impl FnMut(Vec<u8>) -> bool,
+) -> Result<Rewritten, RewriteError> {
+    rewrite_selected(input, to, piece, |_| true, emit)
+}
+
+/// [`rewrite`] of only the entries `keep` accepts (the others are left
+/// out; `keys` counts those written): a filtered snapshot, with its own
+/// checksum, for a target that loads it whole.
+pub fn rewrite_selected(
+    input: impl Read,
+    to: u32,
+    piece: usize,
+    mut keep: impl FnMut(&super::Entry) -> bool,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<Rewritten, RewriteError> {
     if !(OLDEST_CONVERSION..=super::MAX_RDB_VERSION).contains(&to) {
@@ -95,6 +110,7 @@ pub fn rewrite(
             }
             Item::Function(_) => *done.lost.entry(LOST_FUNCTIONS).or_insert(0) += 1,
             Item::ModuleAux { .. } => return Err(RewriteError::ModuleAux),
+            Item::Entry(e) if !keep(&e) => done.left_out += 1,
             Item::Entry(e) => {
                 let value = match convert(&e.raw, version, now) {
                     Ok(None) => e.raw,
