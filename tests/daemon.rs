@@ -1290,3 +1290,55 @@ async fn a_point_inside_a_transaction_stops_before_it() {
     assert_eq!(dst.digest(), primary.digest(), "{stdout}");
     assert!(stdout.contains(r#""cut_transaction":null"#), "{stdout}");
 }
+
+/// The time index: each segment's signed statement names the time of its
+/// last record and its offsets, so planning reads only the newest segment's
+/// header, and a restore fetches nothing past the segment holding its point.
+/// A newest segment damaged past its header does not stop a restore to an
+/// earlier point (at a time, at an offset), and the latest state is refused
+/// naming it.
+#[tokio::test]
+async fn an_earlier_point_restores_past_a_damaged_newest_segment() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let mut d = Daemon::start(
+        work.path(),
+        &primary.url(),
+        &store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    write_batch(&primary, "early", 50);
+    d.wait_durable(&primary);
+    std::thread::sleep(Duration::from_millis(150));
+    let moment = now_rfc3339();
+    let digest_then = primary.digest();
+    let offset_then = repl_offset(&primary);
+    std::thread::sleep(Duration::from_millis(150));
+    // A write into the same segment as the rest of this batch, after the
+    // moment: the segment's records are all later than it.
+    write_batch(&primary, "late", 50);
+    d.wait_durable(&primary);
+    d.stop();
+    let mut segs: Vec<PathBuf> = walk(&work.path().join("store"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".aof.rv"))
+        .collect();
+    segs.sort();
+    let newest = segs.last().expect("segments").clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x10;
+    std::fs::write(&newest, bytes).unwrap();
+    let (dst, (code, _, err)) =
+        restore(work.path(), &store, &["--offset", &offset_then.to_string()]);
+    assert_eq!(
+        code, 0,
+        "restore --offset before the damaged segment: {err}"
+    );
+    assert_eq!(dst.digest(), digest_then);
+    let (_, (code, _, err)) = restore(work.path(), &store, &[]);
+    assert_eq!(code, 1, "{err}");
+    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "{err}");
+}

@@ -161,6 +161,45 @@ impl KeyCache {
     }
 }
 
+/// A segment's signed statement, from its header alone (nothing is
+/// decrypted; the rest of the object need not be fetched): the header
+/// checked to name this place and the statement verified against the
+/// trusted signers. None for an unsigned (format 1) segment.
+pub async fn segment_statement<R: tokio::io::AsyncRead + Unpin>(
+    input: &mut R,
+    place: &SegmentPlace<'_>,
+    trust: &Trust,
+    label: &str,
+) -> Result<Option<chain::Attested>, AofError> {
+    let bad = |why: String| AofError::Invalid(format!("segment {label}: {why}"));
+    let raw = RawHeader::read(input, label).await?;
+    let h = &raw.header;
+    if h.kind != ObjectKind::Aof || h.generation != place.generation || h.object_name != place.name
+    {
+        return Err(bad(format!(
+            "its header names {:?} {}/{}, not this place",
+            h.kind, h.generation, h.object_name
+        )));
+    }
+    if h.attestation.is_empty() {
+        return Ok(None);
+    }
+    let a = chain::verify(&h.attestation, trust, label)?;
+    let st = &a.statement;
+    if st.source != place.source
+        || st.generation != place.generation
+        || st.from != place.from
+        || st.to != place.to
+        || st.data_key_id != h.data_key_id
+    {
+        return Err(bad(format!(
+            "its signed statement is for {}/{} offsets {}..{}, not this place",
+            st.source, st.generation, st.from, st.to
+        )));
+    }
+    Ok(Some(a))
+}
+
 /// Opens a sealed segment: the header checked to name this place, its
 /// signed statement verified against the trusted signers and checked to name
 /// this place too (before the private key is used at all), its own keyring

@@ -119,8 +119,17 @@ pub async fn replay(
     let reader = async {
         for seg in &plan.timeline.segments {
             let read = read_segment(store, &dir, seg, kek, &mut keys, trust).await;
-            let failed = read.is_err();
-            if reads_tx.send(read).await.is_err() || failed {
+            // Past the point (by its signed statement): nothing after this
+            // segment is needed, so nothing after it is fetched.
+            let last = match &read {
+                Ok(r) => r.attested.as_ref().is_some_and(|a| match plan.point {
+                    Point::Latest => false,
+                    Point::At(ms) => a.statement.last_time_ms > ms,
+                    Point::Offset(o) => seg.to >= o,
+                }),
+                Err(_) => true,
+            };
+            if reads_tx.send(read).await.is_err() || last {
                 break;
             }
         }
@@ -132,11 +141,10 @@ pub async fn replay(
         'segments: for seg in &plan.timeline.segments {
             let read = match reads.recv().await {
                 Some(read) => read?,
+                // The reader stopped after the segment holding the point.
                 None => {
-                    return Err(BackupError::Invalid(format!(
-                        "{}: the segment reader stopped",
-                        dir.segment_label(&seg.name)
-                    )))
+                    stopped = true;
+                    break 'segments;
                 }
             };
             if let Err(e) = chain.admit(
