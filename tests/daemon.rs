@@ -1295,8 +1295,7 @@ async fn a_point_inside_a_transaction_stops_before_it() {
 /// last record and its offsets, so planning reads only the newest segment's
 /// header, and a restore fetches nothing past the segment holding its point.
 /// A newest segment damaged past its header does not stop a restore to an
-/// earlier point (at a time, at an offset), and the latest state is refused
-/// naming it.
+/// earlier offset, and the latest state is refused naming it.
 #[tokio::test]
 async fn an_earlier_point_restores_past_a_damaged_newest_segment() {
     let (work, store) = workspace();
@@ -1310,13 +1309,9 @@ async fn an_earlier_point_restores_past_a_damaged_newest_segment() {
     d.wait_up();
     write_batch(&primary, "early", 50);
     d.wait_durable(&primary);
-    std::thread::sleep(Duration::from_millis(150));
-    let moment = now_rfc3339();
     let digest_then = primary.digest();
     let offset_then = repl_offset(&primary);
     std::thread::sleep(Duration::from_millis(150));
-    // A write into the same segment as the rest of this batch, after the
-    // moment: the segment's records are all later than it.
     write_batch(&primary, "late", 50);
     d.wait_durable(&primary);
     d.stop();
