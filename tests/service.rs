@@ -57,3 +57,27 @@ fn version_names_the_formats() {
         "{out}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_commands() {
+    let (code, bash, err) = run(redvault().args(["completions", "bash"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        bash.contains("_redvault") && bash.contains("drill") && bash.contains("--via"),
+        "{bash}"
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, out, err) = run(redvault().args(["completions", shell]));
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("restore") && out.contains("drill"),
+            "{shell}: {out}"
+        );
+    }
+    let (code, man, err) = run(redvault().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        man.contains(".TH redvault") && man.contains("drill"),
+        "{man}"
+    );
+}

@@ -93,6 +93,13 @@ pub enum Command {
     Verify(restore::VerifyArgs),
     /// Restore a backup into a scratch Redis, check it, and report RTO and RPO.
     Drill(drill::DrillArgs),
+    /// Print shell completions (bash, zsh, fish, ...) for redvault.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for redvault.
+    Man,
     /// Delete generations outside the retention policy (never the newest complete).
     Prune(restore::PruneArgs),
     /// Least privilege: the ACL SETUSER line of each role.
@@ -119,6 +126,8 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Verify(_) => "verify",
             Command::Drill(_) => "drill",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
             Command::Prune(_) => "prune",
             Command::Acl(_) => "acl",
         }
@@ -168,6 +177,17 @@ pub fn run() -> i32 {
                 Command::Restore(a) => restore::run_restore(a, &config, &out).await,
                 Command::Verify(a) => restore::run_verify(a, &config, &out).await,
                 Command::Drill(a) => drill::run_drill(a, &config, &out).await,
+                Command::Completions { shell } => {
+                    use clap::CommandFactory;
+                    let mut cmd = Cli::command();
+                    clap_complete::generate(shell, &mut cmd, "redvault", &mut std::io::stdout());
+                    Ok(())
+                }
+                Command::Man => {
+                    use clap::CommandFactory;
+                    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+                    Ok(())
+                }
                 Command::Prune(a) => restore::run_prune(a, &config, &out).await,
             }
         });
