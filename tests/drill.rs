@@ -159,6 +159,20 @@ fn a_damaged_backup_fails_the_drill_naming_the_cause() {
     segs.sort();
     assert!(segs.len() >= 3, "{segs:?}");
 
+    // No such source: a failure before any restore still reaches the metrics.
+    let early = work.path().join("early.prom");
+    let (code, _, err) = run(redvault()
+        .args(["drill", "--from", &store, "--source", "nosuch", "--kek"])
+        .arg(work.path().join("kek.pem"))
+        .arg("--metrics-file")
+        .arg(&early));
+    assert_eq!(code, 1, "{err}");
+    let metrics = std::fs::read_to_string(&early).unwrap();
+    assert!(
+        metrics.contains("redvault_drill_ok{source=\"nosuch\"} 0"),
+        "{metrics}"
+    );
+
     // No such redis-server.
     let (code, _, err) = drill(
         work.path(),

@@ -24,6 +24,8 @@ pub struct ReplayStats {
     pub offset: u64,
     /// Receive time of the last command applied (Unix ms).
     pub time_ms: u64,
+    /// Receive time of the newest record read (keepalives included).
+    pub newest_ms: u64,
     /// The point fell inside a transaction (MULTI ... EXEC): it was left
     /// out whole, and the restore stopped before the MULTI at this offset.
     pub cut_transaction: Option<u64>,
@@ -182,6 +184,7 @@ pub async fn replay(
                     break 'segments;
                 }
                 seen = r.offset;
+                stats.newest_ms = stats.newest_ms.max(r.time_ms);
                 if r.replay() != Replay::Apply {
                     if open.is_none() {
                         stats.offset = r.offset;

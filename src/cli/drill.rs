@@ -66,6 +66,8 @@ struct Scratch {
     dir: PathBuf,
     port: u16,
     label: String,
+    /// `requirepass` of the scratch server (random, never printed).
+    password: String,
 }
 
 impl Drop for Scratch {
@@ -117,7 +119,17 @@ impl Scratch {
         }
         let dir =
             std::env::temp_dir().join(format!("redvault-drill-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // The server may write the decrypted data there: ours alone.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Only this process may read the restored data: a password no one
+        // else knows (protected mode keeps other hosts out already).
+        let password = hex::encode(rand::random::<[u8; 24]>());
         // The port: one the kernel picks free now (bounded retries if taken
         // between choosing and binding).
         let mut last = String::new();
@@ -126,28 +138,29 @@ impl Scratch {
                 .local_addr()?
                 .port();
             let mut cmd = std::process::Command::new(bin);
-            cmd.args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--logfile", "redis.log"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            cmd.args(["--requirepass", &password])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args([
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "yes",
+                    "--daemonize",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--logfile", "redis.log"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
             // SAFETY: prctl(PR_SET_PDEATHSIG) in the child before exec takes
             // plain integers and touches no memory: the scratch server dies
             // with this process, even on kill -9.
@@ -173,6 +186,7 @@ impl Scratch {
                 dir: dir.clone(),
                 port,
                 label: label.clone(),
+                password: password.clone(),
             };
             match s.wait_ready().await {
                 Ok(()) => return Ok(s),
@@ -212,7 +226,11 @@ impl Scratch {
     }
 
     fn url(&self) -> RedisUrl {
-        RedisUrl::parse(&format!("redis://127.0.0.1:{}", self.port)).expect("a loopback URL")
+        RedisUrl::parse(&format!(
+            "redis://:{}@127.0.0.1:{}",
+            self.password, self.port
+        ))
+        .expect("a loopback URL")
     }
 }
 
@@ -228,52 +246,62 @@ fn keyspace_now(text: &str) -> Vec<(u64, u64)> {
 
 pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
-    let store = args.store.open(config)?;
     let source = args
         .source
         .clone()
         .or(config.source.clone())
-        .ok_or_else(|| anyhow::anyhow!("no source given: pass --source NAME"))?;
-    let kek = args.kek.open(config)?;
-    let trust = args.trust.trust(config, args.kek.kek.as_deref())?;
-    let point = match &args.at {
-        Some(at) => Point::At(
-            crate::text::parse_rfc3339_ms(at)
-                .with_context(|| format!("--at {at:?}: not an RFC 3339 time"))?,
-        ),
-        None => Point::Latest,
-    };
+        .unwrap_or_default();
     let mut report = Report {
         command: "drill",
         source: source.clone(),
         started_ms: crate::text::now_ms(),
         ..Report::default()
     };
-    let r = drill(
-        &args,
-        config,
-        &store,
-        &source,
-        kek.as_ref(),
-        &trust,
-        point,
-        &mut report,
-        started,
-    )
+    // Whatever fails (settings, store, KEK, the restore, a check), the
+    // metrics and the report say so.
+    let r = async {
+        if source.is_empty() {
+            bail!("no source given: pass --source NAME");
+        }
+        let store = args.store.open(config)?;
+        let kek = args.kek.open(config)?;
+        let trust = args.trust.trust(config, args.kek.kek.as_deref())?;
+        let point = match &args.at {
+            Some(at) => Point::At(
+                crate::text::parse_rfc3339_ms(at)
+                    .with_context(|| format!("--at {at:?}: not an RFC 3339 time"))?,
+            ),
+            None => Point::Latest,
+        };
+        drill(
+            &args,
+            config,
+            &store,
+            &source,
+            kek.as_ref(),
+            &trust,
+            point,
+            &mut report,
+            started,
+        )
+        .await
+    }
     .await;
     report.rto_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = &r {
         report.ok = false;
         report.failures.push(format!("{e:#}"));
     }
+    // The metrics first: an alert must not miss a failure the report hit.
+    let metrics = args.metrics_file.as_ref().map(|path| {
+        drill_report::write_metrics(path, &report)
+            .with_context(|| format!("writing the drill metrics {}", path.display()))
+    });
     if let Some(path) = &args.report {
         drill_report::write(path, &report)
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
-    if let Some(path) = &args.metrics_file {
-        drill_report::write_metrics(path, &report)
-            .with_context(|| format!("writing the drill metrics {}", path.display()))?;
-    }
+    metrics.transpose()?;
     r?;
     out.summary(
         &format!(
@@ -437,15 +465,18 @@ async fn drill(
     }
     report.functions = done.stats.functions;
     // RPO: how old the newest durable record is.
-    let newest_ms = if done.replayed.time_ms > 0 {
-        done.replayed.time_ms
+    // The newest record stored (keepalives count: an idle source is as
+    // fresh as its last segment), or the base's completion.
+    let newest_ms = if done.replayed.newest_ms > 0 {
+        done.replayed.newest_ms
     } else {
         crate::text::parse_rfc3339_ms(&manifest.completed).unwrap_or(0)
     };
     if newest_ms > 0 {
+        // At the drill's start (not counting its own duration), or at --at.
         let at = match point {
             Point::At(ms) => ms,
-            _ => crate::text::now_ms(),
+            _ => report.started_ms,
         };
         report.rpo_seconds = Some(at.saturating_sub(newest_ms) as f64 / 1000.0);
     }

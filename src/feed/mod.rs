@@ -171,13 +171,24 @@ pub fn filtered(
     } = input;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     let rewriting = tokio::task::spawn_blocking(move || {
-        crate::rdb::rewrite_selected(
-            reader,
+        let mut reader = reader;
+        let done = crate::rdb::rewrite_selected(
+            &mut reader,
             crate::rdb::MAX_RDB_VERSION,
             1 << 20,
             |e| filter.accepts(e),
             |piece| tx.blocking_send(bytes::Bytes::from(piece)).is_ok(),
-        )
+        )?;
+        // Read to the end: the original's digest is checked only there, and
+        // bytes after the RDB's end are not a snapshot's.
+        let after = std::io::copy(&mut reader, &mut std::io::sink())
+            .map_err(|e| crate::rdb::RewriteError::Rdb(crate::rdb::RdbError::Io(e.to_string())))?;
+        if after > 0 {
+            return Err(crate::rdb::RewriteError::Rdb(crate::rdb::RdbError::Io(
+                format!("{after} bytes follow the RDB's end"),
+            )));
+        }
+        Ok(done)
     });
     let pump_label = label.clone();
     let pump = tokio::spawn(async move {
