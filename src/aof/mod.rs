@@ -171,8 +171,19 @@ pub async fn segment_statement<R: tokio::io::AsyncRead + Unpin>(
     trust: &Trust,
     label: &str,
 ) -> Result<Option<chain::Attested>, AofError> {
-    let bad = |why: String| AofError::Invalid(format!("segment {label}: {why}"));
     let raw = RawHeader::read(input, label).await?;
+    placed_statement(&raw, place, trust, label)
+}
+
+/// The header's place and its signed statement, checked: both must name
+/// `place`, and the statement must verify against the trusted signers.
+fn placed_statement(
+    raw: &RawHeader,
+    place: &SegmentPlace<'_>,
+    trust: &Trust,
+    label: &str,
+) -> Result<Option<chain::Attested>, AofError> {
+    let bad = |why: String| AofError::Invalid(format!("segment {label}: {why}"));
     let h = &raw.header;
     if h.kind != ObjectKind::Aof || h.generation != place.generation || h.object_name != place.name
     {
@@ -217,14 +228,8 @@ pub async fn open_segment(
     let mut input = sealed;
     let raw = RawHeader::read(&mut input, label).await?;
     let h = &raw.header;
-    if h.kind != ObjectKind::Aof || h.generation != place.generation || h.object_name != place.name
-    {
-        return Err(bad(format!(
-            "its header names {:?} {}/{}, not this place",
-            h.kind, h.generation, h.object_name
-        )));
-    }
-    let attested = if h.attestation.is_empty() {
+    let attested = placed_statement(&raw, place, trust, label)?;
+    if attested.is_none() {
         if !trust.allow_unsigned {
             return Err(bad(
                 "it is unsigned (written by an older redvault, format 1): refused, since anyone holding the public KEK can write one; --allow-unsigned reads it".into(),
@@ -233,23 +238,7 @@ pub async fn open_segment(
         tracing::warn!(
             "segment {label} is unsigned (format 1), read since --allow-unsigned is given"
         );
-        None
-    } else {
-        let a = chain::verify(&h.attestation, trust, label)?;
-        let st = &a.statement;
-        if st.source != place.source
-            || st.generation != place.generation
-            || st.from != place.from
-            || st.to != place.to
-            || st.data_key_id != h.data_key_id
-        {
-            return Err(bad(format!(
-                "its signed statement is for {}/{} offsets {}..{}, not this place",
-                st.source, st.generation, st.from, st.to
-            )));
-        }
-        Some(a)
-    };
+    }
     let id = hex::encode(h.data_key_id);
     if !keys.keys.contains_key(&id) {
         if keys.failures >= MAX_UNWRAP_FAILURES {

@@ -234,16 +234,6 @@ impl Scratch {
     }
 }
 
-fn keyspace_now(text: &str) -> Vec<(u64, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (db, rest) = l.strip_prefix("db")?.split_once(':')?;
-            let keys = rest.split(',').find_map(|kv| kv.strip_prefix("keys="))?;
-            Some((db.parse().ok()?, keys.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let source = args
@@ -392,7 +382,7 @@ async fn drill(
     };
     let mut ctl = crate::resp::connect(&url, &link).await?;
     if let Ok(Reply::Bulk(Some(t))) = ctl.command(&[b"INFO", b"keyspace"]).await {
-        let held = keyspace_now(&String::from_utf8_lossy(&t));
+        let held = crate::feed::keyspace(&String::from_utf8_lossy(&t));
         if !held.is_empty() {
             bail!(
                 "the drill target {} holds keys ({}): a drill needs an empty Redis",
@@ -444,7 +434,7 @@ async fn drill(
     // Checks. The keys the base held, by the target's own count when no
     // segment changed them since, against the manifest's.
     let held = match ctl.command(&[b"INFO", b"keyspace"]).await? {
-        Reply::Bulk(Some(t)) => keyspace_now(&String::from_utf8_lossy(&t)),
+        Reply::Bulk(Some(t)) => crate::feed::keyspace(&String::from_utf8_lossy(&t)),
         _ => vec![],
     };
     report.keys_per_db = held.clone();

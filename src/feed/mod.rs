@@ -248,8 +248,8 @@ async fn info(ctl: &mut Conn, section: &str) -> Result<Option<String>, RedisErro
     })
 }
 
-/// `db0:keys=3,expires=0,avg_ttl=0` lines into (db, keys).
-fn keyspace(text: &str) -> Vec<(u64, u64)> {
+/// `db0:keys=3,expires=0,avg_ttl=0` lines (INFO keyspace) into (db, keys).
+pub fn keyspace(text: &str) -> Vec<(u64, u64)> {
     text.lines()
         .filter_map(|l| {
             let (db, rest) = l.strip_prefix("db")?.split_once(':')?;
