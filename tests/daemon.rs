@@ -956,26 +956,7 @@ fn export_generation(work: &Path, store: &str, primary: &RedisServer) -> (String
 /// generation, its segments in order, the primary).
 fn daemon_generation(work: &Path, store: &str) -> (PathBuf, Vec<PathBuf>, RedisServer) {
     let primary = RedisServer::start(&[]);
-    let mut d = Daemon::start(
-        work,
-        &primary.url(),
-        store,
-        &["--segment-interval-ms", "50"],
-    );
-    d.wait_up();
-    for i in 0..3 {
-        write_batch(&primary, &format!("s{i}"), 20);
-        d.wait_durable(&primary);
-        std::thread::sleep(Duration::from_millis(120));
-    }
-    d.stop();
-    let mut segs: Vec<PathBuf> = walk(&work.join("store"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".aof.rv"))
-        .collect();
-    segs.sort();
-    assert!(segs.len() >= 3, "{segs:?}");
-    let gen_dir = segs[0].parent().unwrap().parent().unwrap().to_path_buf();
+    let (gen_dir, segs) = generation_of(&primary, work, store);
     (gen_dir, segs, primary)
 }
 

@@ -9,29 +9,14 @@ use common::redis::*;
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// A daemon generation of a primary with writes in several segments; the
-/// daemon stopped. Returns the generation's folder and the primary.
+/// A daemon generation of a primary holding every type, with writes in
+/// several segments; the daemon stopped. Returns the generation's folder
+/// and the primary.
 fn generation(work: &Path, store: &str) -> (PathBuf, RedisServer) {
     let primary = RedisServer::start(&[]);
     fill_all_types(&mut primary.client());
-    let mut d = Daemon::start(
-        work,
-        &primary.url(),
-        store,
-        &["--segment-interval-ms", "50"],
-    );
-    d.wait_up();
-    for i in 0..3 {
-        write_batch(&primary, &format!("d{i}"), 30);
-        d.wait_durable(&primary);
-        std::thread::sleep(std::time::Duration::from_millis(120));
-    }
-    d.stop();
-    let manifest = files_below(&work.join("store"))
-        .into_iter()
-        .find(|p| p.ends_with("manifest.json"))
-        .expect("a generation");
-    (manifest.parent().unwrap().to_path_buf(), primary)
+    let (gen_dir, _) = generation_of(&primary, work, store);
+    (gen_dir, primary)
 }
 
 fn drill(work: &Path, store: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {

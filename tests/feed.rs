@@ -11,14 +11,8 @@ use common::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-struct Backup {
-    work: tempfile::TempDir,
-    dir: PathBuf,
-    store: String,
-}
+type Backup = SealedBackup;
 
-/// `fill_all_types` plus a function library and keys in three databases,
-/// exported sealed into a fresh file:// store.
 fn backup(src: &RedisServer) -> Backup {
     backup_with(src, &[])
 }
@@ -38,44 +32,11 @@ fn backup_with(src: &RedisServer, extra: &[&str]) -> Backup {
         }
         c.ok(&["EXPIRE", &format!("k:{db}:1"), "86400"]);
     }
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let dir = work.path().join("store");
-    std::fs::create_dir(&dir).unwrap();
-    let store = format!("file://{}", dir.display());
-    let (code, _, err) = run(redvault()
-        .args([
-            "export",
-            "--redis",
-            &src.url(),
-            "--to",
-            &store,
-            "--source",
-            "src",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pub.pem"))
-        .args(extra));
-    assert_eq!(code, 0, "{err}");
-    Backup { work, dir, store }
+    SealedBackup::export(&src.url(), extra)
 }
 
 fn import(target: &RedisServer, b: &Backup, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let (code, out, err) = run(redvault()
-        .args([
-            "--json",
-            "import",
-            "--redis",
-            &target.url(),
-            "--from",
-            &b.store,
-            "--kek",
-        ])
-        .arg(b.work.path().join("kek.pem"))
-        .args(extra));
-    let v = serde_json::from_str(out.lines().last().unwrap_or("null"))
-        .unwrap_or(serde_json::Value::Null);
-    (code, v, err)
+    b.import(&target.url(), extra)
 }
 
 fn info_field(s: &RedisServer, section: &str, name: &str) -> String {
@@ -328,7 +289,7 @@ fn sigterm_during_the_feed_leaves_the_target_a_primary() {
             &b.store,
             "--kek",
         ])
-        .arg(b.work.path().join("kek.pem"))
+        .arg(&b.kek)
         .args(["--via", "replication"])
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -7,58 +7,15 @@ use common::redis::*;
 use common::*;
 use std::path::{Path, PathBuf};
 
-struct Backup {
-    _work: tempfile::TempDir,
-    dir: PathBuf,
-    store: String,
-    kek: PathBuf,
-}
+type Backup = SealedBackup;
 
 /// Exports `src` sealed into a fresh file:// store.
 fn backup(src: &RedisServer, extra: &[&str]) -> Backup {
-    let work = tempfile::tempdir().unwrap();
-    write_test_keys(work.path());
-    let dir = work.path().join("store");
-    std::fs::create_dir(&dir).unwrap();
-    let store = format!("file://{}", dir.display());
-    let (code, _, err) = run(redvault()
-        .args([
-            "export",
-            "--redis",
-            &src.url(),
-            "--to",
-            &store,
-            "--source",
-            "src",
-            "--kek",
-        ])
-        .arg(work.path().join("kek.pub.pem"))
-        .args(extra));
-    assert_eq!(code, 0, "{err}");
-    Backup {
-        kek: work.path().join("kek.pem"),
-        dir,
-        store,
-        _work: work,
-    }
+    SealedBackup::export(&src.url(), extra)
 }
 
 fn import(target: &RedisServer, b: &Backup, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let (code, out, err) = run(redvault()
-        .args([
-            "--json",
-            "import",
-            "--redis",
-            &target.url(),
-            "--from",
-            &b.store,
-            "--kek",
-        ])
-        .arg(&b.kek)
-        .args(extra));
-    let v = serde_json::from_str(out.lines().last().unwrap_or("null"))
-        .unwrap_or(serde_json::Value::Null);
-    (code, v, err)
+    b.import(&target.url(), extra)
 }
 
 fn dbsize(s: &RedisServer, db: u64) -> i64 {

@@ -228,3 +228,29 @@ pub fn write_batch(r: &RedisServer, tag: &str, n: usize) {
     c.cmd(&[b"INCRBY", b"counter", n.to_string().as_bytes()])
         .unwrap();
 }
+
+/// A daemon generation of `primary` with writes in three segments or more,
+/// the daemon stopped cleanly: (the generation's folder, its segments in
+/// order).
+pub fn generation_of(primary: &RedisServer, work: &Path, store: &str) -> (PathBuf, Vec<PathBuf>) {
+    let mut d = Daemon::start(
+        work,
+        &primary.url(),
+        store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    for i in 0..3 {
+        write_batch(primary, &format!("s{i}"), 20);
+        d.wait_durable(primary);
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    d.stop();
+    let segs: Vec<PathBuf> = super::files_below(&work.join("store"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".aof.rv"))
+        .collect();
+    assert!(segs.len() >= 3, "{segs:?}");
+    let gen_dir = segs[0].parent().unwrap().parent().unwrap().to_path_buf();
+    (gen_dir, segs)
+}

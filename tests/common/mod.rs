@@ -208,3 +208,59 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A sealed export of a test Redis into a fresh file:// store, with the test
+/// keys beside it.
+pub struct SealedBackup {
+    pub work: tempfile::TempDir,
+    /// The store's folder.
+    pub dir: PathBuf,
+    /// Its file:// URL.
+    pub store: String,
+    /// The private KEK.
+    pub kek: PathBuf,
+}
+
+impl SealedBackup {
+    /// Exports the Redis at `url` as source `src` (plus `extra` flags).
+    pub fn export(url: &str, extra: &[&str]) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        write_test_keys(work.path());
+        let dir = work.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        let store = format!("file://{}", dir.display());
+        let (code, _, err) = run(redvault()
+            .args([
+                "export", "--redis", url, "--to", &store, "--source", "src", "--kek",
+            ])
+            .arg(work.path().join("kek.pub.pem"))
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        SealedBackup {
+            kek: work.path().join("kek.pem"),
+            dir,
+            store,
+            work,
+        }
+    }
+
+    /// `redvault --json import` of it into the Redis at `url`: (exit code,
+    /// the summary, stderr).
+    pub fn import(&self, url: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let (code, out, err) = run(redvault()
+            .args([
+                "--json",
+                "import",
+                "--redis",
+                url,
+                "--from",
+                &self.store,
+                "--kek",
+            ])
+            .arg(&self.kek)
+            .args(extra));
+        let v = serde_json::from_str(out.lines().last().unwrap_or("null"))
+            .unwrap_or(serde_json::Value::Null);
+        (code, v, err)
+    }
+}
