@@ -19,11 +19,16 @@ pub enum Role {
     /// one-time `masterauth` by CONFIG SET). A full sync replaces every key,
     /// so the key pattern is all keys.
     Feed,
+    /// `drill --target`: what the feed needs (a drill restores by the
+    /// fastest path, the RESTORE loader when REPLICAOF is refused), and
+    /// INFO keyspace for the counts it checks. A scratch drill needs no user.
+    Drill,
 }
 
 impl Role {
-    pub const NAMES: &'static [&'static str] =
-        &["backup", "daemon", "scan", "import", "restore", "feed"];
+    pub const NAMES: &'static [&'static str] = &[
+        "backup", "daemon", "scan", "import", "restore", "feed", "drill",
+    ];
 
     pub fn parse(name: &str) -> Option<Role> {
         Some(match name {
@@ -33,6 +38,7 @@ impl Role {
             "import" => Role::Import,
             "restore" => Role::Restore,
             "feed" => Role::Feed,
+            "drill" => Role::Drill,
             _ => return None,
         })
     }
@@ -45,13 +51,17 @@ impl Role {
             Role::Import => "import",
             Role::Restore => "restore",
             Role::Feed => "feed",
+            Role::Drill => "drill",
         }
     }
 
     /// Whether the role touches keys (a key pattern applies): it writes them,
     /// or (scan) reads them.
     pub fn writes_keys(self) -> bool {
-        matches!(self, Role::Import | Role::Restore | Role::Scan | Role::Feed)
+        matches!(
+            self,
+            Role::Import | Role::Restore | Role::Scan | Role::Feed | Role::Drill
+        )
     }
 
     /// The commands (lower case, `command|subcommand` where only one
@@ -79,7 +89,7 @@ impl Role {
             // migrating). DEL to RENAMENX: a value over the target's
             // proto-max-bulk-len, built under a temporary key (HPEXPIREAT,
             // for its field TTLs, exists from 7.4 and is left to the user).
-            Role::Import | Role::Restore | Role::Feed => [
+            Role::Import | Role::Restore | Role::Feed | Role::Drill => [
                 "ping",
                 "info",
                 "config|get",
@@ -104,7 +114,7 @@ impl Role {
             .map(String::from)
             .to_vec(),
         };
-        if matches!(self, Role::Restore | Role::Feed) {
+        if matches!(self, Role::Restore | Role::Feed | Role::Drill) {
             // Only what Redis propagates for data (command::Replay::Apply).
             for w in crate::command::data_writes() {
                 let w = w.to_ascii_lowercase();
@@ -116,7 +126,7 @@ impl Role {
                 c.push(f.into());
             }
         }
-        if self == Role::Feed {
+        if matches!(self, Role::Feed | Role::Drill) {
             // FUNCTION LIST: the libraries the target holds after the load.
             for f in ["replicaof", "config|set", "function|list"] {
                 c.push(f.into());
@@ -158,16 +168,20 @@ impl Role {
             "resetkeys".into(),
         ];
         // A full sync replaces every key, whatever the pattern says.
-        let keys = if self == Role::Feed { "*" } else { keys };
+        let keys = if matches!(self, Role::Feed | Role::Drill) {
+            "*"
+        } else {
+            keys
+        };
         if self.writes_keys() {
             parts.push(format!("~{keys}"));
-            if keys != "*" && !matches!(self, Role::Scan | Role::Feed) {
+            if keys != "*" && !matches!(self, Role::Scan | Role::Feed | Role::Drill) {
                 // The temporary keys of values built by commands (split.rs).
                 parts.push("~*:redvault-part:*".into());
             }
         }
         parts.push("resetchannels".into());
-        if matches!(self, Role::Restore | Role::Feed) {
+        if matches!(self, Role::Restore | Role::Feed | Role::Drill) {
             // Replayed PUBLISH/SPUBLISH need their channels.
             parts.push("&*".into());
         }

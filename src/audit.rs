@@ -10,13 +10,28 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-#[derive(Debug, Clone)]
+/// Names the Azure identity in use when a record is written (None until a
+/// token was fetched): the daemon's records follow its identity as it is used.
+pub type IdentityName = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Audit {
     path: Option<PathBuf>,
     action: &'static str,
     started: Instant,
     /// The Azure identity the command got tokens with (ids, never a token).
     identity: Option<String>,
+    identity_now: Option<IdentityName>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("path", &self.path)
+            .field("action", &self.action)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who runs this process: the login name, else the uid.
@@ -43,6 +58,15 @@ impl Audit {
             action,
             started: Instant::now(),
             identity: None,
+            identity_now: None,
+        }
+    }
+
+    /// The same log, naming the identity `now` tells at each record.
+    pub fn with_identity(&self, now: IdentityName) -> Self {
+        Audit {
+            identity_now: Some(now),
+            ..self.clone()
         }
     }
 
@@ -71,8 +95,12 @@ impl Audit {
             "seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             "details": details,
         });
-        if let Some(who) = &self.identity {
-            rec["azure_identity"] = who.clone().into();
+        let who = self
+            .identity
+            .clone()
+            .or_else(|| self.identity_now.as_ref().and_then(|now| now()));
+        if let Some(who) = who {
+            rec["azure_identity"] = who.into();
         }
         // Into the log too (the journal, under systemd, at REDVAULT_LOG=info).
         tracing::info!(target: "redvault::audit", "{rec}");

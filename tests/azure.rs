@@ -314,7 +314,9 @@ async fn signing_key_held_in_key_vault() {
             "100",
         ])
         .arg("--state-dir")
-        .arg(w.work.path().join("state"));
+        .arg(w.work.path().join("state"))
+        .arg("--audit-log")
+        .arg(w.work.path().join("daemon-audit.log"));
         c
     };
     let mut daemon = Daemon::spawn(command, w.work.path());
@@ -333,6 +335,16 @@ async fn signing_key_held_in_key_vault() {
     // One manifest each for the export and the daemon's base, one or more
     // segments, one head at the stop.
     assert!(signed >= 4, "{:?}", w.vault.log());
+    // The daemon's records name the identity its KEK and signer used.
+    let audit = std::fs::read_to_string(w.work.path().join("daemon-audit.log")).unwrap();
+    let started: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "generation start")
+        .collect();
+    assert_eq!(started.len(), 1, "{audit}");
+    let who = started[0]["azure_identity"].as_str().unwrap_or_default();
+    assert!(who.contains(SYSTEM_OID), "{audit}");
 
     // A reader with the same Azure settings but its own trust.
     let text = std::fs::read_to_string(&w.config).unwrap();

@@ -225,3 +225,67 @@ fn a_damaged_backup_fails_the_drill_naming_the_cause() {
     let line = one_line_error(&err);
     assert!(line.contains("base.rdb.rv"), "{line}");
 }
+
+/// `drill --target` with the user `acl print --role drill` makes: the
+/// drill passes by the replication feed; without REPLICAOF it passes by the
+/// RESTORE loader; without RESTORE as well it fails naming the command.
+#[test]
+fn a_drill_into_a_target_needs_only_the_drill_role() {
+    let (work, store) = workspace();
+    let (_, primary) = generation(work.path(), &store);
+    let target = RedisServer::start(&[]);
+    // Fitted to the server (the commands it knows).
+    let (code, line, err) = run(redvault()
+        .args(["acl", "print", "--role", "drill", "--user", "dr"])
+        .args(["--redis", &target.url()]));
+    assert_eq!(code, 0, "{err}");
+    let line: Vec<String> = line
+        .trim()
+        .replace(">PASSWORD", ">pw")
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let setuser = |without: &[&str]| {
+        let mut c = target.client();
+        c.ok(&["ACL", "DELUSER", "dr"]);
+        let args: Vec<&[u8]> = line
+            .iter()
+            .filter(|a| !without.iter().any(|w| a.as_str() == format!("+{w}")))
+            .map(|a| a.as_bytes())
+            .collect();
+        assert_eq!(c.cmd(&args).unwrap(), Resp::Status("OK".into()));
+        c.ok(&["FLUSHALL"]);
+    };
+    let url = format!("redis://dr@127.0.0.1:{}", target.port);
+    let go = || {
+        let (code, out, err) = run(redvault()
+            .env("REDVAULT_REDIS_PASSWORD", "pw")
+            .args(["--json", "drill", "--from", &store, "--source", "cache1"])
+            .args(["--target", &url, "--kek"])
+            .arg(work.path().join("kek.pem")));
+        let v: serde_json::Value =
+            serde_json::from_str(out.lines().last().unwrap_or("null")).unwrap_or_default();
+        (code, v, err)
+    };
+    setuser(&[]);
+    let (code, v, err) = go();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(v["keys"].as_u64(), Some(keys_of(&primary)), "{v}");
+    assert_eq!(target.digest(), primary.digest());
+
+    setuser(&["replicaof"]);
+    let (code, v, err) = go();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "restore", "{v}");
+    assert_eq!(target.digest(), primary.digest());
+
+    setuser(&["replicaof", "restore"]);
+    let (code, _, err) = go();
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err).to_lowercase();
+    assert!(
+        line.contains("restore") && line.contains("noperm"),
+        "{line}"
+    );
+}

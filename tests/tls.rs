@@ -1,8 +1,8 @@
 //! TLS to Redis (rediss://) against Debian's redis-server with a TLS port
 //! and a CA the tests make: export and import over TLS give the same data;
 //! a plain URL on a TLS port, a TLS URL on a plain port, a server name the
-//! certificate does not carry and a missing client certificate each fail with
-//! one line naming the cause.
+//! certificate does not carry, a server offering only TLS 1.1 and a missing
+//! client certificate each fail with one line naming the cause.
 
 mod common;
 
@@ -119,6 +119,24 @@ fn mismatched_links_and_names_fail_naming_the_cause() {
         line.contains("TLS handshake failed") && line.contains("certificate"),
         "{line}"
     );
+    // A server that offers only TLS 1.1 (below redvault's minimum).
+    let old_tls = free_port();
+    let _old = RedisServer::start(&[
+        "--tls-port",
+        &old_tls.to_string(),
+        "--tls-cert-file",
+        ca.cert.to_str().unwrap(),
+        "--tls-key-file",
+        ca.key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+        "--tls-protocols",
+        "TLSv1.1",
+    ]);
+    let (code, _, err) = export(&format!("rediss://127.0.0.1:{old_tls}"), &[]);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(line.contains("TLS 1.2 or newer is required"), "{line}");
     // Nothing was written by any of them.
     assert!(files_below(&work.path().join("store")).is_empty());
 }
@@ -209,7 +227,7 @@ fn mutual_tls_needs_the_client_certificate() {
 
 /// The daemon follows a primary over TLS (the replication stream included),
 /// through a clean stop and restart that continue the generation, and
-/// restore writes into a TLS target: the digests are equal.
+/// restore and a drill write into TLS targets: the digests are equal.
 #[test]
 fn the_daemon_and_restore_work_over_tls() {
     let ca = TestCa::new();
@@ -268,4 +286,17 @@ fn the_daemon_and_restore_work_over_tls() {
         .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "{err}");
     assert_eq!(dst.digest(), src.digest());
+
+    // A drill into a TLS target checks the same generation.
+    let (drilled, drilled_tls) = tls_server(&ca, false);
+    let (code, out, err) = run(redvault()
+        .args(["--json", "drill", "--target"])
+        .arg(format!("rediss://127.0.0.1:{drilled_tls}"))
+        .args(["--from", &store, "--source", "cache1", "--tls-ca"])
+        .arg(&ca.ca)
+        .arg("--kek")
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ok\":true"), "{out}");
+    assert_eq!(drilled.digest(), src.digest());
 }

@@ -10,7 +10,8 @@ use clap::Subcommand;
 pub enum AclCommand {
     /// Print the ACL SETUSER line allowing exactly what a role sends.
     Print {
-        /// backup, daemon, scan (export --method scan), import or restore.
+        /// backup, daemon, scan (export --method scan), import, restore, feed
+        /// (import/restore --via replication) or drill (drill --target).
         #[arg(long)]
         role: String,
         /// The user name (default redvault-ROLE).

@@ -31,9 +31,16 @@ pub struct DrillArgs {
     /// Drill this generation (to its end).
     #[arg(long)]
     pub generation: Option<String>,
-    /// Drill into this Redis instead of a scratch one (it must be empty).
+    /// Drill into this Redis instead of a scratch one (it must be empty);
+    /// `acl print --role drill` prints the user it needs.
     #[arg(long, conflicts_with = "scratch")]
     pub target: Option<String>,
+    /// A file holding the --target's password (else REDVAULT_REDIS_PASSWORD).
+    #[arg(long, env = "REDVAULT_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// TLS for a rediss:// --target.
+    #[command(flatten)]
+    pub tls: super::args::TlsArgs,
     /// Start a scratch redis-server on loopback, restore into it, stop it
     /// (the default).
     #[arg(long)]
@@ -359,8 +366,8 @@ async fn drill(
     let scratch;
     let (url, link) = match &args.target {
         Some(t) => {
-            let url = RedisUrl::parse(t)?;
-            let link = config.connect_options(None, &crate::resp::TlsOptions::default())?;
+            let url = config.redis_url(Some(t), args.redis_password_file.as_deref())?;
+            let link = config.connect_options(None, &args.tls.options())?;
             report.target = url.addr();
             (url, link)
         }

@@ -88,6 +88,11 @@ async fn jobs(
     }
     let retention = config.retention(o.keep_last, o.keep_within.as_deref())?;
     let link = config.connect_options(o.redis_timeout, &o.tls)?;
+    // The store, KEK and signer are built: their Azure identity, if any.
+    let audit = match config.identity_name() {
+        Some(now) => o.audit.with_identity(now),
+        None => o.audit.clone(),
+    };
     let mut out = vec![];
     for (name, redis, method) in wanted {
         check_source_name(&name)?;
@@ -148,7 +153,7 @@ async fn jobs(
                 .map(BaseSchedule::parse)
                 .transpose()?,
             retention: retention.clone(),
-            audit: o.audit.clone(),
+            audit: audit.clone(),
             metrics: SourceMetrics::new(&name),
             name,
         });

@@ -197,6 +197,9 @@ fn tls_hint(e: &std::io::Error) -> String {
         || e.kind() == std::io::ErrorKind::UnexpectedEof
     {
         format!("{text}: the server does not speak TLS there (a plain port? use redis://)")
+    } else if text.contains("ProtocolVersion") || text.contains("PeerIncompatible") {
+        // Redis's `tls-protocols` allows only versions below 1.2 there.
+        format!("{text}: the server offers no TLS version redvault accepts; TLS 1.2 or newer is required (the server's tls-protocols)")
     } else {
         text
     }

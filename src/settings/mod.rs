@@ -186,6 +186,15 @@ impl Config {
             .map(|i| i.name_with_principal())
     }
 
+    /// For a long-running command's audit records (the daemon): the
+    /// identity built so far, named once it has fetched a token.
+    pub fn identity_name(&self) -> Option<crate::audit::IdentityName> {
+        let id = self.identity.get()?.clone();
+        Some(Arc::new(move || {
+            id.used().then(|| id.name_with_principal())
+        }))
+    }
+
     pub fn identity(&self) -> Result<Arc<Identity>, SettingsError> {
         if let Some(i) = self.identity.get() {
             return Ok(i.clone());
