@@ -225,6 +225,96 @@ impl Command {
     }
 }
 
+/// Where a command's keys are, for sending it to the cluster node that owns
+/// them (see [`Command::keys`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// No key: SELECT, MULTI/EXEC, FLUSHALL, FUNCTION, PUBLISH, SWAPDB...
+    None,
+    /// The keys are these arguments (indices into `args`, in order);
+    /// `split` says whether each key's part may be sent on its own.
+    Listed { at: Vec<usize>, split: Split },
+    /// Not a command of the table (a module's): ask the server.
+    Unknown,
+}
+
+/// How a command over keys of several hash slots may be cut per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// One command: its keys must share a slot (RENAME, SUNIONSTORE...).
+    Whole,
+    /// `NAME k1 k2 ...`, each key alone (DEL, UNLINK, PFCOUNT).
+    Each,
+    /// `NAME k1 v1 k2 v2 ...`, each pair alone (MSET; MSETNX, which Redis
+    /// propagates only when it set every key).
+    Pairs,
+}
+
+/// The keys after a `numkeys` argument at `at`.
+fn counted(args: &[Vec<u8>], at: usize) -> Option<std::ops::Range<usize>> {
+    let n: usize = std::str::from_utf8(args.get(at)?).ok()?.parse().ok()?;
+    let end = at + 1 + n;
+    (end <= args.len()).then_some(at + 1..end)
+}
+
+/// The argument after the option `name` (case-insensitive), at or after `from`.
+fn option_value(args: &[Vec<u8>], from: usize, names: &[&[u8]]) -> Vec<usize> {
+    (from..args.len().saturating_sub(1))
+        .filter(|&i| names.iter().any(|n| args[i].eq_ignore_ascii_case(n)))
+        .map(|i| i + 1)
+        .collect()
+}
+
+impl Command {
+    /// The keys of a data write (the commands [`Replay::Apply`] takes), by
+    /// the key positions of Redis's command table.
+    pub fn keys(&self) -> Keys {
+        let a = &self.args;
+        let upper = String::from_utf8_lossy(self.name()).to_ascii_uppercase();
+        let n = a.len();
+        let at = |idx: Vec<usize>, split: Split| Keys::Listed {
+            at: idx.into_iter().filter(|&i| i < n).collect(),
+            split,
+        };
+        let range = |r: std::ops::Range<usize>, split: Split| at(r.collect(), split);
+        match upper.as_str() {
+            "SELECT" | "MULTI" | "EXEC" | "DISCARD" | "FLUSHALL" | "FLUSHDB" | "SWAPDB"
+            | "FUNCTION" | "PUBLISH" | "SCRIPT" => Keys::None,
+            "DEL" | "UNLINK" | "PFCOUNT" => range(1..n, Split::Each),
+            "MSET" | "MSETNX" => at((1..n).step_by(2).collect(), Split::Pairs),
+            "RENAME" | "RENAMENX" | "LMOVE" | "BLMOVE" | "RPOPLPUSH" | "BRPOPLPUSH" | "SMOVE"
+            | "COPY" | "GEOSEARCHSTORE" | "ZRANGESTORE" => range(1..3.min(n), Split::Whole),
+            "SDIFFSTORE" | "SINTERSTORE" | "SUNIONSTORE" | "PFMERGE" => range(1..n, Split::Whole),
+            "BLPOP" | "BRPOP" | "BZPOPMAX" | "BZPOPMIN" => {
+                range(1..n.saturating_sub(1).max(1), Split::Whole)
+            }
+            "BITOP" => range(2.min(n)..n, Split::Whole),
+            "ZUNIONSTORE" | "ZINTERSTORE" | "ZDIFFSTORE" => {
+                let mut k = vec![1];
+                k.extend(counted(a, 2).unwrap_or(0..0));
+                at(k, Split::Whole)
+            }
+            "LMPOP" | "ZMPOP" => range(counted(a, 1).unwrap_or(0..0), Split::Whole),
+            "BLMPOP" | "BZMPOP" => range(counted(a, 2).unwrap_or(0..0), Split::Whole),
+            "XGROUP" => at(vec![2], Split::Whole),
+            "GEORADIUS" | "GEORADIUSBYMEMBER" => {
+                let mut k = vec![1];
+                k.extend(option_value(a, 2, &[b"STORE", b"STOREDIST"]));
+                at(k, Split::Whole)
+            }
+            "SORT" => {
+                let mut k = vec![1];
+                k.extend(option_value(a, 2, &[b"STORE"]));
+                at(k, Split::Whole)
+            }
+            "SPUBLISH" => Keys::None,
+            name if name.contains('.') => Keys::Unknown,
+            name if DATA_WRITES.binary_search(&name).is_ok() => at(vec![1], Split::Whole),
+            _ => Keys::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Command;
@@ -278,6 +368,57 @@ mod tests {
         assert_eq!(cmd(&["PING"]).replay(), Replay::Skip);
         assert_eq!(cmd(&["script", "load", "return 1"]).replay(), Replay::Skip);
         assert_eq!(cmd(&["REPLCONF", "GETACK", "*"]).replay(), Replay::Skip);
+    }
+
+    /// Key positions as `COMMAND GETKEYS` gives them on Redis 7.
+    #[test]
+    fn keys_are_found_where_the_command_table_puts_them() {
+        use super::{Keys, Split};
+        let keys = |args: &[&str]| match cmd(args).keys() {
+            Keys::Listed { at, split } => (
+                at.iter()
+                    .map(|&i| args[i].to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                split,
+            ),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        for (args, want, split) in [
+            (&["SET", "k", "v", "PX", "5"][..], "k", Split::Whole),
+            (&["del", "a", "b", "c"], "a b c", Split::Each),
+            (&["MSET", "a", "1", "b", "2"], "a b", Split::Pairs),
+            (&["RENAME", "a", "b"], "a b", Split::Whole),
+            (&["BLPOP", "a", "b", "0"], "a b", Split::Whole),
+            (&["BITOP", "AND", "d", "a", "b"], "d a b", Split::Whole),
+            (
+                &["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"],
+                "d a b",
+                Split::Whole,
+            ),
+            (&["LMPOP", "2", "a", "b", "LEFT"], "a b", Split::Whole),
+            (&["BZMPOP", "0", "1", "z", "MIN"], "z", Split::Whole),
+            (&["XGROUP", "CREATE", "s", "g", "$"], "s", Split::Whole),
+            (
+                &["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"],
+                "g d",
+                Split::Whole,
+            ),
+            (&["SORT", "l", "ALPHA", "STORE", "d"], "l d", Split::Whole),
+            (&["SUNIONSTORE", "d", "a", "b"], "d a b", Split::Whole),
+            (&["XADD", "s", "*", "f", "v"], "s", Split::Whole),
+        ] {
+            assert_eq!(keys(args), (want.to_string(), split), "{args:?}");
+        }
+        for none in [
+            &["SELECT", "1"][..],
+            &["FLUSHALL"],
+            &["MULTI"],
+            &["FUNCTION", "LOAD", "x"],
+        ] {
+            assert_eq!(cmd(none).keys(), Keys::None, "{none:?}");
+        }
+        assert_eq!(cmd(&["JSON.SET", "d", "$", "{}"]).keys(), Keys::Unknown);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! during the import is followed (ASK); `--flush` empties every primary;
 //! a cluster exports as one generation of one object per primary, which
 //! imports into a cluster of another shard count and into a single Redis;
-//! SCAN and the daemon refuse a cluster (not built).
+//! a daemon generation of a single server replays into a cluster, each
+//! command on the owner of its keys; SCAN and the daemon refuse a cluster
+//! (not built).
 
 mod common;
 
@@ -407,4 +409,190 @@ fn scan_and_the_daemon_refuse_a_cluster() {
             .any(|f| f.ends_with("manifest.json")),
         "nothing that looks like a backup is written"
     );
+}
+
+/// Every key of db 0 of a standalone server on the cluster node owning it,
+/// with the same value and TTL, and nothing else in the cluster.
+fn same_as_source(src: &RedisServer, cluster: &Cluster, what: &str) {
+    let keys = keys_of(src);
+    assert!(keys.iter().all(|(db, _)| *db == 0), "{what}: db 0 only");
+    assert_eq!(cluster.dbsize(), keys.len() as i64, "{what}");
+    let mut s = src.client();
+    for (_, key) in &keys {
+        let mut owner = cluster.owner(key).client();
+        assert_eq!(
+            digest_value(&mut owner, key),
+            digest_value(&mut s, key),
+            "{what}: {} is not on its slot's owner, or differs",
+            key.escape_ascii()
+        );
+        let (want, got) = (pttl(&mut s, key), pttl(&mut owner, key));
+        assert!(
+            (want < 0 && got == want) || (want >= 0 && (got - want).abs() < 60_000),
+            "{what}: {} expires in {got} ms, at the source in {want}",
+            key.escape_ascii()
+        );
+    }
+}
+
+/// A daemon generation of a single server (base and segments) restores into
+/// a 3-primary cluster: every command goes to the owner of its keys' slot,
+/// DEL and MSET over several slots are cut per slot, a transaction over
+/// several slots is applied command by command, FLUSHALL and FUNCTION reach
+/// every primary. A command over keys of two slots that cannot be cut (a
+/// RENAME) is refused, naming it and its offset.
+#[test]
+fn a_daemon_generation_replays_into_a_cluster() {
+    let (work, store) = common::daemon::workspace();
+    let src = RedisServer::start(&[]);
+    let mut c = src.client();
+    for i in 0..300 {
+        c.ok(&["SET", &format!("early:{i}"), "gone after FLUSHALL"]);
+    }
+    let mut d = common::daemon::Daemon::start(
+        work.path(),
+        &src.url(),
+        &store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    c.ok(&["FLUSHALL"]);
+    for i in 0..500 {
+        c.ok(&["SET", &format!("k:{i}"), &format!("v{i}")]);
+        c.ok(&["HSET", &format!("h:{}", i % 40), &i.to_string(), "x"]);
+        c.ok(&["RPUSH", &format!("{{list}}:{}", i % 7), &i.to_string()]);
+    }
+    c.ok(&["PEXPIRE", "k:1", "3600000"]);
+    c.ok(&["DEL", "k:2", "k:3", "k:4", "k:5"]);
+    c.ok(&["MSET", "m:a", "1", "m:b", "2", "m:c", "3"]);
+    c.ok(&["MULTI"]);
+    c.ok(&["INCR", "tx:a"]);
+    c.ok(&["INCR", "tx:b"]);
+    c.ok(&["ZADD", "tx:z", "1", "one"]);
+    c.ok(&["EXEC"]);
+    c.ok(&["RENAME", "{list}:0", "{list}:renamed"]);
+    c.ok(&["LMOVE", "{list}:1", "{list}:2", "LEFT", "RIGHT"]);
+    c.ok(&["XADD", "stream", "*", "f", "v"]);
+    c.ok(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=lib\nredis.register_function('one', function() return 1 end)",
+    ]);
+    d.wait_durable(&src);
+    d.stop();
+
+    let cluster = Cluster::start(3);
+    let restore = |extra: &[&str]| {
+        run(redvault()
+            .args(["restore", "--redis", &cluster.nodes[0].url()])
+            .args(["--from", &store, "--source", "cache1", "--kek"])
+            .arg(work.path().join("kek.pem"))
+            .args(extra))
+    };
+    let (code, _, err) = restore(&[]);
+    assert_eq!(code, 0, "{err}");
+    same_as_source(&src, &cluster, "replayed into 3 primaries");
+    for n in &cluster.nodes {
+        assert!(
+            matches!(n.client().ok(&["FCALL", "one", "0"]), Resp::Int(1)),
+            "the library is missing on a node"
+        );
+    }
+
+    // A RENAME across two slots: a cluster cannot run it.
+    let (a, b) = ("k:10", "k:11");
+    let slot = |k: &str| cluster.nodes[0].client().ok(&["CLUSTER", "KEYSLOT", k]);
+    assert_ne!(slot(a), slot(b));
+    let mut d = common::daemon::Daemon::start(
+        work.path(),
+        &src.url(),
+        &store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    c.ok(&["RENAME", a, b]);
+    d.wait_durable(&src);
+    d.stop();
+    let (code, _, err) = restore(&["--flush", "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("RENAME") && line.contains("offset") && line.contains("one slot"),
+        "{line}"
+    );
+}
+
+/// The key positions redvault routes by are the ones the server itself
+/// names (COMMAND GETKEYS), for the commands whose keys are not simply the
+/// first argument.
+#[test]
+fn key_positions_match_the_servers_command_table() {
+    use redvault::command::{Command, Keys};
+    let server = RedisServer::start(&[]);
+    let mut c = server.client();
+    for args in [
+        &["SET", "k", "v", "PX", "5"][..],
+        &["DEL", "a", "b", "c"],
+        &["UNLINK", "a", "b"],
+        &["MSET", "a", "1", "b", "2"],
+        &["MSETNX", "a", "1", "b", "2"],
+        &["RENAME", "a", "b"],
+        &["COPY", "a", "b", "REPLACE"],
+        &["LMOVE", "a", "b", "LEFT", "RIGHT"],
+        &["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"],
+        &["SMOVE", "a", "b", "m"],
+        &["RPOPLPUSH", "a", "b"],
+        &["BLPOP", "a", "b", "0"],
+        &["BZPOPMIN", "a", "b", "0"],
+        &["BITOP", "AND", "d", "a", "b"],
+        &["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"],
+        &["ZINTERSTORE", "d", "1", "a"],
+        &["ZDIFFSTORE", "d", "2", "a", "b"],
+        &["ZRANGESTORE", "d", "s", "0", "-1"],
+        &["SUNIONSTORE", "d", "a", "b"],
+        &["PFMERGE", "d", "a", "b"],
+        &["LMPOP", "2", "a", "b", "LEFT"],
+        &["ZMPOP", "1", "z", "MIN"],
+        &["BLMPOP", "0", "2", "a", "b", "LEFT"],
+        &["BZMPOP", "0", "1", "z", "MIN"],
+        &["XGROUP", "CREATE", "s", "g", "$"],
+        &[
+            "GEOSEARCHSTORE",
+            "d",
+            "s",
+            "FROMLONLAT",
+            "0",
+            "0",
+            "BYRADIUS",
+            "1",
+            "km",
+        ],
+        &["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"],
+        &["SORT", "l", "ALPHA", "STORE", "d"],
+        &["XADD", "s", "*", "f", "v"],
+        &["HSET", "h", "f", "v"],
+    ] {
+        let cmd = Command {
+            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            offset: 0,
+            time_ms: 0,
+        };
+        let ours: Vec<String> = match cmd.keys() {
+            Keys::Listed { at, .. } => at.iter().map(|&i| args[i].to_string()).collect(),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let mut ask: Vec<&str> = vec!["COMMAND", "GETKEYS"];
+        ask.extend_from_slice(args);
+        let Resp::Array(theirs) = c.ok(&ask) else {
+            panic!("COMMAND GETKEYS {args:?}")
+        };
+        let theirs: Vec<String> = theirs
+            .into_iter()
+            .map(|k| match k {
+                Resp::Bulk(Some(k)) => String::from_utf8(k).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{args:?}");
+    }
 }

@@ -213,15 +213,6 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
         ..LoadOptions::default()
     };
     let mut target = crate::target::connect(&url, &link, opts).await?;
-    // Refused before anything is flushed or loaded.
-    if !target.replays() && !plan.timeline.segments.is_empty() {
-        anyhow::bail!(
-            "{source} generation {} has {} segments to replay, and replaying a command stream into a Redis Cluster is not built yet: restore into a single Redis, or `import --generation {}` loads only its base",
-            plan.generation,
-            plan.timeline.segments.len(),
-            plan.generation
-        );
-    }
     if args.flush {
         confirm_flush(args.yes, &url)?;
         flush_all(&url, &link).await?;

@@ -4,7 +4,7 @@
 //! every primary. A RESTORE answered MOVED or ASK (a slot migrating during
 //! the load) is sent again to the node named (after ASKING for ASK), a few
 //! rounds at most. A cluster has only db 0: a key of another db is refused,
-//! naming it, unless `--target-db 0` maps it there.
+//! naming it, unless `--target-db 0` maps it there. Replay: `cluster_replay.rs`.
 
 use super::pipeline::{redirect_of, Redirects};
 use super::{show_key, Conflict, Filter, LoadOptions, LoadStats, RedisTarget, Target, TargetError};
@@ -40,16 +40,20 @@ pub fn key_slot(key: &[u8]) -> usize {
 const REDIRECT_ROUNDS: usize = 5;
 
 pub struct ClusterTarget {
-    seed: RedisUrl,
-    link: ConnectOptions,
+    pub(super) seed: RedisUrl,
+    pub(super) link: ConnectOptions,
     conflict: Conflict,
     filter: Filter,
-    target_db: Option<u64>,
+    pub(super) target_db: Option<u64>,
     nodes: Vec<RedisTarget>,
     /// The address of each of `nodes`.
     addrs: Vec<String>,
     /// Per slot, the index of its primary in `nodes`.
-    owner: Vec<usize>,
+    pub(super) owner: Vec<usize>,
+    /// Replay: the db the stream last SELECTed.
+    pub(super) replay_db: u64,
+    /// Replay: a connection for COMMAND GETKEYS (module commands).
+    pub(super) control: Option<Conn>,
     redirects: Redirects,
     /// Counted here: keys the filter left out; the rest, by the nodes.
     filtered: u64,
@@ -144,6 +148,8 @@ impl ClusterTarget {
             opts,
             rdb_version: None,
             redirected: (0, 0),
+            replay_db: 0,
+            control: None,
         })
     }
 
@@ -212,6 +218,15 @@ impl ClusterTarget {
     /// The primaries, in the order of their first slots.
     pub fn primaries(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The index of the primary owning `key`'s slot.
+    pub(super) fn owner_of(&self, key: &[u8]) -> usize {
+        self.owner[key_slot(key)]
+    }
+
+    pub(super) fn node(&mut self, n: usize) -> &mut RedisTarget {
+        &mut self.nodes[n]
     }
 
     /// The counts of every node, and the keys filtered here.
@@ -386,18 +401,11 @@ impl Target for ClusterTarget {
     }
 
     async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError> {
-        Err(TargetError::Cluster(format!(
-            "the command at offset {}: replaying a command stream into a cluster is not built yet; restore into a single Redis, or import the generation's base",
-            cmd.offset
-        )))
+        self.replay(cmd).await
     }
 
     fn stats(&self) -> &LoadStats {
         &self.stats
-    }
-
-    fn replays(&self) -> bool {
-        false
     }
 
     async fn finish(&mut self) -> Result<LoadStats, TargetError> {

@@ -8,6 +8,7 @@
 //! implements the same trait and gets the target suite (`tests/target_suite.rs`).
 
 mod cluster;
+mod cluster_replay;
 mod filter;
 mod load;
 mod older;
@@ -107,11 +108,6 @@ pub trait Target: Send {
 
     /// One command of the stream (a write to replay).
     async fn apply(&mut self, cmd: &Command) -> Result<(), TargetError>;
-
-    /// Whether `apply` is supported (a cluster target cannot replay yet).
-    fn replays(&self) -> bool {
-        true
-    }
 
     /// The counts so far.
     fn stats(&self) -> &LoadStats;
