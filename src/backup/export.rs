@@ -330,6 +330,56 @@ async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupErro
     Ok(())
 }
 
+/// The primaries of the cluster `seed` is a node of, one PSYNC source each
+/// (passed through `wrap`, e.g. to re-encode), and the slot map they were
+/// chosen from. Refused: slots no primary serves, and two primaries at one
+/// address.
+pub async fn cluster_shards(
+    seed: &crate::resp::RedisUrl,
+    link: &crate::resp::ConnectOptions,
+    wrap: &(dyn Fn(Arc<dyn Source>) -> Arc<dyn Source> + Sync),
+) -> Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>), BackupError> {
+    use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
+    use crate::source::{PsyncSource, SourceError};
+    let mut conn = crate::resp::connect(seed, link)
+        .await
+        .map_err(SourceError::from)?;
+    let ranges = cluster_slots(&mut conn).await.map_err(SourceError::from)?;
+    let unowned = unowned_slots(&ranges);
+    if unowned > 0 {
+        return Err(BackupError::Invalid(format!(
+            "the cluster at {} leaves {unowned} of 16384 slots without a primary: a backup of it would be partial",
+            seed.addr()
+        )));
+    }
+    let shards: Vec<Shard> = primaries(&ranges, &seed.host)
+        .into_iter()
+        .map(|p| {
+            let url = crate::resp::RedisUrl {
+                host: p.host.clone(),
+                port: p.port,
+                ..seed.clone()
+            };
+            Shard {
+                from: wrap(Arc::new(PsyncSource::shard(url.clone(), link.clone()))),
+                node_id: p.node_id.clone(),
+                addr: url.addr(),
+                ranges: p.ranges.clone(),
+            }
+        })
+        .collect();
+    let mut addrs: Vec<&str> = shards.iter().map(|s| s.addr.as_str()).collect();
+    addrs.sort();
+    if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+        return Err(BackupError::Invalid(format!(
+            "two primaries of the cluster at {} are reached at {}: their addresses cannot be told apart (set cluster-announce-ip)",
+            seed.addr(),
+            w[0]
+        )));
+    }
+    Ok((shards, ranges))
+}
+
 /// A cluster export: as `ExportRequest`, one source per primary.
 pub struct ClusterExportRequest {
     pub shards: Vec<Shard>,
@@ -356,6 +406,23 @@ pub async fn export_cluster(
     req: ClusterExportRequest,
     progress: Progress<'_>,
 ) -> Result<ExportSummary, BackupError> {
+    Ok(export_cluster_inner(req, progress, false).await?.0)
+}
+
+/// A cluster base for the daemon: as `export_cluster`, with each shard's
+/// command stream kept, handed back in the order of the manifest's shards.
+pub async fn export_cluster_and_follow(
+    req: ClusterExportRequest,
+    progress: Progress<'_>,
+) -> Result<(ExportSummary, Vec<CommandFeed>), BackupError> {
+    export_cluster_inner(req, progress, true).await
+}
+
+async fn export_cluster_inner(
+    req: ClusterExportRequest,
+    progress: Progress<'_>,
+    follow: bool,
+) -> Result<(ExportSummary, Vec<CommandFeed>), BackupError> {
     use futures::{StreamExt, TryStreamExt};
     let shards = &req.shards;
     if shards.is_empty() {
@@ -397,7 +464,7 @@ pub async fn export_cluster(
         .map(|(i, s)| {
         let name = names[i].clone();
         async move {
-            let mut transfer = s.from.snapshot(false).await?;
+            let mut transfer = s.from.snapshot(follow).await?;
             let info = transfer.info().clone();
             tracing::info!(shard = %name, node = %s.addr, replid = %info.replid, offset = info.offset, "shard sync started");
             let shard_progress = |got: u64, _: Option<u64>| {
@@ -426,7 +493,9 @@ pub async fn export_cluster(
                 rdb_version: transfer.rdb_version(),
                 keys: counts,
             };
-            Ok::<_, BackupError>((entry, shard, info, transfer.received()))
+            let received = transfer.received();
+            let stream = follow.then(|| transfer.into_stream());
+            Ok::<_, BackupError>((entry, shard, info, received, stream))
         }
         })
         .buffer_unordered(SHARDS_AT_ONCE)
@@ -453,7 +522,7 @@ pub async fn export_cluster(
     };
     done.sort_by_key(|d| names.iter().position(|n| *n == d.1.object));
     let mut keys_total: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, s, _, _) in &done {
+    for (_, s, _, _, _) in &done {
         for (db, n) in &s.keys {
             *keys_total.entry(db.clone()).or_insert(0) += n;
         }
@@ -481,7 +550,7 @@ pub async fn export_cluster(
         .await
         .map_err(|e| BackupError::Invalid(format!("manifest: {e}")))?;
     store.create(&dir.manifest(store), json).await?;
-    Ok(ExportSummary {
+    let summary = ExportSummary {
         generation,
         source: req.source.clone(),
         location: display_path(store, &dir.dir(store)),
@@ -489,7 +558,8 @@ pub async fn export_cluster(
         stored_bytes: done.iter().map(|d| d.0.stored_bytes).sum(),
         seconds: started.elapsed().as_secs_f64(),
         manifest,
-    })
+    };
+    Ok((summary, done.into_iter().filter_map(|d| d.4).collect()))
 }
 
 fn display_path(store: &Store, p: &Path) -> String {

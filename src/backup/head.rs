@@ -5,7 +5,7 @@
 //! missing instead of succeeding with less. A head that does not verify is
 //! passed over with a warning (it cannot make a restore fail either).
 
-use super::layout::{head_name, GenerationDir, AOF_DIR};
+use super::layout::{head_name, GenerationDir};
 use super::BackupError;
 use crate::signing::{Domain, SignError, Signer, Trust};
 use crate::store::{Store, StoreError};
@@ -47,7 +47,7 @@ impl Head {
             format: HEAD_FORMAT.into(),
             version: HEAD_VERSION,
             source: dir.source.clone(),
-            generation: dir.generation.clone(),
+            generation: dir.stream.clone(),
             to,
             link: hex::encode(link),
             last_time_ms,
@@ -95,7 +95,7 @@ impl Head {
         trust
             .verify(Domain::Head, &h.unsigned_bytes(), &h.signer, &sig)
             .map_err(|e| format!("{label}: {e}"))?;
-        if h.source != dir.source || h.generation != dir.generation || h.to != to {
+        if h.source != dir.source || h.generation != dir.stream || h.to != to {
             return Err(format!(
                 "{label}: it names {}/{} offset {}, not its place",
                 h.source, h.generation, h.to
@@ -139,7 +139,7 @@ pub async fn newest_head(
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     for to in sorted {
         let name = head_name(to);
-        let label = format!("{}/{}/{AOF_DIR}/{name}", dir.source, dir.generation);
+        let label = dir.segment_label(&name);
         match store.read(&dir.segment(store, &name)).await {
             Ok(bytes) => match Head::open(&bytes, dir, to, trust, &label) {
                 Ok(h) => return Some(h),

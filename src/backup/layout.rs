@@ -8,6 +8,12 @@
 //! <prefix>/<source>/<generation>/manifest.json      written last
 //! ```
 //!
+//! A cluster generation holds `shard-<first>-<last>.rdb.rv` per primary in
+//! place of the base, and each shard's command stream in its own folder,
+//! `<generation>/shard-<first>-<last>/aof/...`. A stream is named
+//! `<generation>` (a single server) or `<generation>/shard-<first>-<last>`:
+//! that name is what segment statements, chain heads and checkpoints carry.
+//!
 //! Generation ids sort by time. Nothing outside this file joins path parts.
 
 use super::BackupError;
@@ -121,19 +127,40 @@ pub fn lease_dir(store: &Store, source: &str) -> Path {
     store.path(&[source, ".lease"])
 }
 
-/// One generation's folder: the paths of its objects.
+/// `shard-<first>-<last>`: a cluster shard's stream folder in a generation.
+pub fn shard_stream(first: u16, last: u16) -> String {
+    format!("shard-{first}-{last}")
+}
+
+/// One generation's folder (and one of its streams): the paths of its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationDir {
     pub source: String,
     pub generation: String,
+    /// A cluster shard's stream (`shard-<first>-<last>`); None for a single server.
+    pub shard: Option<String>,
+    /// The stream's name: `generation`, or `generation/shard`.
+    pub stream: String,
 }
 
 impl GenerationDir {
-    pub fn new(source: &str, generation: &str) -> Self {
+    /// `id` is a generation id, or a stream name `<generation>/<shard>`.
+    pub fn new(source: &str, id: &str) -> Self {
+        let (generation, shard) = match id.split_once('/') {
+            Some((g, s)) => (g, Some(s.to_string())),
+            None => (id, None),
+        };
         GenerationDir {
             source: source.into(),
             generation: generation.into(),
+            shard,
+            stream: id.into(),
         }
+    }
+
+    /// The stream of one shard of this generation.
+    pub fn shard(&self, shard: &str) -> Self {
+        GenerationDir::new(&self.source, &format!("{}/{shard}", self.generation))
     }
 
     pub fn dir(&self, store: &Store) -> Path {
@@ -154,11 +181,17 @@ impl GenerationDir {
     }
 
     pub fn aof_dir(&self, store: &Store) -> Path {
-        store.path(&[&self.source, &self.generation, AOF_DIR])
+        match &self.shard {
+            Some(s) => store.path(&[&self.source, &self.generation, s, AOF_DIR]),
+            None => store.path(&[&self.source, &self.generation, AOF_DIR]),
+        }
     }
 
     pub fn segment(&self, store: &Store, name: &str) -> Path {
-        store.path(&[&self.source, &self.generation, AOF_DIR, name])
+        match &self.shard {
+            Some(s) => store.path(&[&self.source, &self.generation, s, AOF_DIR, name]),
+            None => store.path(&[&self.source, &self.generation, AOF_DIR, name]),
+        }
     }
 
     /// `source/generation/name`, for messages.
@@ -166,9 +199,9 @@ impl GenerationDir {
         format!("{}/{}/{name}", self.source, self.generation)
     }
 
-    /// `source/generation/aof/name`, for messages.
+    /// `source/generation[/shard]/aof/name`, for messages.
     pub fn segment_label(&self, name: &str) -> String {
-        format!("{}/{}/{AOF_DIR}/{name}", self.source, self.generation)
+        format!("{}/{}/{AOF_DIR}/{name}", self.source, self.stream)
     }
 }
 
@@ -209,7 +242,7 @@ pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>,
     let depth = store.prefix.parts().count();
     let mut out = vec![];
     for o in store.list(&root).await? {
-        let parts: Vec<String> = o
+        let mut parts: Vec<String> = o
             .location
             .parts()
             .skip(depth)
@@ -220,6 +253,9 @@ pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>,
         if parts.len() < 3 || parts[1].starts_with('.') {
             continue;
         }
+        // A shard's stream: <source>/<generation>/shard-*/aof/<name>.
+        let shard = (parts.len() == 5 && parts[2].starts_with("shard-") && parts[3] == AOF_DIR)
+            .then(|| parts.remove(2));
         let kind = match (parts.len(), parts[2].as_str()) {
             (3, KEYRING) => ObjectKind::Keyring,
             (3, MANIFEST) => ObjectKind::Manifest,
@@ -237,8 +273,12 @@ pub async fn listing(store: &Store, source: Option<&str>) -> Result<Vec<Listed>,
             },
             _ => ObjectKind::Other,
         };
+        let id = match &shard {
+            Some(s) => format!("{}/{s}", parts[1]),
+            None => parts[1].clone(),
+        };
         out.push(Listed {
-            dir: GenerationDir::new(&parts[0], &parts[1]),
+            dir: GenerationDir::new(&parts[0], &id),
             kind,
             size: o.size,
         });
@@ -283,5 +323,11 @@ mod tests {
         assert_eq!(g.manifest(&store).as_ref(), "p/s/g/manifest.json");
         assert_eq!(g.segment(&store, "a").as_ref(), "p/s/g/aof/a");
         assert_eq!(g.segment_label("a"), "s/g/aof/a");
+        let s = g.shard("shard-0-99");
+        assert_eq!(s.stream, "g/shard-0-99");
+        assert_eq!(s.generation, "g");
+        assert_eq!(s.manifest(&store).as_ref(), "p/s/g/manifest.json");
+        assert_eq!(s.segment(&store, "a").as_ref(), "p/s/g/shard-0-99/aof/a");
+        assert_eq!(GenerationDir::new("s", "g/shard-0-99"), s);
     }
 }

@@ -40,8 +40,13 @@ pub struct GenerationInfo {
     pub aof_end: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holes: Vec<(u64, u64)>,
+    /// A cluster generation: each shard's stream (its holes are in `holes`
+    /// too, so a hole anywhere shows there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<StreamInfo>,
+    /// Segment offsets per stream (`None`: the generation's own).
     #[serde(skip)]
-    ranges: Vec<(u64, u64)>,
+    ranges: BTreeMap<Option<String>, Vec<(u64, u64)>>,
     #[serde(skip)]
     has_keyring: bool,
 }
@@ -62,7 +67,8 @@ impl GenerationInfo {
             segments: 0,
             aof_end: None,
             holes: vec![],
-            ranges: vec![],
+            shards: vec![],
+            ranges: BTreeMap::new(),
             has_keyring: false,
         }
     }
@@ -70,6 +76,17 @@ impl GenerationInfo {
     pub fn dir(&self) -> super::layout::GenerationDir {
         super::layout::GenerationDir::new(&self.source, &self.generation)
     }
+}
+
+/// One cluster shard's command stream in a generation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInfo {
+    /// `shard-<first>-<last>`.
+    pub stream: String,
+    pub segments: usize,
+    pub aof_end: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holes: Vec<(u64, u64)>,
 }
 
 /// Every generation under the prefix (or of one source), in name order.
@@ -91,7 +108,11 @@ pub async fn list(
         match o.kind {
             ObjectKind::Manifest => g.complete = true,
             ObjectKind::Keyring => g.has_keyring = true,
-            ObjectKind::Segment { from, to, .. } => g.ranges.push((from, to)),
+            ObjectKind::Segment { from, to, .. } => g
+                .ranges
+                .entry(o.dir.shard.clone())
+                .or_default()
+                .push((from, to)),
             ObjectKind::Data(_) | ObjectKind::Head { .. } | ObjectKind::Other => {}
         }
     }
@@ -142,17 +163,39 @@ pub async fn list(
                 }
             }
         }
-        g.ranges.sort();
-        g.ranges.dedup_by_key(|r| r.0);
-        g.segments = g.ranges.len();
-        g.aof_end = g.ranges.last().map(|r| r.1);
-        if let Some(m) = &g.manifest {
-            let mut at = m.redis.offset;
-            for &(from, to) in &g.ranges {
-                if from > at {
-                    g.holes.push((at, from));
+        let shards: Vec<(String, u64)> = g
+            .manifest
+            .as_ref()
+            .and_then(|m| m.cluster.as_ref())
+            .map(|c| c.iter().map(|s| (s.stream(), s.offset)).collect())
+            .unwrap_or_default();
+        let base = g.manifest.as_ref().map(|m| m.redis.offset);
+        for (stream, ranges) in g.ranges.iter_mut() {
+            ranges.sort();
+            ranges.dedup_by_key(|r| r.0);
+            g.segments += ranges.len();
+            let from = match stream {
+                None => base,
+                Some(s) => shards.iter().find(|(n, _)| n == s).map(|(_, o)| *o),
+            };
+            let mut holes = vec![];
+            if let Some(mut at) = from {
+                for &(a, b) in ranges.iter() {
+                    if a > at {
+                        holes.push((at, a));
+                    }
+                    at = at.max(b);
                 }
-                at = at.max(to);
+            }
+            g.holes.extend(holes.iter().copied());
+            match stream {
+                None => g.aof_end = ranges.last().map(|r| r.1),
+                Some(s) => g.shards.push(StreamInfo {
+                    stream: s.clone(),
+                    segments: ranges.len(),
+                    aof_end: ranges.last().map(|r| r.1),
+                    holes,
+                }),
             }
         }
     }

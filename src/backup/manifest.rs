@@ -89,6 +89,16 @@ pub struct ShardEntry {
     pub keys: BTreeMap<String, u64>,
 }
 
+impl ShardEntry {
+    /// Its command stream's folder in the generation (`shard-<first>-<last>`,
+    /// by its first and last slot, as its snapshot object is named).
+    pub fn stream(&self) -> String {
+        let first = self.slots.iter().map(|r| r[0]).min().unwrap_or(0);
+        let last = self.slots.iter().map(|r| r[1]).max().unwrap_or(0);
+        super::layout::shard_stream(first, last)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectEntry {

@@ -18,8 +18,8 @@ pub mod timeline;
 pub mod verify;
 
 pub use export::{
-    export, export_and_follow, export_cluster, ClusterExportRequest, ExportRequest, ExportSummary,
-    Shard,
+    cluster_shards, export, export_and_follow, export_cluster, export_cluster_and_follow,
+    ClusterExportRequest, ExportRequest, ExportSummary, Shard,
 };
 pub use list::{list, GenerationInfo};
 pub use plan::{plan, Plan, Point};

@@ -37,6 +37,17 @@ pub struct Plan {
     pub head: Option<Head>,
     /// The manifest is signed (so every segment must be too).
     pub signed: bool,
+    /// A cluster generation: one plan per shard's stream (`generation` is
+    /// the stream's name, `<generation>/shard-<first>-<last>`); this plan's
+    /// own timeline is then empty.
+    pub shards: Vec<Plan>,
+}
+
+/// One command stream of a generation: the generation's own, or a shard's.
+struct Stream {
+    dir: GenerationDir,
+    base_offset: u64,
+    timeline: Timeline,
 }
 
 /// The time range a generation covers: its base's creation to its last record.
@@ -68,7 +79,7 @@ pub async fn read_segment(
     let bytes = store.read(&dir.segment(store, &seg.name)).await?;
     let place = SegmentPlace {
         source: &dir.source,
-        generation: &dir.generation,
+        generation: &dir.stream,
         name: &seg.name,
         from: seg.from,
         to: seg.to,
@@ -91,7 +102,7 @@ async fn last_record_time(
     let label = dir.segment_label(&seg.name);
     let place = SegmentPlace {
         source: &dir.source,
-        generation: &dir.generation,
+        generation: &dir.stream,
         name: &seg.name,
         from: seg.from,
         to: seg.to,
@@ -108,41 +119,105 @@ async fn coverage(
     kek: &dyn Kek,
     keys: &mut KeyCache,
     trust: &Trust,
-) -> Result<(Coverage, Timeline), BackupError> {
+) -> Result<(Coverage, Vec<Stream>), BackupError> {
     let m = g
         .manifest
         .as_ref()
         .ok_or_else(|| BackupError::NotFound(format!("{}: no manifest", g.generation)))?;
     let base_offset = m.redis.offset;
-    let dir = g.dir();
     let trust = &trust.for_generation(g.verified);
-    let t = timeline(store, &dir, base_offset).await?;
+    // A cluster generation: each shard's stream from its own snapshot.
+    let bases: Vec<(GenerationDir, u64)> = match &m.cluster {
+        Some(shards) => shards
+            .iter()
+            .map(|s| (g.dir().shard(&s.stream()), s.offset))
+            .collect(),
+        None => vec![(g.dir(), base_offset)],
+    };
     let from_ms = parse_ms(&m.created).unwrap_or(0);
     let mut to_ms = parse_ms(&m.completed).unwrap_or(from_ms);
-    if let Some(last) = t.segments.last() {
-        // The time index: each segment's signed statement (in its header)
-        // names the receive time of its last record, so nothing is
-        // decrypted to learn the coverage. An unsigned segment is read.
-        match last_record_time(store, &dir, last, trust).await? {
-            Some(ms) => to_ms = to_ms.max(ms),
-            None => {
-                let read = read_segment(store, &dir, last, kek, keys, trust).await?;
-                if let Some(r) = read.records.last() {
-                    to_ms = to_ms.max(r.time_ms);
+    let mut streams = vec![];
+    for (dir, base) in bases {
+        let t = timeline(store, &dir, base).await?;
+        if let Some(last) = t.segments.last() {
+            // The time index: each segment's signed statement (in its header)
+            // names the receive time of its last record, so nothing is
+            // decrypted to learn the coverage. An unsigned segment is read.
+            match last_record_time(store, &dir, last, trust).await? {
+                Some(ms) => to_ms = to_ms.max(ms),
+                None => {
+                    let read = read_segment(store, &dir, last, kek, keys, trust).await?;
+                    if let Some(r) = read.records.last() {
+                        to_ms = to_ms.max(r.time_ms);
+                    }
                 }
             }
         }
+        streams.push(Stream {
+            dir,
+            base_offset: base,
+            timeline: t,
+        });
     }
+    let end_offset = match (&m.cluster, streams.first()) {
+        (None, Some(s)) => s.timeline.end(base_offset),
+        _ => base_offset,
+    };
     Ok((
         Coverage {
             generation: g.generation.clone(),
             from_ms,
             to_ms,
             base_offset,
-            end_offset: t.end(base_offset),
+            end_offset,
         },
-        t,
+        streams,
     ))
+}
+
+/// One stream's plan: no hole before the point, and for the latest state the
+/// newest signed chain head reached (by names here; replay checks the links).
+async fn stream_plan(
+    store: &Store,
+    source: &str,
+    st: Stream,
+    point: Point,
+    signed: bool,
+    trust: &Trust,
+) -> Result<Plan, BackupError> {
+    let Stream {
+        dir,
+        base_offset,
+        timeline: t,
+    } = st;
+    if let Some((a, b)) = t.holes.first() {
+        let needed = match point {
+            Point::Offset(o) => o > *a,
+            _ => true,
+        };
+        if needed {
+            return Err(BackupError::Invalid(format!(
+                "generation {} has a hole from offset {a} to {b} (segments missing); restore up to --offset {a} or an earlier point",
+                dir.stream
+            )));
+        }
+    }
+    let head = newest_head(store, &dir, &t.heads, &trust.for_generation(signed)).await;
+    if let (Some(h), Point::Latest) = (&head, point) {
+        // Named before anything is loaded (replay checks the links too).
+        super::chain::ChainWalk::new(t.end(base_offset).max(base_offset))
+            .reached_names(h, &dir.stream)?;
+    }
+    Ok(Plan {
+        source: source.into(),
+        generation: dir.stream.clone(),
+        base_offset,
+        timeline: t,
+        point,
+        head,
+        signed,
+        shards: vec![],
+    })
 }
 
 /// Chooses the generation for `point`; a point no generation covers is refused,
@@ -181,43 +256,39 @@ pub async fn plan(
     let mut keys = KeyCache::new();
     let mut seen: Vec<Coverage> = vec![];
     for g in &gens {
-        let (c, t) = coverage(store, g, kek, &mut keys, trust).await?;
+        let (c, streams) = coverage(store, g, kek, &mut keys, trust).await?;
+        let cluster = g.manifest.as_ref().is_some_and(|m| m.cluster.is_some());
+        if cluster && matches!(point, Point::Offset(_)) {
+            return Err(BackupError::Invalid(format!(
+                "generation {} is of a cluster, whose shards each have their own offsets: restore it --at a time instead of --offset",
+                g.generation
+            )));
+        }
         let fits = match point {
             Point::Latest => true,
             Point::At(ms) => ms >= c.from_ms && ms <= c.to_ms,
             Point::Offset(o) => o >= c.base_offset && o <= c.end_offset,
         };
         if fits {
-            if let Some((a, b)) = t.holes.first() {
-                let needed = match point {
-                    Point::Offset(o) => o > *a,
-                    _ => true,
-                };
-                if needed {
-                    return Err(BackupError::Invalid(format!(
-                        "generation {} has a hole from offset {a} to {b} (segments missing); restore up to --offset {a} or an earlier point",
-                        g.generation
-                    )));
-                }
-            }
             if generation.is_none() && matches!(point, Point::Latest) {
                 super::read::warn_skipped_newer(&all, source, &g.generation);
             }
-            let head =
-                newest_head(store, &g.dir(), &t.heads, &trust.for_generation(g.verified)).await;
-            if let (Some(h), Point::Latest) = (&head, point) {
-                // Named before anything is loaded (replay checks the links too).
-                super::chain::ChainWalk::new(t.end(c.base_offset).max(c.base_offset))
-                    .reached_names(h, &g.generation)?;
+            let mut plans = vec![];
+            for st in streams {
+                plans.push(stream_plan(store, source, st, point, g.verified, trust).await?);
+            }
+            if !cluster {
+                return Ok(plans.pop().expect("one stream"));
             }
             return Ok(Plan {
                 source: source.into(),
                 generation: g.generation.clone(),
                 base_offset: c.base_offset,
-                timeline: t,
+                timeline: Timeline::default(),
                 point,
-                head,
+                head: None,
                 signed: g.verified,
+                shards: plans,
             });
         }
         seen.push(c);

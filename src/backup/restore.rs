@@ -90,7 +90,10 @@ pub async fn restore_inputs(
 
 /// Applies the plan's segments to `target` (after its base is loaded), each
 /// checked on the signed chain before any of it is applied; for the latest
-/// state, the newest signed chain head must be reached.
+/// state, the newest signed chain head must be reached. A cluster
+/// generation's shard streams are applied one after the other: their keys
+/// are apart (each slot is one shard's), so their order between shards is
+/// free.
 pub async fn replay(
     store: &Store,
     plan: &Plan,
@@ -98,7 +101,40 @@ pub async fn replay(
     trust: &Trust,
     target: &mut dyn Target,
 ) -> Result<ReplayStats, BackupError> {
+    if plan.shards.is_empty() {
+        return replay_stream(store, plan, kek, trust, target).await;
+    }
+    let mut all = ReplayStats::default();
+    for shard in &plan.shards {
+        let s = replay_stream(store, shard, kek, trust, target).await?;
+        all.segments += s.segments;
+        all.commands += s.commands;
+        all.offset = all.offset.max(s.offset);
+        all.time_ms = all.time_ms.max(s.time_ms);
+        all.newest_ms = all.newest_ms.max(s.newest_ms);
+        all.cut_transaction = all.cut_transaction.or(s.cut_transaction);
+    }
+    Ok(all)
+}
+
+/// A FLUSHALL, FLUSHDB or SWAPDB in one shard's stream changes that shard's
+/// slots only; applied to the target it would change every key.
+fn whole_keyspace(c: &crate::command::Command) -> bool {
+    let n = c.name();
+    n.eq_ignore_ascii_case(b"FLUSHALL")
+        || n.eq_ignore_ascii_case(b"FLUSHDB")
+        || n.eq_ignore_ascii_case(b"SWAPDB")
+}
+
+async fn replay_stream(
+    store: &Store,
+    plan: &Plan,
+    kek: &dyn Kek,
+    trust: &Trust,
+    target: &mut dyn Target,
+) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
+    let shard = dir.shard.is_some();
     let trust = &trust.for_generation(plan.signed);
     let mut keys = KeyCache::new();
     let mut chain = ChainWalk::new(plan.base_offset);
@@ -173,6 +209,19 @@ pub async fn replay(
                     command: String::from_utf8_lossy(bad.name()).to_uppercase(),
                     before: stats.offset,
                 });
+            }
+            if let Some(flush) = records
+                .iter()
+                .filter(|r| shard && r.offset > seen && !past(r))
+                .find(|r| whole_keyspace(r))
+            {
+                target.finish().await?;
+                return Err(BackupError::Invalid(format!(
+                    "{}: the {} at offset {} emptied only this shard's slots, and replaying it would empty the whole target: restoring a cluster generation past it is not built yet; restore --at a time before it",
+                    dir.segment_label(&seg.name),
+                    String::from_utf8_lossy(flush.name()).to_uppercase(),
+                    flush.offset
+                )));
             }
             stats.segments += 1;
             for r in records {

@@ -113,84 +113,110 @@ pub async fn verify(
             },
             Err(e) => r.problems.push(format!("base: {e}")),
         }
-        let dir = g.dir();
         let trust = &trust.for_generation(g.verified);
-        match timeline(store, &dir, m.redis.offset).await {
-            Ok(t) => {
-                r.holes = t.holes.clone();
-                let mut chain = ChainWalk::new(m.redis.offset);
-                let mut chain_ok = true;
-                for seg in &t.segments {
-                    match read_segment(store, &dir, seg, kek, &mut keys, trust).await {
-                        Ok(read) => {
-                            if let Err(e) = chain.admit(
-                                &dir.segment_label(&seg.name),
-                                seg.to,
-                                read.attested.as_ref(),
-                            ) {
-                                // Not counted: it is not part of this backup.
-                                r.problems.push(e.to_string());
-                                chain_ok = false;
-                                continue;
-                            }
-                            let records = read.records;
-                            if let Some(last) = records.last() {
-                                r.newest_ms = r.newest_ms.max(last.time_ms);
-                            }
-                            r.segments += 1;
-                            r.commands += records.len() as u64;
-                            if let Some(bad) = records
-                                .iter()
-                                .find(|c| c.replay() == crate::command::Replay::Refuse)
-                            {
-                                r.problems.push(format!(
-                                    "segment {}: the command at offset {} is {}, which replay never runs",
-                                    seg.name,
-                                    bad.offset,
-                                    String::from_utf8_lossy(bad.name()).to_uppercase()
-                                ));
-                            }
-                            let mut at = seg.from;
-                            for rec in &records {
-                                if rec.offset <= at {
-                                    r.problems.push(format!(
-                                        "segment {}: offsets go backwards at {}",
-                                        seg.name, rec.offset
-                                    ));
-                                    break;
-                                }
-                                at = rec.offset;
-                            }
-                            if at != seg.to {
-                                r.problems.push(format!(
-                                    "segment {}: its records end at offset {at}, its name says {}",
-                                    seg.name, seg.to
-                                ));
-                            }
-                            r.last_offset = r.last_offset.max(seg.to);
-                        }
-                        Err(e) => {
-                            r.problems.push(e.to_string());
-                            chain_ok = false;
-                        }
-                    }
-                }
-                let head = newest_head(store, &dir, &t.heads, trust).await;
-                if chain_ok {
-                    if let Err(e) = chain.check_end(head.as_ref(), &g.generation) {
-                        r.problems.push(e.to_string());
-                    }
-                } else if let Some(h) = head.filter(|h| h.to > chain.reached) {
-                    r.problems.push(format!(
-                        "its signed chain head says the segments reach offset {}",
-                        h.to
-                    ));
-                }
-            }
-            Err(e) => r.problems.push(e.to_string()),
+        // A cluster generation: each shard's stream from its own snapshot.
+        let streams: Vec<(super::layout::GenerationDir, u64)> = match &m.cluster {
+            Some(shards) => shards
+                .iter()
+                .map(|sh| (g.dir().shard(&sh.stream()), sh.offset))
+                .collect(),
+            None => vec![(g.dir(), m.redis.offset)],
+        };
+        for (dir, base) in &streams {
+            verify_stream(store, dir, *base, kek, &mut keys, trust, &mut r).await;
         }
         progress(&r);
         out.push(r);
     }
     Ok(out)
+}
+
+/// One stream's segments: each read whole and checked on the chain, its
+/// records' offsets following on, the signed end reached; what fails is
+/// added to `r.problems`.
+async fn verify_stream(
+    store: &Store,
+    dir: &super::layout::GenerationDir,
+    base: u64,
+    kek: &dyn Kek,
+    keys: &mut KeyCache,
+    trust: &Trust,
+    r: &mut GenerationReport,
+) {
+    match timeline(store, dir, base).await {
+        Ok(t) => {
+            r.holes.extend(t.holes.iter().copied());
+            let mut chain = ChainWalk::new(base);
+            let mut chain_ok = true;
+            for seg in &t.segments {
+                match read_segment(store, dir, seg, kek, keys, trust).await {
+                    Ok(read) => {
+                        if let Err(e) = chain.admit(
+                            &dir.segment_label(&seg.name),
+                            seg.to,
+                            read.attested.as_ref(),
+                        ) {
+                            // Not counted: it is not part of this backup.
+                            r.problems.push(e.to_string());
+                            chain_ok = false;
+                            continue;
+                        }
+                        let records = read.records;
+                        if let Some(last) = records.last() {
+                            r.newest_ms = r.newest_ms.max(last.time_ms);
+                        }
+                        r.segments += 1;
+                        r.commands += records.len() as u64;
+                        if let Some(bad) = records
+                            .iter()
+                            .find(|c| c.replay() == crate::command::Replay::Refuse)
+                        {
+                            r.problems.push(format!(
+                                "segment {}: the command at offset {} is {}, which replay never runs",
+                                dir.segment_label(&seg.name),
+                                bad.offset,
+                                String::from_utf8_lossy(bad.name()).to_uppercase()
+                            ));
+                        }
+                        let mut at = seg.from;
+                        for rec in &records {
+                            if rec.offset <= at {
+                                r.problems.push(format!(
+                                    "segment {}: offsets go backwards at {}",
+                                    dir.segment_label(&seg.name),
+                                    rec.offset
+                                ));
+                                break;
+                            }
+                            at = rec.offset;
+                        }
+                        if at != seg.to {
+                            r.problems.push(format!(
+                                "segment {}: its records end at offset {at}, its name says {}",
+                                dir.segment_label(&seg.name),
+                                seg.to
+                            ));
+                        }
+                        r.last_offset = r.last_offset.max(seg.to);
+                    }
+                    Err(e) => {
+                        r.problems.push(e.to_string());
+                        chain_ok = false;
+                    }
+                }
+            }
+            let head = newest_head(store, dir, &t.heads, trust).await;
+            if chain_ok {
+                if let Err(e) = chain.check_end(head.as_ref(), &dir.stream) {
+                    r.problems.push(e.to_string());
+                }
+            } else if let Some(h) = head.filter(|h| h.to > chain.reached) {
+                r.problems.push(format!(
+                    "its signed chain head says the segments reach offset {}",
+                    h.to
+                ));
+            }
+        }
+        Err(e) => r.problems.push(e.to_string()),
+    }
 }

@@ -347,14 +347,23 @@ async fn drill(
     .await?;
     report.generation = plan.generation.clone();
     report.base_offset = plan.base_offset;
-    report.segments_total = plan.timeline.segments.len();
-    report.segments = plan
+    // A cluster generation: every shard's stream (the chart shows the first).
+    let streams: Vec<&crate::backup::Plan> = if plan.shards.is_empty() {
+        vec![&plan]
+    } else {
+        plan.shards.iter().collect()
+    };
+    report.segments_total = streams.iter().map(|p| p.timeline.segments.len()).sum();
+    report.segments = streams[0]
         .timeline
         .segments
         .iter()
         .map(|s| (s.from, s.to))
         .collect();
-    report.holes = plan.timeline.holes.clone();
+    report.holes = streams
+        .iter()
+        .flat_map(|p| p.timeline.holes.iter().copied())
+        .collect();
     let dir = crate::backup::layout::GenerationDir::new(source, &plan.generation);
     let (manifest, _) =
         crate::backup::read::open_manifest(store, &dir, Some(kek), args.allow_plain, trust).await?;

@@ -214,46 +214,14 @@ async fn cluster_shards(
     link: &crate::resp::ConnectOptions,
     args: &ExportArgs,
 ) -> anyhow::Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>)> {
-    use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
-    let mut conn = crate::resp::connect(redis, link).await?;
-    let ranges = cluster_slots(&mut conn).await?;
-    let unowned = unowned_slots(&ranges);
-    if unowned > 0 {
-        anyhow::bail!(
-            "the cluster at {} leaves {unowned} of 16384 slots without a primary: a backup of it would be partial",
-            redis.addr()
-        );
-    }
-    let shards: Vec<Shard> = primaries(&ranges, &redis.host)
-        .into_iter()
-        .map(|p| {
-            let url = crate::resp::RedisUrl {
-                host: p.host.clone(),
-                port: p.port,
-                ..redis.clone()
-            };
-            let mut from: Arc<dyn Source> = Arc::new(PsyncSource::shard(url.clone(), link.clone()));
-            if let Some(n) = args.rdb_version {
-                from = Arc::new(Reencoded::new(from, n));
-            }
-            Shard {
-                from,
-                node_id: p.node_id.clone(),
-                addr: url.addr(),
-                ranges: p.ranges.clone(),
-            }
-        })
-        .collect();
-    let mut addrs: Vec<&str> = shards.iter().map(|s| s.addr.as_str()).collect();
-    addrs.sort();
-    if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
-        anyhow::bail!(
-            "two primaries of the cluster at {} are reached at {}: their addresses cannot be told apart (set cluster-announce-ip)",
-            redis.addr(),
-            w[0]
-        );
-    }
-    Ok((shards, ranges))
+    let rdb_version = args.rdb_version;
+    let wrap = move |from: Arc<dyn Source>| -> Arc<dyn Source> {
+        match rdb_version {
+            Some(n) => Arc::new(Reencoded::new(from, n)),
+            None => from,
+        }
+    };
+    Ok(crate::backup::cluster_shards(redis, link, &wrap).await?)
 }
 
 async fn export_cluster_cli(req: ClusterExportRequest, out: &Output) -> anyhow::Result<()> {

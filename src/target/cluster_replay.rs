@@ -102,13 +102,15 @@ impl ClusterTarget {
         split: Split,
     ) -> Result<(), TargetError> {
         let width = match split {
-            Split::Whole => return Err(self.refuse(
-                cmd,
-                &format!(
+            Split::Whole => {
+                return Err(self.refuse(
+                    cmd,
+                    &format!(
                     "writes keys of {} hash slots, and a cluster runs a command over one slot only",
                     slots.len()
                 ),
-            )),
+                ))
+            }
             Split::Each => 1,
             Split::Pairs => 2,
         };
