@@ -5,8 +5,9 @@
 //! a cluster exports as one generation of one object per primary, which
 //! imports into a cluster of another shard count and into a single Redis;
 //! a daemon generation of a single server replays into a cluster, each
-//! command on the owner of its keys; SCAN and the daemon refuse a cluster
-//! (not built).
+//! command on the owner of its keys; the daemon follows a cluster (every
+//! shard's stream in one generation) through a kill -9 and a failover, and
+//! its backups restore anywhere; SCAN refuses a cluster (not built).
 
 mod common;
 
@@ -335,10 +336,10 @@ fn a_cluster_exports_as_one_generation_and_imports_anywhere() {
     assert!(matches!(one.ok(&["FCALL", "one", "0"]), Resp::Int(1)));
 }
 
-/// SCAN over a cluster is not built, and the daemon does not follow a
-/// cluster: both refuse, naming why, and write nothing.
+/// SCAN over a cluster is not built: it refuses, naming why, and so does an
+/// export by a user who cannot tell a cluster node; nothing is written.
 #[test]
-fn scan_and_the_daemon_refuse_a_cluster() {
+fn scan_refuses_a_cluster() {
     let work = tempfile::tempdir().unwrap();
     write_test_keys(work.path());
     std::fs::create_dir(work.path().join("store")).unwrap();
@@ -380,29 +381,6 @@ fn scan_and_the_daemon_refuse_a_cluster() {
         line.contains("cannot tell") && line.contains("+info"),
         "{line}"
     );
-    let url = cluster.nodes[0].url();
-    let mut d = common::daemon::Daemon::spawn(
-        || {
-            let mut c = redvault();
-            c.args(["daemon", "--redis", &url, "--to", &store, "--source", "c"])
-                .arg("--kek")
-                .arg(work.path().join("kek.pub.pem"))
-                .arg("--state-dir")
-                .arg(work.path().join("state"));
-            c
-        },
-        work.path(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !d.log().contains("Redis Cluster node") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon did not name the cluster in 20 s: {}",
-            d.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    d.stop();
     assert!(
         !files_below(&work.path().join("store"))
             .iter()
@@ -595,4 +573,342 @@ fn key_positions_match_the_servers_command_table() {
             .collect();
         assert_eq!(ours, theirs, "{args:?}");
     }
+}
+
+/// Each primary of the cluster as CLUSTER SLOTS says now: (its stream name
+/// `shard-<first>-<last>`, its port).
+fn primaries_now(cluster: &Cluster) -> Vec<(String, u16)> {
+    let Resp::Array(ranges) = cluster.nodes[0].client().ok(&["CLUSTER", "SLOTS"]) else {
+        panic!("CLUSTER SLOTS")
+    };
+    let mut by_port: std::collections::BTreeMap<u16, (i64, i64)> = Default::default();
+    for r in ranges {
+        let Resp::Array(r) = r else { panic!("a range") };
+        let (Resp::Int(a), Resp::Int(b), Resp::Array(p)) = (&r[0], &r[1], &r[2]) else {
+            panic!("{r:?}")
+        };
+        let Resp::Int(port) = p[1] else {
+            panic!("{p:?}")
+        };
+        let e = by_port.entry(port as u16).or_insert((*a, *b));
+        e.0 = e.0.min(*a);
+        e.1 = e.1.max(*b);
+    }
+    by_port
+        .into_iter()
+        .map(|(port, (a, b))| (format!("shard-{a}-{b}"), port))
+        .collect()
+}
+
+/// Waits (bounded) until storage holds every primary's stream up to its
+/// offset now (each shard reports as its own source, `cache1/shard-*`).
+fn wait_cluster_durable(d: &common::daemon::Daemon, cluster: &Cluster) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let m = d.metrics().unwrap_or_default();
+        let all = primaries_now(cluster).into_iter().all(|(stream, port)| {
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port == port)
+                .expect("a node");
+            let want = common::daemon::repl_offset(node);
+            let line = format!("redvault_durable_offset{{source=\"cache1/{stream}\"}} ");
+            m.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|got| got >= want && want > 0)
+        });
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shards' durable offsets never reached the primaries'; metrics:\n{m}\nlog:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every key of the cluster, with its value's digest.
+fn cluster_state(cluster: &Cluster) -> std::collections::BTreeMap<Vec<u8>, Resp> {
+    let mut out = std::collections::BTreeMap::new();
+    for n in &cluster.nodes {
+        let mut c = n.client();
+        let Resp::Array(keys) = c.ok(&["KEYS", "*"]) else {
+            panic!("KEYS")
+        };
+        for k in keys {
+            if let Resp::Bulk(Some(k)) = k {
+                let d = digest_value(&mut c, &k);
+                out.insert(k, d);
+            }
+        }
+    }
+    out
+}
+
+fn write_routed(cluster: &Cluster, tag: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{tag}:{i}");
+        cluster
+            .owner(key.as_bytes())
+            .client()
+            .ok(&["SET", &key, &format!("{tag} {i}")]);
+        let h = format!("h:{}", i % 10);
+        cluster
+            .owner(h.as_bytes())
+            .client()
+            .ok(&["HINCRBY", &h, tag, "1"]);
+    }
+    // One multi-key write within a hash tag, and a TTL.
+    let owner = cluster.owner(b"{t}");
+    owner.client().ok(&[
+        "MSET",
+        &format!("{{t}}{tag}:a"),
+        "1",
+        &format!("{{t}}{tag}:b"),
+        "2",
+    ]);
+    let k = format!("{tag}:0");
+    cluster
+        .owner(k.as_bytes())
+        .client()
+        .ok(&["PEXPIRE", &k, "86400000"]);
+}
+
+fn restored_equal(
+    state: &std::collections::BTreeMap<Vec<u8>, Resp>,
+    dst: &RedisServer,
+    what: &str,
+) {
+    let mut c = dst.client();
+    assert_eq!(
+        c.ok(&["DBSIZE"]),
+        Resp::Int(state.len() as i64),
+        "{what}: key count"
+    );
+    for (k, d) in state {
+        assert_eq!(&digest_value(&mut c, k), d, "{what}: {}", k.escape_ascii());
+    }
+}
+
+/// The daemon on a 3-primary cluster: one generation with every shard's
+/// stream, which a kill -9 and a restart continue; `restore` of the latest
+/// state into a single Redis and into a 2-primary cluster, and `--at` an
+/// earlier time, give exactly the cluster's keys of that moment; `verify`
+/// passes.
+#[test]
+fn the_daemon_follows_a_cluster_through_a_restart() {
+    let (work, store) = common::daemon::workspace();
+    let cluster = Cluster::start(3);
+    for n in &cluster.nodes {
+        n.client().ok(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=lib\nredis.register_function('one', function() return 1 end)",
+        ]);
+    }
+    write_routed(&cluster, "base", 200);
+    let start = || {
+        common::daemon::Daemon::start(
+            work.path(),
+            &cluster.nodes[1].url(),
+            &store,
+            &["--segment-interval-ms", "50"],
+        )
+    };
+    let mut d = start();
+    d.wait_up();
+    write_routed(&cluster, "first", 150);
+    wait_cluster_durable(&d, &cluster);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let at_first = cluster_state(&cluster);
+    let t1 = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    write_routed(&cluster, "second", 150);
+    cluster.owner(b"first:5").client().ok(&["DEL", "first:5"]);
+    wait_cluster_durable(&d, &cluster);
+    d.kill9();
+    write_routed(&cluster, "third", 100);
+    let mut d = start();
+    d.wait_up();
+    wait_cluster_durable(&d, &cluster);
+    d.stop();
+    assert_eq!(
+        generation_count(&work.path().join("store/cache1")),
+        1,
+        "the restart continued the cluster generation"
+    );
+    let shards = files_below(&work.path().join("store/cache1"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".aof.rv"))
+        .filter_map(|p| {
+            p.parent()?
+                .parent()?
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(shards.len(), 3, "one stream per shard: {shards:?}");
+    let latest = cluster_state(&cluster);
+    let restore = |url: &str, extra: &[&str]| {
+        run(redvault()
+            .args(["restore", "--redis", url])
+            .args(["--from", &store, "--source", "cache1", "--kek"])
+            .arg(work.path().join("kek.pem"))
+            .args(extra))
+    };
+    let one = RedisServer::start(&[]);
+    let (code, _, err) = restore(&one.url(), &[]);
+    assert_eq!(code, 0, "{err}");
+    restored_equal(&latest, &one, "latest, into one server");
+    let mut c = one.client();
+    for k in latest.keys() {
+        same_value(&cluster, &mut c, k, "latest, into one server");
+    }
+    assert!(matches!(c.ok(&["FCALL", "one", "0"]), Resp::Int(1)));
+
+    let earlier = RedisServer::start(&[]);
+    let (code, _, err) = restore(&earlier.url(), &["--at", &t1]);
+    assert_eq!(code, 0, "{err}");
+    restored_equal(&at_first, &earlier, "--at the first batch");
+
+    let two = Cluster::start(2);
+    let (code, _, err) = restore(&two.nodes[0].url(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(two.dbsize(), latest.len() as i64);
+    for (k, want) in &latest {
+        assert_eq!(
+            &digest_value(&mut two.owner(k).client(), k),
+            want,
+            "into 2 primaries: {}",
+            k.escape_ascii()
+        );
+    }
+
+    let (code, out, err) = run(redvault()
+        .args([
+            "--json", "verify", "--from", &store, "--source", "cache1", "--kek",
+        ])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A failover of one shard (CLUSTER FAILOVER on its replica) while the
+/// daemon follows: the generation ends for every shard, a new cluster
+/// generation starts with the new primary, the gap is recorded per shard,
+/// and the latest state restores whole.
+#[test]
+fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
+    let (work, store) = common::daemon::workspace();
+    let cluster = Cluster::start(2);
+    let replica = RedisServer::start_cluster_node();
+    cluster.nodes[0]
+        .client()
+        .ok(&["CLUSTER", "MEET", "127.0.0.1", &replica.port.to_string()]);
+    let id = Cluster::id(&cluster.nodes[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if replica
+            .client()
+            .cmd(&[b"CLUSTER", b"REPLICATE", id.as_bytes()])
+            .ok()
+            == Some(Resp::Status("OK".into()))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never joined"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    write_routed(&cluster, "base", 200);
+    let audit = work.path().join("audit.log");
+    let mut d = common::daemon::Daemon::start(
+        work.path(),
+        &cluster.nodes[1].url(),
+        &store,
+        &[
+            "--segment-interval-ms",
+            "50",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    d.wait_up();
+    write_routed(&cluster, "before", 100);
+    wait_cluster_durable(&d, &cluster);
+    // Wait for the replica to be in sync, then fail over to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let Resp::Bulk(Some(i)) = replica.client().ok(&["INFO", "replication"]) else {
+            panic!("INFO")
+        };
+        if String::from_utf8_lossy(&i).contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    replica.client().ok(&["CLUSTER", "FAILOVER"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while generation_count(&work.path().join("store/cache1")) < 2
+        || !files_below(&work.path().join("store/cache1"))
+            .iter()
+            .any(|f| {
+                f.ends_with("manifest.json")
+                    && f.to_string_lossy()
+                        .contains(&newest_generation(&work.path().join("store/cache1")))
+            })
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new generation after the failover; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The cluster as it is now: the replica serves the first shard's slots.
+    let now = Cluster {
+        nodes: vec![replica, cluster.nodes.into_iter().nth(1).unwrap()],
+        ranges: cluster.ranges.clone(),
+    };
+    write_routed(&now, "after", 100);
+    wait_cluster_durable(&d, &now);
+    d.stop();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let gap = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "gap")
+        .unwrap_or_else(|| panic!("no gap record: {text}"));
+    assert_eq!(
+        gap["details"]["shards"].as_array().map(Vec::len),
+        Some(2),
+        "{gap}"
+    );
+    let latest = cluster_state(&now);
+    let one = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["restore", "--redis", &one.url()])
+        .args(["--from", &store, "--source", "cache1", "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    restored_equal(&latest, &one, "after the failover");
+}
+
+fn newest_generation(source_dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(source_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.pop().unwrap_or_default()
 }

@@ -460,7 +460,11 @@ async fn export_cluster_inner(
         shards.iter().map(|_| Default::default()).collect();
     let received = &received;
     let to = &to;
-    let done: Result<Vec<_>, BackupError> = futures::stream::iter(shards.iter().enumerate())
+    // The futures are made first, then run a few at once: a stream mapping
+    // each shard to its future would not be Send for the daemon's tasks.
+    let jobs: Vec<_> = shards
+        .iter()
+        .enumerate()
         .map(|(i, s)| {
         let name = names[i].clone();
         async move {
@@ -498,6 +502,8 @@ async fn export_cluster_inner(
             Ok::<_, BackupError>((entry, shard, info, received, stream))
         }
         })
+        .collect();
+    let done: Result<Vec<_>, BackupError> = futures::stream::iter(jobs)
         .buffer_unordered(SHARDS_AT_ONCE)
         .try_collect()
         .await;

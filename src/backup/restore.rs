@@ -117,6 +117,22 @@ pub async fn replay(
     Ok(all)
 }
 
+/// A cluster's libraries are loaded on every primary, so each shard's stream
+/// carries the same FUNCTION LOAD: replayed with REPLACE, the second one
+/// into the same target is no conflict.
+fn for_shard(c: crate::command::Command) -> crate::command::Command {
+    let is_load = c.args.len() >= 3
+        && c.name().eq_ignore_ascii_case(b"FUNCTION")
+        && c.args[1].eq_ignore_ascii_case(b"LOAD")
+        && !c.args[2].eq_ignore_ascii_case(b"REPLACE");
+    if !is_load {
+        return c;
+    }
+    let mut args = c.args;
+    args.insert(2, b"REPLACE".to_vec());
+    crate::command::Command { args, ..c }
+}
+
 /// A FLUSHALL, FLUSHDB or SWAPDB in one shard's stream changes that shard's
 /// slots only; applied to the target it would change every key.
 fn whole_keyspace(c: &crate::command::Command) -> bool {
@@ -225,6 +241,7 @@ async fn replay_stream(
             }
             stats.segments += 1;
             for r in records {
+                let r = if shard { for_shard(r) } else { r };
                 if r.offset <= seen {
                     continue; // already applied (an overlapping segment)
                 }

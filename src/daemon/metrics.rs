@@ -25,6 +25,9 @@ pub struct SourceMetrics {
     pub bases: AtomicU64,
     pub errors: AtomicU64,
     pub gaps: AtomicU64,
+    /// A cluster source: each shard's stream, reported as its own source
+    /// `<name>/shard-<first>-<last>` (replaced when a new base moves them).
+    pub shards: std::sync::Mutex<Vec<Arc<SourceMetrics>>>,
 }
 
 impl SourceMetrics {
@@ -42,6 +45,14 @@ pub use crate::text::unix_now;
 
 /// The Prometheus text exposition of every source.
 pub fn render(sources: &[Arc<SourceMetrics>]) -> String {
+    let sources: Vec<Arc<SourceMetrics>> = sources
+        .iter()
+        .flat_map(|s| {
+            let shards = s.shards.lock().map(|v| v.clone()).unwrap_or_default();
+            std::iter::once(s.clone()).chain(shards)
+        })
+        .collect();
+    let sources = &sources;
     let mut out = String::new();
     let metric = |out: &mut String,
                   name: &str,

@@ -7,6 +7,7 @@
 //! (`supervisor.rs`) runs every job, reloads on SIGHUP, and talks to systemd.
 
 pub mod checkpoint;
+mod cluster;
 mod lease;
 pub mod metrics;
 pub mod notify;
@@ -65,6 +66,10 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A cluster shard's stream cannot go on (a failover, its checkpoint
+    /// gone, a base due): the cluster job takes a new cluster base.
+    #[error("{0}")]
+    NeedClusterBase(String),
 }
 
 /// Serves /metrics and /healthz on `addr` (loopback by default) for the jobs

@@ -56,9 +56,23 @@ pub struct Job {
     /// retention) in the audit log.
     pub audit: crate::audit::Audit,
     pub metrics: Arc<SourceMetrics>,
+    /// The Redis the source is reached by (a PSYNC source): a Redis Cluster
+    /// node there makes this a cluster job (`cluster.rs`).
+    pub seed: Option<(crate::resp::RedisUrl, crate::resp::ConnectOptions)>,
+    /// One shard's stream of a cluster job (`shard-<first>-<last>`): its
+    /// checkpoint is `<name>/<stream>`, and a new base is the cluster's.
+    pub stream: Option<String>,
 }
 
 impl Job {
+    /// The checkpoint's key: the source, or `<source>/<shard stream>`.
+    pub fn key(&self) -> String {
+        match &self.stream {
+            Some(s) => format!("{}/{s}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// Records a daemon event for this source. A log that cannot be written
     /// is an error in the journal and the error count, never the end of the
     /// backups it would record.
@@ -101,8 +115,10 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
     };
     let r = if j.bases_only {
         run_bases(&j, &mut shutdown).await
+    } else if super::cluster::is_cluster(&j).await {
+        super::cluster::run_cluster(&j, &mut shutdown).await
     } else {
-        run_sessions(&j, &mut shutdown).await
+        run_sessions(&j, &mut shutdown, None).await
     };
     // The renewer holds a reference: end it before giving the lease up.
     renewer.0.abort();
@@ -113,9 +129,13 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
     r
 }
 
-async fn run_sessions(
+/// Sessions of one stream until shutdown. `initial`: the stream of a base
+/// just taken (a cluster shard's). A shard's stream that needs a new base
+/// ends with `NeedClusterBase`, after its spool drained as at a stop.
+pub(super) async fn run_sessions(
     j: &Arc<Job>,
     shutdown: &mut watch::Receiver<bool>,
+    mut initial: Option<(Checkpoint, CommandFeed)>,
 ) -> Result<(), DaemonError> {
     let spool = Spool::open(&j.spool_dir, j.spool_max_bytes, j.metrics.clone())
         .map_err(DaemonError::Spool)?;
@@ -130,14 +150,27 @@ async fn run_sessions(
     )));
     let mut force_full = false;
     let mut backoff = Duration::from_secs(1);
+    let mut ended = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let r = session(j, &spool, &mut durable, force_full, shutdown).await;
+        let r = session(
+            j,
+            &spool,
+            &mut durable,
+            force_full,
+            initial.take(),
+            shutdown,
+        )
+        .await;
         j.metrics.connected.store(false, Relaxed);
         match r {
             Ok(SessionEnd::Shutdown) => break,
+            Err(DaemonError::NeedClusterBase(why)) => {
+                ended = Some(why);
+                break;
+            }
             Ok(SessionEnd::NewBase) => {
                 force_full = true;
                 backoff = Duration::from_secs(1);
@@ -175,8 +208,11 @@ async fn run_sessions(
         // deleted from the end.
         spool.write_head(&j.store, &j.name, &j.signer).await;
     }
-    tracing::info!(source = %j.name, spooled_segments_left = !spool.is_empty(), "stopped");
-    Ok(())
+    tracing::info!(source = %j.key(), spooled_segments_left = !spool.is_empty(), "stopped");
+    match ended {
+        Some(why) => Err(DaemonError::NeedClusterBase(why)),
+        None => Ok(()),
+    }
 }
 
 /// A source with no stream (SCAN): a base now and on every schedule tick,
@@ -221,7 +257,7 @@ async fn run_bases(j: &Arc<Job>, shutdown: &mut watch::Receiver<bool>) -> Result
 }
 
 /// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -233,7 +269,7 @@ impl Drop for AbortOnDrop {
 /// true if it moved.
 fn record_durable(j: &Job, generation: &str, to: u64) -> Result<bool, DaemonError> {
     let mut moved = false;
-    j.checkpoints.update(&j.name, generation, |cp| {
+    j.checkpoints.update(&j.key(), generation, |cp| {
         if to > cp.durable {
             cp.durable = to;
             moved = true;
@@ -256,8 +292,15 @@ fn apply_durable(j: &Job, durable: &mut watch::Receiver<(String, u64)>) {
     }
 }
 
-/// A new generation: a snapshot that becomes the base, then its stream.
+/// A new generation: a snapshot that becomes the base, then its stream. A
+/// cluster shard's base is the whole cluster's: its job asks for it.
 async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
+    if j.stream.is_some() {
+        return Err(DaemonError::NeedClusterBase(format!(
+            "{} needs a new base",
+            j.key()
+        )));
+    }
     let req = ExportRequest {
         from: j.from.clone(),
         store: j.store.clone(),
@@ -276,8 +319,8 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
         link: Some(hex::encode(crate::aof::chain::GENESIS)),
     };
     // The generation this one replaces ends where its checkpoint stood.
-    let ended = j.checkpoints.get(&j.name)?;
-    j.checkpoints.put(&j.name, &cp)?;
+    let ended = j.checkpoints.get(&j.key())?;
+    j.checkpoints.put(&j.key(), &cp)?;
     // Recorded before the metrics say so: whoever reads them sees it logged.
     if let Some(old) = ended.filter(|old| old.generation != cp.generation) {
         j.audit(
@@ -291,7 +334,7 @@ async fn new_base(j: &Job) -> Result<(Checkpoint, CommandFeed), DaemonError> {
 }
 
 /// A base is stored: its audit record, metrics, log line, and retention.
-async fn base_stored(j: &Job, summary: &crate::backup::ExportSummary) {
+pub(super) async fn base_stored(j: &Job, summary: &crate::backup::ExportSummary) {
     let offset = summary.manifest.redis.offset;
     j.audit(
         "generation start",
@@ -376,7 +419,7 @@ async fn catch_up_cut(j: &Job, spool: &Spool, cp: &mut Checkpoint) -> Result<(),
         tracing::info!(source = %j.name, generation = %cp.generation, from = st.from, to = st.to, "a segment cut before the last stop was not yet in the checkpoint; continuing after it");
         cp.spooled = st.to;
         cp.link = Some(hex::encode(link));
-        j.checkpoints.put(&j.name, cp)?;
+        j.checkpoints.put(&j.key(), cp)?;
     }
     Ok(())
 }
@@ -387,11 +430,15 @@ async fn start(
     j: &Job,
     spool: &Spool,
     force_full: bool,
+    initial: Option<(Checkpoint, CommandFeed)>,
 ) -> Result<(Checkpoint, CommandFeed), DaemonError> {
+    if let Some(taken) = initial {
+        return Ok(taken);
+    }
     let checkpoint = if force_full {
         None
     } else {
-        j.checkpoints.get(&j.name)?
+        j.checkpoints.get(&j.key())?
     };
     let Some(mut cp) = checkpoint else {
         return new_base(j).await;
@@ -411,7 +458,7 @@ async fn start(
             tracing::info!(source = %j.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
             if replid != cp.replid {
                 cp.replid = replid;
-                j.checkpoints.put(&j.name, &cp)?;
+                j.checkpoints.put(&j.key(), &cp)?;
             }
             Ok((cp, feed))
         }
@@ -439,13 +486,14 @@ async fn session(
     spool: &Arc<Spool>,
     durable: &mut watch::Receiver<(String, u64)>,
     force_full: bool,
+    initial: Option<(Checkpoint, CommandFeed)>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd, DaemonError> {
     // This session's data key for its segments, wrapped before anything else:
     // with no usable KEK nothing is written.
     let dek = DataKey::generate();
     let ring = Keyring::wrap(&dek, j.kek.as_ref()).await?;
-    let (cp, feed) = start(j, spool, force_full).await?;
+    let (cp, feed) = start(j, spool, force_full, initial).await?;
     j.metrics.connected.store(true, Relaxed);
     j.metrics.received_offset.store(cp.spooled, Relaxed);
     j.metrics.durable_offset.store(cp.durable, Relaxed);
@@ -620,5 +668,5 @@ async fn follow(
 }
 
 async fn cut_segment(j: &Job, seg: &mut Segmenter, spool: &Spool) -> Result<(), DaemonError> {
-    seg.cut(&j.name, &j.seal, spool, &j.checkpoints).await
+    seg.cut(&j.key(), &j.seal, spool, &j.checkpoints).await
 }

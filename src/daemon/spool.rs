@@ -86,7 +86,7 @@ impl Spool {
                 continue;
             };
             left.push(Spooled {
-                generation: generation.into(),
+                generation: generation.replace('@', "/"),
                 name: name.into(),
                 to,
                 bytes: e.metadata().map_err(io)?.len(),
@@ -136,7 +136,10 @@ impl Spool {
             dir: self.dir.display().to_string(),
             source,
         };
-        let path = self.dir.join(format!("{generation}~{name}"));
+        // A shard's stream name has a '/': '@' in the file name.
+        let path = self
+            .dir
+            .join(format!("{}~{name}", generation.replace('/', "@")));
         let tmp = path.with_extension("tmp");
         {
             use std::io::Write;

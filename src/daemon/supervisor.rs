@@ -117,6 +117,7 @@ async fn jobs(
                 "source {name}: a SCAN source has no command stream to follow, so it needs base_every (--base-every) for its bases"
             )));
         }
+        let seed = (!bases_only).then(|| (url.clone(), link.clone()));
         let from: Arc<dyn crate::source::Source> = if bases_only {
             Arc::new(crate::source::ScanSource::new(url, link.clone(), 4, None))
         } else {
@@ -155,6 +156,8 @@ async fn jobs(
             retention: retention.clone(),
             audit: audit.clone(),
             metrics: SourceMetrics::new(&name),
+            seed,
+            stream: None,
             name,
         });
     }

@@ -61,7 +61,7 @@ impl Source for PsyncSource {
         };
         if cluster {
             return Err(SourceError::ClusterNode(format!(
-                "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; give any node as --redis to `export`, which backs up every primary (the daemon does not follow clusters yet)",
+                "Redis at {} is a Redis Cluster node: its snapshot holds only its own slots, so a backup of it would be partial; give any node as --redis to `export` or `daemon`, which back up every primary",
                 self.url.addr()
             )));
         }

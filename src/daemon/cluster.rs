@@ -1,0 +1,298 @@
+//! The daemon on a Redis Cluster: one generation for the whole cluster (a
+//! snapshot of every primary, `backup::export_cluster_and_follow`), then each
+//! shard's command stream followed by a session loop of its own
+//! (`session::run_sessions`: its own checkpoint `<source>/<shard>`, spool,
+//! segments, signed chain and ACKs), all under the source's one writer lease.
+//! A restart continues every shard's stream from its checkpoint when the slot
+//! map is the one the generation was taken under. A shard that cannot go on
+//! (a failover, its backlog gone, a base due), or a slot map that changed
+//! (watched every few seconds: a failover, a slot moved), ends the generation
+//! for every shard (each cuts, drains and signs its end) and a new cluster
+//! generation starts; the gap is recorded with each shard's offset.
+
+use super::checkpoint::Checkpoint;
+use super::metrics::SourceMetrics;
+use super::schedule::BaseSchedule;
+use super::session::{base_stored, run_sessions, Job};
+use super::DaemonError;
+use crate::backup::layout::shard_stream;
+use crate::backup::{cluster_shards, export_cluster_and_follow, ClusterExportRequest, Retention};
+use crate::resp::cluster::SlotRange;
+use crate::source::{CommandFeed, Source};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often the slot map is read again while the shards are followed.
+const LAYOUT_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether the job's Redis is a cluster node (INFO, else CLUSTER MYID). An
+/// unreachable one is not: its session says why, and retries.
+pub(super) async fn is_cluster(j: &Job) -> bool {
+    let Some((url, link)) = &j.seed else {
+        return false;
+    };
+    let Ok(mut conn) = crate::resp::connect(url, link).await else {
+        return false;
+    };
+    crate::resp::cluster_mode(&mut conn).await == Some(true)
+}
+
+/// The slot map as one comparable text: each range and its primary's node id.
+/// Kept as the cluster checkpoint's `replid`, so a restart knows whether the
+/// shards' checkpoints still describe the cluster.
+fn layout(topology: &[SlotRange]) -> String {
+    let mut v: Vec<String> = topology
+        .iter()
+        .map(|r| format!("{}-{}@{}", r.first, r.last, r.node_id))
+        .collect();
+    v.sort();
+    format!("cluster {}", v.join(","))
+}
+
+/// One shard's stream to follow: its source and stream name.
+struct ShardRun {
+    from: Arc<dyn Source>,
+    stream: String,
+    addr: String,
+}
+
+/// Follows the cluster until `shutdown`: a round per generation, retried
+/// with backoff when one fails.
+pub(super) async fn run_cluster(
+    j: &Arc<Job>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let mut force_new = false;
+    let mut backoff = Duration::from_secs(1);
+    while !*shutdown.borrow() {
+        match round(j, force_new, shutdown).await {
+            Ok(None) => break,
+            Ok(Some(why)) => {
+                j.metrics.gaps.fetch_add(1, Relaxed);
+                tracing::warn!(source = %j.name, "{why}: the cluster generation ends there; a new one starts (a gap in point-in-time coverage)");
+                force_new = true;
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) => {
+                j.metrics.errors.fetch_add(1, Relaxed);
+                tracing::error!(source = %j.name, "cluster session ended: {e}; retrying in {backoff:?}");
+                let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    tracing::info!(source = %j.name, "stopped");
+    Ok(())
+}
+
+/// One cluster generation followed: continued from the checkpoints when the
+/// slot map is the one they were taken under (and `force_new` is not set),
+/// else a new cluster base. None at shutdown; Some(why) when a new
+/// generation is needed.
+async fn round(
+    j: &Arc<Job>,
+    force_new: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<String>, DaemonError> {
+    let (seed, link) = j.seed.clone().expect("a cluster job has its seed");
+    let (shards, topology) = cluster_shards(&seed, &link, &|s| s).await?;
+    let now = layout(&topology);
+    let runs: Vec<ShardRun> = shards
+        .iter()
+        .map(|s| ShardRun {
+            from: s.from.clone(),
+            stream: shard_stream(
+                s.ranges.iter().map(|r| r.0).min().unwrap_or(0),
+                s.ranges.iter().map(|r| r.1).max().unwrap_or(0),
+            ),
+            addr: s.addr.clone(),
+        })
+        .collect();
+    let held = j.checkpoints.get(&j.name)?;
+    let mut resumable = !force_new && held.as_ref().is_some_and(|cp| cp.replid == now);
+    if let (true, Some(cp)) = (resumable, &held) {
+        for r in &runs {
+            let want = format!("{}/{}", cp.generation, r.stream);
+            let shard = j.checkpoints.get(&format!("{}/{}", j.name, r.stream))?;
+            resumable &= shard.is_some_and(|s| s.generation == want);
+        }
+    }
+    let mut initial: Vec<Option<(Checkpoint, CommandFeed)>> = runs.iter().map(|_| None).collect();
+    let generation = if resumable {
+        let g = held.expect("resumable").generation;
+        tracing::info!(source = %j.name, generation = %g, shards = runs.len(), "continuing the cluster generation");
+        g
+    } else {
+        if let Some(old) = &held {
+            if !force_new {
+                // Recorded by the round that ended it otherwise.
+                j.audit(
+                    "gap",
+                    serde_json::json!({"generation": old.generation, "why": "the cluster's slot map is not the one its generation was taken under (a failover or a slot moved while the daemon was stopped)"}),
+                    None,
+                );
+            }
+            j.audit(
+                "generation end",
+                serde_json::json!({"generation": old.generation}),
+                None,
+            );
+        }
+        j.metrics.in_base.store(true, Relaxed);
+        let req = ClusterExportRequest {
+            shards,
+            seed: seed.clone(),
+            link: link.clone(),
+            topology,
+            store: j.store.clone(),
+            source: j.name.clone(),
+            kek: Some(j.kek.clone()),
+            signer: j.signer.clone(),
+            seal: j.seal.clone(),
+        };
+        let r = export_cluster_and_follow(req, &|_, _| {}).await;
+        j.metrics.in_base.store(false, Relaxed);
+        let (summary, feeds) = r?;
+        let entries = summary.manifest.cluster.clone().unwrap_or_default();
+        for ((entry, feed), slot) in entries.iter().zip(feeds).zip(initial.iter_mut()) {
+            let cp = Checkpoint {
+                replid: entry.replid.clone(),
+                generation: format!("{}/{}", summary.generation, entry.stream()),
+                durable: entry.offset,
+                spooled: entry.offset,
+                link: Some(hex::encode(crate::aof::chain::GENESIS)),
+            };
+            j.checkpoints
+                .put(&format!("{}/{}", j.name, entry.stream()), &cp)?;
+            *slot = Some((cp, feed));
+        }
+        j.checkpoints.put(
+            &j.name,
+            &Checkpoint {
+                replid: now.clone(),
+                generation: summary.generation.clone(),
+                durable: 0,
+                spooled: 0,
+                link: None,
+            },
+        )?;
+        base_stored(j, &summary).await;
+        summary.generation
+    };
+    follow_shards(j, &generation, runs, initial, &now, shutdown).await
+}
+
+/// Every shard's session loop until shutdown, a shard that needs a new
+/// base, or a slot map other than `layout_now`; then every shard is stopped
+/// (each cuts, drains its spool and signs its end) before returning.
+async fn follow_shards(
+    j: &Arc<Job>,
+    generation: &str,
+    runs: Vec<ShardRun>,
+    mut initial: Vec<Option<(Checkpoint, CommandFeed)>>,
+    layout_now: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<String>, DaemonError> {
+    let (seed, link) = j.seed.clone().expect("a cluster job has its seed");
+    let metrics: Vec<Arc<SourceMetrics>> = runs
+        .iter()
+        .map(|r| SourceMetrics::new(&format!("{}/{}", j.name, r.stream)))
+        .collect();
+    if let Ok(mut m) = j.metrics.shards.lock() {
+        *m = metrics.clone();
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, r) in runs.iter().enumerate() {
+        let sub = Arc::new(shard_job(j, r, metrics[i].clone()));
+        let mut stop = stop_rx.clone();
+        let init = initial[i].take();
+        tracing::info!(source = %j.name, stream = %r.stream, primary = %r.addr, "following the shard");
+        tasks.spawn(async move { run_sessions(&sub, &mut stop, init).await });
+    }
+    let mut check = tokio::time::interval(LAYOUT_EVERY);
+    check.tick().await;
+    let end: Result<Option<String>, DaemonError> = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Ok(None),
+            _ = check.tick() => {
+                j.metrics
+                    .connected
+                    .store(metrics.iter().all(|m| m.connected.load(Relaxed)), Relaxed);
+                // An unreachable seed says nothing: the shards' own links do.
+                if let Ok(mut conn) = crate::resp::connect(&seed, &link).await {
+                    if let Ok(t) = crate::resp::cluster::cluster_slots(&mut conn).await {
+                        if layout(&t) != layout_now {
+                            break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
+                        }
+                    }
+                }
+            }
+            r = tasks.join_next() => match r {
+                Some(Ok(Err(DaemonError::NeedClusterBase(why)))) => break Ok(Some(why)),
+                Some(Ok(Err(e))) => break Err(e),
+                Some(Ok(Ok(()))) | None => break Err(DaemonError::Lost("a shard's stream stopped".into())),
+                Some(Err(e)) => break Err(DaemonError::Lost(format!("a shard's task ended: {e}"))),
+            },
+        }
+    };
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(())) | Ok(Err(DaemonError::NeedClusterBase(_))) => {}
+            Ok(Err(e)) => tracing::error!(source = %j.name, "stopping a shard: {e}"),
+            Err(e) => tracing::error!(source = %j.name, "stopping a shard: {e}"),
+        }
+    }
+    j.metrics.connected.store(false, Relaxed);
+    if let Ok(Some(why)) = &end {
+        let shards: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let key = format!("{}/{}", j.name, r.stream);
+                let at = j.checkpoints.get(&key).ok().flatten().map(|c| c.spooled);
+                serde_json::json!({"stream": r.stream, "primary": r.addr, "offset": at})
+            })
+            .collect();
+        j.audit(
+            "gap",
+            serde_json::json!({"generation": generation, "why": why, "shards": shards}),
+            None,
+        );
+    }
+    end
+}
+
+/// A shard's stream as a job of its own: the cluster job's storage, keys and
+/// settings, its own checkpoint key, spool and metrics; no retention (the
+/// cluster job prunes whole generations).
+fn shard_job(j: &Job, r: &ShardRun, metrics: Arc<SourceMetrics>) -> Job {
+    Job {
+        name: j.name.clone(),
+        state_dir: j.state_dir.clone(),
+        from: r.from.clone(),
+        bases_only: false,
+        store: j.store.clone(),
+        kek: j.kek.clone(),
+        signer: j.signer.clone(),
+        trust: j.trust.clone(),
+        seal: j.seal.clone(),
+        checkpoints: j.checkpoints.clone(),
+        spool_dir: j.spool_dir.join(&r.stream),
+        spool_max_bytes: j.spool_max_bytes,
+        cut_interval: j.cut_interval,
+        segment_max_bytes: j.segment_max_bytes,
+        max_segments_per_sec: j.max_segments_per_sec,
+        schedule: j
+            .schedule
+            .as_ref()
+            .and_then(|s| BaseSchedule::parse(&s.text).ok()),
+        retention: Retention::default(),
+        audit: j.audit.clone(),
+        metrics,
+        seed: None,
+        stream: Some(r.stream.clone()),
+    }
+}
