@@ -901,6 +901,29 @@ fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
         .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "{err}");
     restored_equal(&latest, &one, "after the failover");
+
+    // Retention removes the old cluster generation whole, its shards'
+    // streams included.
+    let newest = newest_generation(&work.path().join("store/cache1"));
+    let (code, _, err) = run(redvault()
+        .args([
+            "prune",
+            "--from",
+            &store,
+            "--source",
+            "cache1",
+            "--keep-last",
+            "1",
+            "--kek",
+        ])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    let left: Vec<_> = files_below(&work.path().join("store/cache1"))
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().contains("/.lease"))
+        .filter(|f| !f.to_string_lossy().contains(&newest))
+        .collect();
+    assert!(left.is_empty(), "left of the pruned generation: {left:?}");
 }
 
 fn newest_generation(source_dir: &Path) -> String {
