@@ -36,6 +36,9 @@ pub enum LogFormat {
     /// One JSON object per line (level, target, message and fields such as
     /// source and generation), for log shippers.
     Json,
+    /// Plain text without time stamps (the journal adds its own), never
+    /// coloured: what the systemd units use.
+    Journal,
 }
 
 #[derive(Debug, Parser)]
@@ -46,15 +49,10 @@ pub enum LogFormat {
     about = "Encrypted, point-in-time backups of Redis in object storage"
 )]
 pub struct Cli {
-    /// Log lines as text or JSON (the level from REDVAULT_LOG).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "REDVAULT_LOG_FORMAT",
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    /// Log lines as text, JSON or journal text (the level from
+    /// REDVAULT_LOG); else the config's log_format, else text.
+    #[arg(long, global = true, value_enum, env = "REDVAULT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// TOML config file (see config/redvault.toml).
     #[arg(long, global = true, env = "REDVAULT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -139,7 +137,17 @@ impl Command {
 pub fn run() -> i32 {
     not_dumpable();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    use crate::settings::LogFormatName;
+    let from_config = cli
+        .config
+        .as_deref()
+        .and_then(crate::settings::log_format_of)
+        .map(|f| match f {
+            LogFormatName::Text => LogFormat::Text,
+            LogFormatName::Json => LogFormat::Json,
+            LogFormatName::Journal => LogFormat::Journal,
+        });
+    init_logging(cli.log_format.or(from_config).unwrap_or(LogFormat::Text));
     let out = output::Output {
         json: cli.json,
         last: Default::default(),
@@ -237,6 +245,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .try_init(),
+        LogFormat::Journal => builder.with_ansi(false).without_time().try_init(),
     };
 }
 

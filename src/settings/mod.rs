@@ -67,6 +67,32 @@ pub struct SealTuning {
     pub no_compress: bool,
 }
 
+/// The config's `log_format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatName {
+    Text,
+    Json,
+    Journal,
+}
+
+/// The `log_format` of the config file at `path`, read on its own before
+/// logging starts (None when absent, or when the file does not parse:
+/// loading it in full then names the error).
+pub fn log_format_of(path: &Path) -> Option<LogFormatName> {
+    #[derive(Deserialize)]
+    struct Only {
+        log_format: Option<LogFormatName>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let value = table.get("log_format")?.clone();
+    let only: Only = toml::Table::from_iter([("log_format".to_string(), value)])
+        .try_into()
+        .ok()?;
+    only.log_format
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -80,6 +106,9 @@ pub struct Config {
     pub trust: TrustConfig,
     /// Append one JSON record per command (and daemon start/stop) here.
     pub audit_log: Option<std::path::PathBuf>,
+    /// How log lines look: "text", "json" or "journal" (`--log-format`
+    /// wins; read before the rest, so logging starts with it).
+    pub log_format: Option<LogFormatName>,
     /// The Redis to back up: redis://[user[:password]@]host:port.
     pub redis: Option<String>,
     /// A file holding the Redis password (e.g. a systemd credential), so it
