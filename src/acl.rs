@@ -69,9 +69,18 @@ impl Role {
     /// (the version is then not recorded).
     pub fn commands(self, with_flush: bool) -> Vec<String> {
         let mut c: Vec<String> = match self {
-            Role::Backup | Role::Daemon => ["ping", "info", "replconf", "psync"]
-                .map(String::from)
-                .to_vec(),
+            // CLUSTER SLOTS and NODES: a cluster's primaries, and whether a
+            // slot is being migrated (no snapshot then).
+            Role::Backup | Role::Daemon => [
+                "ping",
+                "info",
+                "replconf",
+                "psync",
+                "cluster|slots",
+                "cluster|nodes",
+            ]
+            .map(String::from)
+            .to_vec(),
             // PEXPIRETIME (7.0) or PTTL (older), FUNCTION DUMP from 7.0.
             Role::Scan => [
                 "ping",
@@ -208,7 +217,7 @@ mod tests {
         let b = Role::Backup.setuser("rv", "*", false, false, None);
         assert_eq!(
             b,
-            "ACL SETUSER rv on >PASSWORD resetkeys resetchannels -@all +ping +info +replconf +psync"
+            "ACL SETUSER rv on >PASSWORD resetkeys resetchannels -@all +ping +info +replconf +psync +cluster|slots +cluster|nodes"
         );
         let i = Role::Import.setuser("rv", "app:*", true, true, None);
         assert!(

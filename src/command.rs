@@ -265,6 +265,22 @@ fn option_value(args: &[Vec<u8>], from: usize, names: &[&[u8]]) -> Vec<usize> {
         .collect()
 }
 
+/// SORT's STORE destination: the options read in turn, so a BY or GET
+/// pattern (or a LIMIT number) that reads "store" is not taken for it.
+fn sort_store(args: &[Vec<u8>]) -> Option<usize> {
+    let mut i = 2;
+    while i < args.len() {
+        let o = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+        match o.as_str() {
+            "BY" | "GET" => i += 2,
+            "LIMIT" => i += 3,
+            "STORE" => return (i + 1 < args.len()).then_some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 impl Command {
     /// The keys of a data write (the commands [`Replay::Apply`] takes), by
     /// the key positions of Redis's command table.
@@ -297,14 +313,16 @@ impl Command {
             "LMPOP" | "ZMPOP" => range(counted(a, 1).unwrap_or(0..0), Split::Whole),
             "BLMPOP" | "BZMPOP" => range(counted(a, 2).unwrap_or(0..0), Split::Whole),
             "XGROUP" => at(vec![2], Split::Whole),
+            // Options after `key lon lat radius unit` / `key member radius unit`.
             "GEORADIUS" | "GEORADIUSBYMEMBER" => {
+                let first = if upper == "GEORADIUS" { 6 } else { 5 };
                 let mut k = vec![1];
-                k.extend(option_value(a, 2, &[b"STORE", b"STOREDIST"]));
+                k.extend(option_value(a, first, &[b"STORE", b"STOREDIST"]));
                 at(k, Split::Whole)
             }
             "SORT" => {
                 let mut k = vec![1];
-                k.extend(option_value(a, 2, &[b"STORE"]));
+                k.extend(sort_store(a));
                 at(k, Split::Whole)
             }
             "SPUBLISH" => Keys::None,
@@ -405,6 +423,21 @@ mod tests {
                 Split::Whole,
             ),
             (&["SORT", "l", "ALPHA", "STORE", "d"], "l d", Split::Whole),
+            (
+                &["SORT", "l", "BY", "store", "STORE", "d"],
+                "l d",
+                Split::Whole,
+            ),
+            (
+                &["SORT", "l", "GET", "#", "LIMIT", "0", "5"],
+                "l",
+                Split::Whole,
+            ),
+            (
+                &["GEORADIUSBYMEMBER", "g", "store", "1", "km", "STORE", "d"],
+                "g d",
+                Split::Whole,
+            ),
             (&["SUNIONSTORE", "d", "a", "b"], "d a b", Split::Whole),
             (&["XADD", "s", "*", "f", "v"], "s", Split::Whole),
         ] {

@@ -579,9 +579,12 @@ async fn secrets_from_files_never_show() {
     );
     assert_eq!(code, 0, "export with the SAS token: {err}");
     let dst = RedisServer::start(&[]);
+    // JSON log lines (--log-format json) are searched too.
     let (code, _, err) = go(
         &[
             "--json",
+            "--log-format",
+            "json",
             "import",
             "--redis",
             &dst.url(),
@@ -593,6 +596,7 @@ async fn secrets_from_files_never_show() {
         &kek,
     );
     assert_eq!(code, 0, "import with the SAS token: {err}");
+    assert!(err.contains("{\"timestamp\""), "JSON log lines: {err}");
     assert_eq!(dst.digest(), src.digest());
     assert_eq!(
         w.tokens.requests().len(),

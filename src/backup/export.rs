@@ -377,6 +377,38 @@ pub async fn cluster_shards(
             w[0]
         )));
     }
+    // A slot half moved has keys on two nodes: snapshots taken one after the
+    // other could miss or double them. Each node tells only its own
+    // migrations (a user who may not ask is warned).
+    for p in primaries(&ranges, &seed.host) {
+        let url = crate::resp::RedisUrl {
+            host: p.host.clone(),
+            port: p.port,
+            ..seed.clone()
+        };
+        let mut conn = crate::resp::connect(&url, link)
+            .await
+            .map_err(SourceError::from)?;
+        match crate::resp::cluster::migrating_slots(&mut conn)
+            .await
+            .map_err(SourceError::from)?
+        {
+            Some(moving) if !moving.is_empty() => {
+                return Err(BackupError::Invalid(format!(
+                    "slot {} of the cluster at {} is being migrated by {} ({} slots in all): a snapshot now could miss or double its keys; back it up once the migration ends",
+                    moving[0],
+                    seed.addr(),
+                    url.addr(),
+                    moving.len()
+                )));
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                "cannot tell whether {} is migrating a slot (CLUSTER NODES refused): a snapshot during a migration could miss or double its keys",
+                url.addr()
+            ),
+        }
+    }
     Ok((shards, ranges))
 }
 
@@ -498,7 +530,7 @@ async fn export_cluster_inner(
                 keys: counts,
             };
             let received = transfer.received();
-            let stream = follow.then(|| transfer.into_stream());
+            let stream = follow.then(|| KeptAlive::start(transfer.into_stream(), info.offset));
             Ok::<_, BackupError>((entry, shard, info, received, stream))
         }
         })
@@ -527,6 +559,23 @@ async fn export_cluster_inner(
         }
     };
     done.sort_by_key(|d| names.iter().position(|n| *n == d.1.object));
+    // Every kept stream is still up, or the generation is not kept: the
+    // daemon would follow it with a shard missing.
+    let mut feeds = vec![];
+    for d in done.iter_mut() {
+        if let Some(kept) = d.4.take() {
+            match kept.stop().await {
+                Ok(feed) => feeds.push(feed),
+                Err(e) => {
+                    let _ = store.delete(&dir.keyring(store)).await;
+                    for n in &names {
+                        let _ = store.delete(&dir.object(store, n)).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
     let mut keys_total: BTreeMap<String, u64> = BTreeMap::new();
     for (_, s, _, _, _) in &done {
         for (db, n) in &s.keys {
@@ -565,7 +614,51 @@ async fn export_cluster_inner(
         seconds: started.elapsed().as_secs_f64(),
         manifest,
     };
-    Ok((summary, done.into_iter().filter_map(|d| d.4).collect()))
+    Ok((summary, feeds))
+}
+
+/// A shard's stream while the other shards' snapshots are still being
+/// stored: acknowledged at its snapshot's offset every second, so its
+/// primary does not drop the link as a silent replica (repl-timeout). Its
+/// commands wait in the link meanwhile, read once the shard is followed.
+struct KeptAlive {
+    reader: Box<dyn crate::source::CommandReader>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task:
+        tokio::task::JoinHandle<Result<Box<dyn crate::source::Acker>, crate::source::SourceError>>,
+}
+
+impl KeptAlive {
+    fn start(feed: CommandFeed, offset: u64) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let mut acker = feed.acker;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return Ok(acker),
+                    _ = tick.tick() => acker.ack(offset).await?,
+                }
+            }
+        });
+        KeptAlive {
+            reader: feed.reader,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) -> Result<CommandFeed, BackupError> {
+        let _ = self.stop.send(());
+        let acker = self
+            .task
+            .await
+            .map_err(|e| BackupError::Invalid(format!("a shard's keepalive ended: {e}")))??;
+        Ok(CommandFeed {
+            reader: self.reader,
+            acker,
+        })
+    }
 }
 
 fn display_path(store: &Store, p: &Path) -> String {

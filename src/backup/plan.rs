@@ -41,6 +41,9 @@ pub struct Plan {
     /// the stream's name, `<generation>/shard-<first>-<last>`); this plan's
     /// own timeline is then empty.
     pub shards: Vec<Plan>,
+    /// A shard's plan: the slots its primary served at the generation's
+    /// start (its stream may also carry keys migrated in from other shards).
+    pub slots: Vec<[u16; 2]>,
 }
 
 /// One command stream of a generation: the generation's own, or a shard's.
@@ -48,6 +51,7 @@ struct Stream {
     dir: GenerationDir,
     base_offset: u64,
     timeline: Timeline,
+    slots: Vec<[u16; 2]>,
 }
 
 /// The time range a generation covers: its base's creation to its last record.
@@ -127,36 +131,50 @@ async fn coverage(
     let base_offset = m.redis.offset;
     let trust = &trust.for_generation(g.verified);
     // A cluster generation: each shard's stream from its own snapshot.
-    let bases: Vec<(GenerationDir, u64)> = match &m.cluster {
+    let bases: Vec<(GenerationDir, u64, Vec<[u16; 2]>)> = match &m.cluster {
         Some(shards) => shards
             .iter()
-            .map(|s| (g.dir().shard(&s.stream()), s.offset))
+            .map(|s| (g.dir().shard(&s.stream()), s.offset, s.slots.clone()))
             .collect(),
-        None => vec![(g.dir(), base_offset)],
+        None => vec![(g.dir(), base_offset, vec![])],
     };
-    let from_ms = parse_ms(&m.created).unwrap_or(0);
-    let mut to_ms = parse_ms(&m.completed).unwrap_or(from_ms);
+    let created = parse_ms(&m.created).unwrap_or(0);
+    let completed = parse_ms(&m.completed).unwrap_or(created);
+    // A cluster's shards were snapshotted one after another: a time before
+    // the last of them is not a state every shard has.
+    let from_ms = if m.cluster.is_some() {
+        completed
+    } else {
+        created
+    };
+    let mut to_ms: Option<u64> = None;
     let mut streams = vec![];
-    for (dir, base) in bases {
+    for (dir, base, slots) in bases {
         let t = timeline(store, &dir, base).await?;
+        let mut last_ms = completed;
         if let Some(last) = t.segments.last() {
             // The time index: each segment's signed statement (in its header)
             // names the receive time of its last record, so nothing is
             // decrypted to learn the coverage. An unsigned segment is read.
             match last_record_time(store, &dir, last, trust).await? {
-                Some(ms) => to_ms = to_ms.max(ms),
+                Some(ms) => last_ms = last_ms.max(ms),
                 None => {
                     let read = read_segment(store, &dir, last, kek, keys, trust).await?;
                     if let Some(r) = read.records.last() {
-                        to_ms = to_ms.max(r.time_ms);
+                        last_ms = last_ms.max(r.time_ms);
                     }
                 }
             }
         }
+        // Covered is what every stream reaches (a shard whose stream lags
+        // would otherwise give its older state beside the others' newer).
+        // Idle streams still move: keepalives are cut once a minute.
+        to_ms = Some(to_ms.map_or(last_ms, |t| t.min(last_ms)));
         streams.push(Stream {
             dir,
             base_offset: base,
             timeline: t,
+            slots,
         });
     }
     let end_offset = match (&m.cluster, streams.first()) {
@@ -167,7 +185,7 @@ async fn coverage(
         Coverage {
             generation: g.generation.clone(),
             from_ms,
-            to_ms,
+            to_ms: to_ms.unwrap_or(completed),
             base_offset,
             end_offset,
         },
@@ -189,6 +207,7 @@ async fn stream_plan(
         dir,
         base_offset,
         timeline: t,
+        slots,
     } = st;
     if let Some((a, b)) = t.holes.first() {
         let needed = match point {
@@ -217,6 +236,7 @@ async fn stream_plan(
         head,
         signed,
         shards: vec![],
+        slots,
     })
 }
 
@@ -259,10 +279,14 @@ pub async fn plan(
         let (c, streams) = coverage(store, g, kek, &mut keys, trust).await?;
         let cluster = g.manifest.as_ref().is_some_and(|m| m.cluster.is_some());
         if cluster && matches!(point, Point::Offset(_)) {
-            return Err(BackupError::Invalid(format!(
-                "generation {} is of a cluster, whose shards each have their own offsets: restore it --at a time instead of --offset",
-                g.generation
-            )));
+            // Its shards each have their own offsets: not a point of it.
+            if generation.is_some() {
+                return Err(BackupError::Invalid(format!(
+                    "generation {} is of a cluster, whose shards each have their own offsets: restore it --at a time instead of --offset",
+                    g.generation
+                )));
+            }
+            continue;
         }
         let fits = match point {
             Point::Latest => true,
@@ -289,6 +313,7 @@ pub async fn plan(
                 head: None,
                 signed: g.verified,
                 shards: plans,
+                slots: vec![],
             });
         }
         seen.push(c);

@@ -29,6 +29,38 @@ pub struct ReplayStats {
     /// The point fell inside a transaction (MULTI ... EXEC): it was left
     /// out whole, and the restore stopped before the MULTI at this offset.
     pub cut_transaction: Option<u64>,
+    /// A shard's stream: writes to keys of slots it did not serve at the
+    /// generation's start (migrated in), left for the second pass.
+    #[serde(skip)]
+    pub foreign: u64,
+}
+
+/// Which of a shard stream's commands a pass applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Everything (a single server's stream).
+    All,
+    /// Writes to the shard's own slots, and keyless commands.
+    Own,
+    /// Writes to keys of other slots (migrated in during the generation).
+    Foreign,
+}
+
+/// Whether `part` of a stream whose shard served `slots` takes `c`.
+fn takes(part: Part, slots: &[[u16; 2]], c: &crate::command::Command) -> bool {
+    use crate::command::Keys;
+    if part == Part::All {
+        return true;
+    }
+    let own = match c.keys() {
+        Keys::Listed { at, .. } if !at.is_empty() => {
+            let slot = crate::target::key_slot(&c.args[at[0]]) as u16;
+            slots.iter().any(|r| r[0] <= slot && slot <= r[1])
+        }
+        // Keyless (and a module's, which cannot be told): the shard's own.
+        _ => true,
+    };
+    own == (part == Part::Own)
 }
 
 /// What a restore did.
@@ -102,17 +134,28 @@ pub async fn replay(
     target: &mut dyn Target,
 ) -> Result<ReplayStats, BackupError> {
     if plan.shards.is_empty() {
-        return replay_stream(store, plan, kek, trust, target).await;
+        return replay_stream(store, plan, kek, trust, target, Part::All).await;
     }
+    // A key migrated during the generation is in two streams: deleted from
+    // its old shard's (MIGRATE propagates a DEL), restored into and written
+    // in its new shard's. Every shard's own slots first, then the keys
+    // migrated in, so the new shard's writes come after the old shard's DEL.
     let mut all = ReplayStats::default();
     for shard in &plan.shards {
-        let s = replay_stream(store, shard, kek, trust, target).await?;
+        let s = replay_stream(store, shard, kek, trust, target, Part::Own).await?;
         all.segments += s.segments;
         all.commands += s.commands;
         all.offset = all.offset.max(s.offset);
         all.time_ms = all.time_ms.max(s.time_ms);
         all.newest_ms = all.newest_ms.max(s.newest_ms);
         all.cut_transaction = all.cut_transaction.or(s.cut_transaction);
+        all.foreign += s.foreign;
+    }
+    if all.foreign > 0 {
+        for shard in &plan.shards {
+            let s = replay_stream(store, shard, kek, trust, target, Part::Foreign).await?;
+            all.commands += s.commands;
+        }
     }
     Ok(all)
 }
@@ -148,6 +191,7 @@ async fn replay_stream(
     kek: &dyn Kek,
     trust: &Trust,
     target: &mut dyn Target,
+    part: Part,
 ) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
     let shard = dir.shard.is_some();
@@ -251,6 +295,15 @@ async fn replay_stream(
                 }
                 seen = r.offset;
                 stats.newest_ms = stats.newest_ms.max(r.time_ms);
+                if !takes(part, &plan.slots, &r) {
+                    if part == Part::Own {
+                        stats.foreign += 1;
+                    }
+                    if open.is_none() {
+                        stats.offset = r.offset;
+                    }
+                    continue;
+                }
                 if r.replay() != Replay::Apply {
                     if open.is_none() {
                         stats.offset = r.offset;

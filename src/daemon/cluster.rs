@@ -18,6 +18,7 @@ use super::DaemonError;
 use crate::backup::layout::shard_stream;
 use crate::backup::{cluster_shards, export_cluster_and_follow, ClusterExportRequest, Retention};
 use crate::resp::cluster::SlotRange;
+use crate::resp::RedisUrl;
 use crate::source::{CommandFeed, Source};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -27,28 +28,71 @@ use tokio::sync::watch;
 /// How often the slot map is read again while the shards are followed.
 const LAYOUT_EVERY: Duration = Duration::from_secs(2);
 
-/// Whether the job's Redis is a cluster node (INFO, else CLUSTER MYID). An
-/// unreachable one is not: its session says why, and retries.
-pub(super) async fn is_cluster(j: &Job) -> bool {
+/// Whether the job's Redis is a cluster node (INFO, else CLUSTER MYID),
+/// asked until it answers (with backoff; a server that comes up after the
+/// daemon is told apart too). One whose user may ask neither is taken as a
+/// single server, whose session then refuses it, naming why. None: stopped
+/// meanwhile.
+pub(super) async fn is_cluster(j: &Job, shutdown: &mut watch::Receiver<bool>) -> Option<bool> {
     let Some((url, link)) = &j.seed else {
-        return false;
+        return Some(false);
     };
-    let Ok(mut conn) = crate::resp::connect(url, link).await else {
-        return false;
-    };
-    crate::resp::cluster_mode(&mut conn).await == Some(true)
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match crate::resp::connect(url, link).await {
+            Ok(mut conn) => {
+                return Some(crate::resp::cluster_mode(&mut conn).await == Some(true));
+            }
+            Err(e) => {
+                j.metrics.errors.fetch_add(1, Relaxed);
+                tracing::error!(source = %j.name, "{e}; retrying in {backoff:?}");
+            }
+        }
+        let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
+        if *shutdown.borrow() {
+            return None;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
-/// The slot map as one comparable text: each range and its primary's node id.
-/// Kept as the cluster checkpoint's `replid`, so a restart knows whether the
-/// shards' checkpoints still describe the cluster.
+/// The slot map as one comparable text: each range, its primary's node id
+/// and address (a primary that moved is reached elsewhere). Kept as the
+/// cluster checkpoint's `replid`, so a restart knows whether the shards'
+/// checkpoints still describe the cluster.
 fn layout(topology: &[SlotRange]) -> String {
     let mut v: Vec<String> = topology
         .iter()
-        .map(|r| format!("{}-{}@{}", r.first, r.last, r.node_id))
+        .map(|r| format!("{}-{}@{}/{}:{}", r.first, r.last, r.node_id, r.host, r.port))
         .collect();
     v.sort();
     format!("cluster {}", v.join(","))
+}
+
+/// The URL of the node at `addr` (`host:port`, `[v6]:port`), with the seed's
+/// user, TLS and options.
+fn url_at(seed: &RedisUrl, addr: &str) -> Option<RedisUrl> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some(RedisUrl {
+        host: host.trim_matches(['[', ']']).to_string(),
+        port: port.parse().ok()?,
+        ..seed.clone()
+    })
+}
+
+/// CLUSTER SLOTS from the first of `known` that answers.
+async fn slot_map(
+    known: &[RedisUrl],
+    link: &crate::resp::ConnectOptions,
+) -> Option<Vec<SlotRange>> {
+    for url in known {
+        if let Ok(mut conn) = crate::resp::connect(url, link).await {
+            if let Ok(t) = crate::resp::cluster::cluster_slots(&mut conn).await {
+                return Some(t);
+            }
+        }
+    }
+    None
 }
 
 /// One shard's stream to follow: its source and stream name.
@@ -66,8 +110,11 @@ pub(super) async fn run_cluster(
 ) -> Result<(), DaemonError> {
     let mut force_new = false;
     let mut backoff = Duration::from_secs(1);
+    // The nodes the cluster may be reached by: the configured one, then
+    // every primary seen (the configured one may be the primary that failed).
+    let mut known = vec![j.seed.clone().expect("a cluster job has its seed").0];
     while !*shutdown.borrow() {
-        match round(j, force_new, shutdown).await {
+        match round(j, &mut known, &mut force_new, shutdown).await {
             Ok(None) => break,
             Ok(Some(why)) => {
                 j.metrics.gaps.fetch_add(1, Relaxed);
@@ -93,11 +140,32 @@ pub(super) async fn run_cluster(
 /// generation is needed.
 async fn round(
     j: &Arc<Job>,
-    force_new: bool,
+    known: &mut Vec<RedisUrl>,
+    force_new: &mut bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<String>, DaemonError> {
-    let (seed, link) = j.seed.clone().expect("a cluster job has its seed");
-    let (shards, topology) = cluster_shards(&seed, &link, &|s| s).await?;
+    let link = j.seed.clone().expect("a cluster job has its seed").1;
+    let mut found = None;
+    let mut failed = None;
+    for seed in known.iter() {
+        match cluster_shards(seed, &link, &|s| s).await {
+            Ok(x) => {
+                found = Some((seed.clone(), x));
+                break;
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    let Some((seed, (shards, topology))) = found else {
+        return Err(failed.expect("one node at least").into());
+    };
+    for s in &shards {
+        if let Some(url) = url_at(&seed, &s.addr) {
+            if !known.iter().any(|k| k.addr() == url.addr()) {
+                known.push(url);
+            }
+        }
+    }
     let now = layout(&topology);
     let runs: Vec<ShardRun> = shards
         .iter()
@@ -110,8 +178,9 @@ async fn round(
             addr: s.addr.clone(),
         })
         .collect();
+    drain_leftover_spools(j, &runs).await;
     let held = j.checkpoints.get(&j.name)?;
-    let mut resumable = !force_new && held.as_ref().is_some_and(|cp| cp.replid == now);
+    let mut resumable = !*force_new && held.as_ref().is_some_and(|cp| cp.replid == now);
     if let (true, Some(cp)) = (resumable, &held) {
         for r in &runs {
             let want = format!("{}/{}", cp.generation, r.stream);
@@ -120,13 +189,13 @@ async fn round(
         }
     }
     let mut initial: Vec<Option<(Checkpoint, CommandFeed)>> = runs.iter().map(|_| None).collect();
-    let generation = if resumable {
+    let (generation, stored) = if resumable {
         let g = held.expect("resumable").generation;
         tracing::info!(source = %j.name, generation = %g, shards = runs.len(), "continuing the cluster generation");
-        g
+        (g, None)
     } else {
         if let Some(old) = &held {
-            if !force_new {
+            if !*force_new {
                 // Recorded by the round that ended it otherwise.
                 j.audit(
                     "gap",
@@ -178,24 +247,28 @@ async fn round(
                 link: None,
             },
         )?;
-        base_stored(j, &summary).await;
-        summary.generation
+        // A later failure of this round continues this generation.
+        *force_new = false;
+        (summary.generation.clone(), Some(summary))
     };
-    follow_shards(j, &generation, runs, initial, &now, shutdown).await
+    follow_shards(j, known, &generation, runs, initial, &now, stored, shutdown).await
 }
 
 /// Every shard's session loop until shutdown, a shard that needs a new
 /// base, or a slot map other than `layout_now`; then every shard is stopped
 /// (each cuts, drains its spool and signs its end) before returning.
+#[allow(clippy::too_many_arguments)]
 async fn follow_shards(
     j: &Arc<Job>,
+    known: &[RedisUrl],
     generation: &str,
     runs: Vec<ShardRun>,
     mut initial: Vec<Option<(Checkpoint, CommandFeed)>>,
     layout_now: &str,
+    stored: Option<crate::backup::ExportSummary>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<String>, DaemonError> {
-    let (seed, link) = j.seed.clone().expect("a cluster job has its seed");
+    let link = j.seed.clone().expect("a cluster job has its seed").1;
     let metrics: Vec<Arc<SourceMetrics>> = runs
         .iter()
         .map(|r| SourceMetrics::new(&format!("{}/{}", j.name, r.stream)))
@@ -212,6 +285,11 @@ async fn follow_shards(
         tracing::info!(source = %j.name, stream = %r.stream, primary = %r.addr, "following the shard");
         tasks.spawn(async move { run_sessions(&sub, &mut stop, init).await });
     }
+    // The base's record, metrics and retention once the shards' streams are
+    // followed (and acknowledged) again.
+    if let Some(summary) = &stored {
+        base_stored(j, summary).await;
+    }
     let mut check = tokio::time::interval(LAYOUT_EVERY);
     check.tick().await;
     let end: Result<Option<String>, DaemonError> = loop {
@@ -221,12 +299,11 @@ async fn follow_shards(
                 j.metrics
                     .connected
                     .store(metrics.iter().all(|m| m.connected.load(Relaxed)), Relaxed);
-                // An unreachable seed says nothing: the shards' own links do.
-                if let Ok(mut conn) = crate::resp::connect(&seed, &link).await {
-                    if let Ok(t) = crate::resp::cluster::cluster_slots(&mut conn).await {
-                        if layout(&t) != layout_now {
-                            break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
-                        }
+                // The first node that answers; none answering says nothing
+                // (the shards' own links do).
+                if let Some(t) = slot_map(known, &link).await {
+                    if layout(&t) != layout_now {
+                        break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
                     }
                 }
             }
@@ -263,6 +340,53 @@ async fn follow_shards(
         );
     }
     end
+}
+
+/// Segments left in spools no shard of this round opens (a shard of an
+/// earlier slot layout, or the single-server stream of a source that became
+/// a cluster) are stored now, with their signed end, before anything else:
+/// nothing cut is left behind. Bounded in time; what is still there stays
+/// for the next round.
+async fn drain_leftover_spools(j: &Job, runs: &[ShardRun]) {
+    let Ok(entries) = std::fs::read_dir(&j.spool_dir) else {
+        return;
+    };
+    let mut dirs = vec![j.spool_dir.clone()];
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let current = runs.iter().any(|r| r.stream == name);
+        if e.path().is_dir() && name.starts_with("shard-") && !current {
+            dirs.push(e.path());
+        }
+    }
+    for dir in dirs {
+        let metrics = SourceMetrics::new(&j.name);
+        let Ok(spool) = super::spool::Spool::open(&dir, j.spool_max_bytes, metrics) else {
+            continue;
+        };
+        if !spool.is_empty() {
+            tracing::info!(source = %j.name, spool = %dir.display(), "storing what an earlier stream left in its spool");
+            let (tx, _rx) = watch::channel((String::new(), 0u64));
+            let uploader = super::session::AbortOnDrop(tokio::spawn(spool.clone().upload_forever(
+                j.store.clone(),
+                j.name.clone(),
+                j.signer.clone(),
+                tx,
+            )));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !spool.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(uploader);
+            if !spool.is_empty() {
+                continue;
+            }
+            spool.write_head(&j.store, &j.name, &j.signer).await;
+        }
+        if dir != j.spool_dir {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
 }
 
 /// A shard's stream as a job of its own: the cluster job's storage, keys and

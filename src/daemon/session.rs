@@ -115,10 +115,12 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
     };
     let r = if j.bases_only {
         run_bases(&j, &mut shutdown).await
-    } else if super::cluster::is_cluster(&j).await {
-        super::cluster::run_cluster(&j, &mut shutdown).await
     } else {
-        run_sessions(&j, &mut shutdown, None).await
+        match super::cluster::is_cluster(&j, &mut shutdown).await {
+            Some(true) => super::cluster::run_cluster(&j, &mut shutdown).await,
+            Some(false) => run_sessions(&j, &mut shutdown, None).await,
+            None => Ok(()), // stopped before the server answered
+        }
     };
     // The renewer holds a reference: end it before giving the lease up.
     renewer.0.abort();
@@ -178,7 +180,7 @@ pub(super) async fn run_sessions(
             Err(DaemonError::SpoolFull(why)) => {
                 j.metrics.spool_full.store(true, Relaxed);
                 j.metrics.gaps.fetch_add(1, Relaxed);
-                tracing::error!(source = %j.name, "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
+                tracing::error!(source = %j.key(), "{why}; the link is dropped until storage catches up, then a new generation starts (a gap in point-in-time coverage)");
                 j.audit("spool full", serde_json::json!({}), Some(&why.to_string()));
                 while !spool.is_empty() && !*shutdown.borrow() {
                     apply_durable(j, &mut durable);
@@ -189,7 +191,7 @@ pub(super) async fn run_sessions(
             }
             Err(e) => {
                 j.metrics.errors.fetch_add(1, Relaxed);
-                tracing::error!(source = %j.name, "replication session ended: {e}; retrying in {backoff:?}");
+                tracing::error!(source = %j.key(), "replication session ended: {e}; retrying in {backoff:?}");
                 let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -244,7 +246,7 @@ async fn run_bases(j: &Arc<Job>, shutdown: &mut watch::Receiver<bool>) -> Result
             Err(e) => {
                 j.metrics.connected.store(false, Relaxed);
                 j.metrics.errors.fetch_add(1, Relaxed);
-                tracing::error!(source = %j.name, "SCAN base failed: {e}; retrying in {backoff:?}");
+                tracing::error!(source = %j.key(), "SCAN base failed: {e}; retrying in {backoff:?}");
                 let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 w
@@ -252,7 +254,7 @@ async fn run_bases(j: &Arc<Job>, shutdown: &mut watch::Receiver<bool>) -> Result
         };
         let _ = tokio::time::timeout(wait, shutdown.changed()).await;
     }
-    tracing::info!(source = %j.name, "stopped");
+    tracing::info!(source = %j.key(), "stopped");
     Ok(())
 }
 
@@ -288,7 +290,7 @@ fn apply_durable(j: &Job, durable: &mut watch::Receiver<(String, u64)>) {
     }
     let (generation, to) = durable.borrow_and_update().clone();
     if let Err(e) = record_durable(j, &generation, to) {
-        tracing::error!(source = %j.name, "{e}");
+        tracing::error!(source = %j.key(), "{e}");
     }
 }
 
@@ -356,16 +358,16 @@ pub(super) async fn base_stored(j: &Job, summary: &crate::backup::ExportSummary)
     j.metrics
         .uploaded_bytes
         .fetch_add(summary.stored_bytes, Relaxed);
-    tracing::info!(source = %j.name, generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, point_in_time = summary.manifest.redis.point_in_time(), "base snapshot stored");
+    tracing::info!(source = %j.key(), generation = %summary.generation, offset, rdb_bytes = summary.rdb_bytes, stored_bytes = summary.stored_bytes, seconds = summary.seconds, point_in_time = summary.manifest.redis.point_in_time(), "base snapshot stored");
     if j.retention.is_set() {
         match prune(&j.store, Some(&j.name), &j.retention, false, &j.trust).await {
             Ok(p) if !p.is_empty() => {
-                tracing::info!(source = %j.name, generations = p.len(), "retention pruned");
+                tracing::info!(source = %j.key(), generations = p.len(), "retention pruned");
                 j.audit("prune", serde_json::json!({"pruned": p}), None);
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(source = %j.name, "retention: {e}");
+                tracing::error!(source = %j.key(), "retention: {e}");
                 j.audit("prune", serde_json::json!({}), Some(&e.to_string()));
             }
         }
@@ -416,7 +418,7 @@ async fn catch_up_cut(j: &Job, spool: &Spool, cp: &mut Checkpoint) -> Result<(),
         if !ours {
             return Ok(());
         }
-        tracing::info!(source = %j.name, generation = %cp.generation, from = st.from, to = st.to, "a segment cut before the last stop was not yet in the checkpoint; continuing after it");
+        tracing::info!(source = %j.key(), generation = %cp.generation, from = st.from, to = st.to, "a segment cut before the last stop was not yet in the checkpoint; continuing after it");
         cp.spooled = st.to;
         cp.link = Some(hex::encode(link));
         j.checkpoints.put(&j.key(), cp)?;
@@ -444,7 +446,7 @@ async fn start(
         return new_base(j).await;
     };
     if cp.link.is_none() {
-        tracing::warn!(source = %j.name, generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
+        tracing::warn!(source = %j.key(), generation = %cp.generation, "the checkpoint was written by an older redvault (unsigned segments): generation {} ends at offset {}; a new, signed generation starts", cp.generation, cp.spooled);
         j.audit(
             "gap",
             serde_json::json!({"generation": cp.generation, "offset": cp.spooled, "why": "the checkpoint was written by an older redvault (unsigned segments)"}),
@@ -455,7 +457,7 @@ async fn start(
     catch_up_cut(j, spool, &mut cp).await?;
     match j.from.resume(&cp.replid, cp.spooled).await? {
         Resumed::Stream { replid, feed } => {
-            tracing::info!(source = %j.name, generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
+            tracing::info!(source = %j.key(), generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
             if replid != cp.replid {
                 cp.replid = replid;
                 j.checkpoints.put(&j.key(), &cp)?;
@@ -464,7 +466,7 @@ async fn start(
         }
         Resumed::NeedSnapshot { replid } => {
             j.metrics.gaps.fetch_add(1, Relaxed);
-            tracing::warn!(source = %j.name, old_generation = %cp.generation, closed_at = cp.spooled, new_replid = %replid, "the primary cannot continue from offset {} (failover, restart or backlog too small): generation {} ends there; a new generation starts (gap)", cp.spooled, cp.generation);
+            tracing::warn!(source = %j.key(), old_generation = %cp.generation, closed_at = cp.spooled, new_replid = %replid, "the primary cannot continue from offset {} (failover, restart or backlog too small): generation {} ends there; a new generation starts (gap)", cp.spooled, cp.generation);
             j.audit(
                 "gap",
                 serde_json::json!({
@@ -656,7 +658,7 @@ async fn follow(
             }
             _ = &mut base_due => {
                 cut_segment(j, seg, spool).await?;
-                tracing::info!(source = %j.name, "scheduled base snapshot due");
+                tracing::info!(source = %j.key(), "scheduled base snapshot due");
                 return Ok(SessionEnd::NewBase);
             }
             _ = w.shutdown.changed() => {

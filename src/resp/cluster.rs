@@ -127,3 +127,50 @@ pub fn unowned_slots(ranges: &[SlotRange]) -> usize {
     }
     owned.iter().filter(|o| !**o).count()
 }
+
+/// The slots being migrated between nodes (`CLUSTER NODES` lists them as
+/// `[slot->-node]` on the node giving a slot up and `[slot-<-node]` on the
+/// one taking it); None when this user may not ask.
+pub async fn migrating_slots(conn: &mut Conn) -> Result<Option<Vec<u16>>, RedisError> {
+    let text = match conn.command(&[b"CLUSTER", b"NODES"]).await? {
+        Reply::Bulk(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+        Reply::Error(m) if m.starts_with("NOPERM") || m.contains("no permissions") => {
+            return Ok(None)
+        }
+        Reply::Error(message) => {
+            return Err(RedisError::Refused {
+                addr: conn.addr.clone(),
+                command: "CLUSTER NODES".into(),
+                message,
+            })
+        }
+        _ => return Ok(Some(vec![])),
+    };
+    Ok(Some(parse_migrating(&text)))
+}
+
+fn parse_migrating(nodes: &str) -> Vec<u16> {
+    let mut out: Vec<u16> = nodes
+        .lines()
+        .flat_map(|l| l.split_whitespace().skip(8))
+        .filter_map(|t| {
+            let inner = t.strip_prefix('[')?.strip_suffix(']')?;
+            inner.split(['-', '<', '>']).next()?.parse().ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod migrating_tests {
+    #[test]
+    fn migrating_and_importing_slots_are_read() {
+        let nodes = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [93->-b2]\n\
+                     b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-16383 [93-<-a1] [7-<-a1]\n\
+                     c3 127.0.0.1:7002@17002 slave b2 0 0 2 connected\n";
+        assert_eq!(super::parse_migrating(nodes), vec![7, 93]);
+        assert!(super::parse_migrating("a1 h:1@2 master - 0 0 1 connected 0-16383\n").is_empty());
+    }
+}
