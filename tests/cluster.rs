@@ -121,17 +121,11 @@ fn a_backup_imports_into_clusters_of_any_shard_count() {
         for (db, key) in &keys {
             s.ok(&["SELECT", &db.to_string()]);
             let mut owner = cluster.owner(key).client();
-            assert_eq!(
-                digest_value(&mut owner, key),
-                digest_value(&mut s, key),
-                "{primaries} primaries: {} (db {db}) is not on the owner of its slot, or differs",
-                key.escape_ascii()
-            );
-            let (want, got) = (pttl(&mut s, key), pttl(&mut owner, key));
-            assert!(
-                (want < 0 && got == want) || (want >= 0 && (got - want).abs() < 60_000),
-                "{primaries} primaries: {} expires in {got} ms, at the source in {want}",
-                key.escape_ascii()
+            same_key(
+                &mut s,
+                &mut owner,
+                key,
+                &format!("{primaries} primaries, db {db}"),
             );
         }
         // The library is on every primary.
@@ -216,21 +210,25 @@ fn fill_cluster(cluster: &Cluster) -> Vec<Vec<u8>> {
     keys
 }
 
-/// Where `key` lives in a target that is a cluster or a single server.
-fn same_value(src: &Cluster, dst: &mut Client, key: &[u8], what: &str) {
-    let mut s = src.owner(key).client();
+/// `key` has the same value and TTL (within a minute) at `dst` as at `src`.
+fn same_key(src: &mut Client, dst: &mut Client, key: &[u8], what: &str) {
     assert_eq!(
         digest_value(dst, key),
-        digest_value(&mut s, key),
+        digest_value(src, key),
         "{what}: {} differs or is not where its slot is",
         key.escape_ascii()
     );
-    let (want, got) = (pttl(&mut s, key), pttl(dst, key));
+    let (want, got) = (pttl(src, key), pttl(dst, key));
     assert!(
         (want < 0 && got == want) || (want >= 0 && (got - want).abs() < 60_000),
         "{what}: {} expires in {got} ms, at the source in {want}",
         key.escape_ascii()
     );
+}
+
+/// Where `key` lives in a target that is a cluster or a single server.
+fn same_value(src: &Cluster, dst: &mut Client, key: &[u8], what: &str) {
+    same_key(&mut src.owner(key).client(), dst, key, what);
 }
 
 /// A 3-shard cluster exports as one generation (one object per primary,
@@ -397,19 +395,7 @@ fn same_as_source(src: &RedisServer, cluster: &Cluster, what: &str) {
     assert_eq!(cluster.dbsize(), keys.len() as i64, "{what}");
     let mut s = src.client();
     for (_, key) in &keys {
-        let mut owner = cluster.owner(key).client();
-        assert_eq!(
-            digest_value(&mut owner, key),
-            digest_value(&mut s, key),
-            "{what}: {} is not on its slot's owner, or differs",
-            key.escape_ascii()
-        );
-        let (want, got) = (pttl(&mut s, key), pttl(&mut owner, key));
-        assert!(
-            (want < 0 && got == want) || (want >= 0 && (got - want).abs() < 60_000),
-            "{what}: {} expires in {got} ms, at the source in {want}",
-            key.escape_ascii()
-        );
+        same_key(&mut s, &mut cluster.owner(key).client(), key, what);
     }
 }
 

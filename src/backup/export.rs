@@ -300,8 +300,25 @@ pub struct Shard {
     pub from: Arc<dyn Source>,
     pub node_id: String,
     pub addr: String,
+    /// The primary's URL (the seed's user, TLS and options).
+    pub url: crate::resp::RedisUrl,
     /// Its slot ranges, first and last slot.
     pub ranges: Vec<(u16, u16)>,
+}
+
+impl Shard {
+    /// Its first and last slot.
+    pub fn span(&self) -> (u16, u16) {
+        let first = self.ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let last = self.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        (first, last)
+    }
+
+    /// Its command stream's folder in a generation (`shard-<first>-<last>`).
+    pub fn stream(&self) -> String {
+        let (first, last) = self.span();
+        layout::shard_stream(first, last)
+    }
 }
 
 /// Fails unless the cluster's slot map (ranges and node ids) is still the one
@@ -364,6 +381,7 @@ pub async fn cluster_shards(
                 from: wrap(Arc::new(PsyncSource::shard(url.clone(), link.clone()))),
                 node_id: p.node_id.clone(),
                 addr: url.addr(),
+                url,
                 ranges: p.ranges.clone(),
             }
         })
@@ -380,13 +398,9 @@ pub async fn cluster_shards(
     // A slot half moved has keys on two nodes: snapshots taken one after the
     // other could miss or double them. Each node tells only its own
     // migrations (a user who may not ask is warned).
-    for p in primaries(&ranges, &seed.host) {
-        let url = crate::resp::RedisUrl {
-            host: p.host.clone(),
-            port: p.port,
-            ..seed.clone()
-        };
-        let mut conn = crate::resp::connect(&url, link)
+    for s in &shards {
+        let url = &s.url;
+        let mut conn = crate::resp::connect(url, link)
             .await
             .map_err(SourceError::from)?;
         match crate::resp::cluster::migrating_slots(&mut conn)
@@ -483,8 +497,7 @@ async fn export_cluster_inner(
     let names: Vec<String> = shards
         .iter()
         .map(|s| {
-            let first = s.ranges.iter().map(|r| r.0).min().unwrap_or(0);
-            let last = s.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            let (first, last) = s.span();
             layout::shard_object(first, last, keys.is_some())
         })
         .collect();

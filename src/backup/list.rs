@@ -163,21 +163,19 @@ pub async fn list(
                 }
             }
         }
-        let shards: Vec<(String, u64)> = g
+        let streams = g
             .manifest
             .as_ref()
-            .and_then(|m| m.cluster.as_ref())
-            .map(|c| c.iter().map(|s| (s.stream(), s.offset)).collect())
+            .map(|m| m.streams(&g.dir()))
             .unwrap_or_default();
-        let base = g.manifest.as_ref().map(|m| m.redis.offset);
         for (stream, ranges) in g.ranges.iter_mut() {
             ranges.sort();
             ranges.dedup_by_key(|r| r.0);
             g.segments += ranges.len();
-            let from = match stream {
-                None => base,
-                Some(s) => shards.iter().find(|(n, _)| n == s).map(|(_, o)| *o),
-            };
+            let from = streams
+                .iter()
+                .find(|st| st.dir.shard == *stream)
+                .map(|st| st.base_offset);
             let mut holes = vec![];
             if let Some(mut at) = from {
                 for &(a, b) in ranges.iter() {

@@ -124,7 +124,35 @@ pub enum ManifestError {
     Signature { label: String, source: SignError },
 }
 
+/// One command stream of a generation: its folder, the offset it starts at
+/// (its snapshot's), and the slots its shard served (none: a single server).
+pub struct StreamOf {
+    pub dir: super::layout::GenerationDir,
+    pub base_offset: u64,
+    pub slots: Vec<[u16; 2]>,
+}
+
 impl Manifest {
+    /// The generation's command streams (it is in `dir`): each shard's of a
+    /// cluster generation, else the generation's own.
+    pub fn streams(&self, dir: &super::layout::GenerationDir) -> Vec<StreamOf> {
+        match &self.cluster {
+            Some(shards) => shards
+                .iter()
+                .map(|s| StreamOf {
+                    dir: dir.shard(&s.stream()),
+                    base_offset: s.offset,
+                    slots: s.slots.clone(),
+                })
+                .collect(),
+            None => vec![StreamOf {
+                dir: dir.clone(),
+                base_offset: self.redis.offset,
+                slots: vec![],
+            }],
+        }
+    }
+
     /// The bytes the MAC and the signature are over: the document without both.
     fn unsigned_bytes(&self) -> Vec<u8> {
         let mut m = self.clone();

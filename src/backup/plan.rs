@@ -46,6 +46,17 @@ pub struct Plan {
     pub slots: Vec<[u16; 2]>,
 }
 
+impl Plan {
+    /// The plans of its streams: each shard's, else this one.
+    pub fn streams(&self) -> Vec<&Plan> {
+        if self.shards.is_empty() {
+            vec![self]
+        } else {
+            self.shards.iter().collect()
+        }
+    }
+}
+
 /// One command stream of a generation: the generation's own, or a shard's.
 struct Stream {
     dir: GenerationDir,
@@ -130,14 +141,7 @@ async fn coverage(
         .ok_or_else(|| BackupError::NotFound(format!("{}: no manifest", g.generation)))?;
     let base_offset = m.redis.offset;
     let trust = &trust.for_generation(g.verified);
-    // A cluster generation: each shard's stream from its own snapshot.
-    let bases: Vec<(GenerationDir, u64, Vec<[u16; 2]>)> = match &m.cluster {
-        Some(shards) => shards
-            .iter()
-            .map(|s| (g.dir().shard(&s.stream()), s.offset, s.slots.clone()))
-            .collect(),
-        None => vec![(g.dir(), base_offset, vec![])],
-    };
+
     let created = parse_ms(&m.created).unwrap_or(0);
     let completed = parse_ms(&m.completed).unwrap_or(created);
     // A cluster's shards were snapshotted one after another: a time before
@@ -149,7 +153,9 @@ async fn coverage(
     };
     let mut to_ms: Option<u64> = None;
     let mut streams = vec![];
-    for (dir, base, slots) in bases {
+    // A cluster generation: each shard's stream from its own snapshot.
+    for st in m.streams(&g.dir()) {
+        let (dir, base, slots) = (st.dir, st.base_offset, st.slots);
         let t = timeline(store, &dir, base).await?;
         let mut last_ms = completed;
         if let Some(last) = t.segments.last() {

@@ -123,9 +123,8 @@ pub async fn restore_inputs(
 /// Applies the plan's segments to `target` (after its base is loaded), each
 /// checked on the signed chain before any of it is applied; for the latest
 /// state, the newest signed chain head must be reached. A cluster
-/// generation's shard streams are applied one after the other: their keys
-/// are apart (each slot is one shard's), so their order between shards is
-/// free.
+/// generation's shard streams are applied one after the other, each shard's
+/// own slots first (their keys are apart), then the keys migrated in.
 pub async fn replay(
     store: &Store,
     plan: &Plan,

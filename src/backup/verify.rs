@@ -115,15 +115,17 @@ pub async fn verify(
         }
         let trust = &trust.for_generation(g.verified);
         // A cluster generation: each shard's stream from its own snapshot.
-        let streams: Vec<(super::layout::GenerationDir, u64)> = match &m.cluster {
-            Some(shards) => shards
-                .iter()
-                .map(|sh| (g.dir().shard(&sh.stream()), sh.offset))
-                .collect(),
-            None => vec![(g.dir(), m.redis.offset)],
-        };
-        for (dir, base) in &streams {
-            verify_stream(store, dir, *base, kek, &mut keys, trust, &mut r).await;
+        for st in m.streams(&g.dir()) {
+            verify_stream(
+                store,
+                &st.dir,
+                st.base_offset,
+                kek,
+                &mut keys,
+                trust,
+                &mut r,
+            )
+            .await;
         }
         progress(&r);
         out.push(r);

@@ -348,11 +348,7 @@ async fn drill(
     report.generation = plan.generation.clone();
     report.base_offset = plan.base_offset;
     // A cluster generation: every shard's stream (the chart shows the first).
-    let streams: Vec<&crate::backup::Plan> = if plan.shards.is_empty() {
-        vec![&plan]
-    } else {
-        plan.shards.iter().collect()
-    };
+    let streams = plan.streams();
     report.segments_total = streams.iter().map(|p| p.timeline.segments.len()).sum();
     report.segments = streams[0]
         .timeline

@@ -28,18 +28,7 @@ const LONG_VERSION: &str = concat!(
     "\nRedis RDB: versions 1 to 12 read; 9 to 12 written (export --rdb-version)"
 );
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One line of text each, coloured only on a terminal (and not under NO_COLOR).
-    Text,
-    /// One JSON object per line (level, target, message and fields such as
-    /// source and generation), for log shippers.
-    Json,
-    /// Plain text without time stamps (the journal adds its own), never
-    /// coloured: what the systemd units use.
-    Journal,
-}
+use crate::settings::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -137,16 +126,10 @@ impl Command {
 pub fn run() -> i32 {
     not_dumpable();
     let cli = Cli::parse();
-    use crate::settings::LogFormatName;
     let from_config = cli
         .config
         .as_deref()
-        .and_then(crate::settings::log_format_of)
-        .map(|f| match f {
-            LogFormatName::Text => LogFormat::Text,
-            LogFormatName::Json => LogFormat::Json,
-            LogFormatName::Journal => LogFormat::Journal,
-        });
+        .and_then(crate::settings::log_format_of);
     init_logging(cli.log_format.or(from_config).unwrap_or(LogFormat::Text));
     let out = output::Output {
         json: cli.json,

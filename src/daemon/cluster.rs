@@ -12,10 +12,8 @@
 
 use super::checkpoint::Checkpoint;
 use super::metrics::SourceMetrics;
-use super::schedule::BaseSchedule;
-use super::session::{base_stored, run_sessions, Job};
+use super::session::{base_stored, run_sessions, stream_key, Job};
 use super::DaemonError;
-use crate::backup::layout::shard_stream;
 use crate::backup::{cluster_shards, export_cluster_and_follow, ClusterExportRequest, Retention};
 use crate::resp::cluster::SlotRange;
 use crate::resp::RedisUrl;
@@ -40,9 +38,7 @@ pub(super) async fn is_cluster(j: &Job, shutdown: &mut watch::Receiver<bool>) ->
     let mut backoff = Duration::from_secs(1);
     loop {
         match crate::resp::connect(url, link).await {
-            Ok(mut conn) => {
-                return Some(crate::resp::cluster_mode(&mut conn).await == Some(true));
-            }
+            Ok(mut conn) => return Some(crate::resp::is_cluster_node(&mut conn).await),
             Err(e) => {
                 j.metrics.errors.fetch_add(1, Relaxed);
                 tracing::error!(source = %j.name, "{e}; retrying in {backoff:?}");
@@ -67,17 +63,6 @@ fn layout(topology: &[SlotRange]) -> String {
         .collect();
     v.sort();
     format!("cluster {}", v.join(","))
-}
-
-/// The URL of the node at `addr` (`host:port`, `[v6]:port`), with the seed's
-/// user, TLS and options.
-fn url_at(seed: &RedisUrl, addr: &str) -> Option<RedisUrl> {
-    let (host, port) = addr.rsplit_once(':')?;
-    Some(RedisUrl {
-        host: host.trim_matches(['[', ']']).to_string(),
-        port: port.parse().ok()?,
-        ..seed.clone()
-    })
 }
 
 /// CLUSTER SLOTS from the first of `known` that answers.
@@ -160,10 +145,8 @@ async fn round(
         return Err(failed.expect("one node at least").into());
     };
     for s in &shards {
-        if let Some(url) = url_at(&seed, &s.addr) {
-            if !known.iter().any(|k| k.addr() == url.addr()) {
-                known.push(url);
-            }
+        if !known.iter().any(|k| k.addr() == s.addr) {
+            known.push(s.url.clone());
         }
     }
     let now = layout(&topology);
@@ -171,10 +154,7 @@ async fn round(
         .iter()
         .map(|s| ShardRun {
             from: s.from.clone(),
-            stream: shard_stream(
-                s.ranges.iter().map(|r| r.0).min().unwrap_or(0),
-                s.ranges.iter().map(|r| r.1).max().unwrap_or(0),
-            ),
+            stream: s.stream(),
             addr: s.addr.clone(),
         })
         .collect();
@@ -184,7 +164,7 @@ async fn round(
     if let (true, Some(cp)) = (resumable, &held) {
         for r in &runs {
             let want = format!("{}/{}", cp.generation, r.stream);
-            let shard = j.checkpoints.get(&format!("{}/{}", j.name, r.stream))?;
+            let shard = j.checkpoints.get(&stream_key(&j.name, &r.stream))?;
             resumable &= shard.is_some_and(|s| s.generation == want);
         }
     }
@@ -234,7 +214,7 @@ async fn round(
                 link: Some(hex::encode(crate::aof::chain::GENESIS)),
             };
             j.checkpoints
-                .put(&format!("{}/{}", j.name, entry.stream()), &cp)?;
+                .put(&stream_key(&j.name, &entry.stream()), &cp)?;
             *slot = Some((cp, feed));
         }
         j.checkpoints.put(
@@ -271,7 +251,7 @@ async fn follow_shards(
     let link = j.seed.clone().expect("a cluster job has its seed").1;
     let metrics: Vec<Arc<SourceMetrics>> = runs
         .iter()
-        .map(|r| SourceMetrics::new(&format!("{}/{}", j.name, r.stream)))
+        .map(|r| SourceMetrics::new(&stream_key(&j.name, &r.stream)))
         .collect();
     if let Ok(mut m) = j.metrics.shards.lock() {
         *m = metrics.clone();
@@ -328,7 +308,7 @@ async fn follow_shards(
         let shards: Vec<serde_json::Value> = runs
             .iter()
             .map(|r| {
-                let key = format!("{}/{}", j.name, r.stream);
+                let key = stream_key(&j.name, &r.stream);
                 let at = j.checkpoints.get(&key).ok().flatten().map(|c| c.spooled);
                 serde_json::json!({"stream": r.stream, "primary": r.addr, "offset": at})
             })
@@ -409,10 +389,7 @@ fn shard_job(j: &Job, r: &ShardRun, metrics: Arc<SourceMetrics>) -> Job {
         cut_interval: j.cut_interval,
         segment_max_bytes: j.segment_max_bytes,
         max_segments_per_sec: j.max_segments_per_sec,
-        schedule: j
-            .schedule
-            .as_ref()
-            .and_then(|s| BaseSchedule::parse(&s.text).ok()),
+        schedule: j.schedule.clone(),
         retention: Retention::default(),
         audit: j.audit.clone(),
         metrics,

@@ -12,7 +12,7 @@ pub struct ScheduleError {
     reason: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BaseSchedule {
     schedule: cron::Schedule,
     pub text: String,

@@ -64,11 +64,16 @@ pub struct Job {
     pub stream: Option<String>,
 }
 
+/// The checkpoint key (and metrics name) of a cluster source's shard stream.
+pub(super) fn stream_key(source: &str, stream: &str) -> String {
+    format!("{source}/{stream}")
+}
+
 impl Job {
     /// The checkpoint's key: the source, or `<source>/<shard stream>`.
     pub fn key(&self) -> String {
         match &self.stream {
-            Some(s) => format!("{}/{s}", self.name),
+            Some(s) => stream_key(&self.name, s),
             None => self.name.clone(),
         }
     }

@@ -67,30 +67,27 @@ pub struct SealTuning {
     pub no_compress: bool,
 }
 
-/// The config's `log_format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How log lines look (`--log-format`, `log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormatName {
+pub enum LogFormat {
+    /// One line of text each, coloured only on a terminal (and not under NO_COLOR).
     Text,
+    /// One JSON object per line (level, target, message and fields such as
+    /// source and generation), for log shippers.
     Json,
+    /// Plain text without time stamps (the journal adds its own), never
+    /// coloured: what the systemd units use.
     Journal,
 }
 
 /// The `log_format` of the config file at `path`, read on its own before
 /// logging starts (None when absent, or when the file does not parse:
 /// loading it in full then names the error).
-pub fn log_format_of(path: &Path) -> Option<LogFormatName> {
-    #[derive(Deserialize)]
-    struct Only {
-        log_format: Option<LogFormatName>,
-    }
+pub fn log_format_of(path: &Path) -> Option<LogFormat> {
     let text = std::fs::read_to_string(path).ok()?;
     let table: toml::Table = toml::from_str(&text).ok()?;
-    let value = table.get("log_format")?.clone();
-    let only: Only = toml::Table::from_iter([("log_format".to_string(), value)])
-        .try_into()
-        .ok()?;
-    only.log_format
+    table.get("log_format")?.clone().try_into().ok()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +105,7 @@ pub struct Config {
     pub audit_log: Option<std::path::PathBuf>,
     /// How log lines look: "text", "json" or "journal" (`--log-format`
     /// wins; read before the rest, so logging starts with it).
-    pub log_format: Option<LogFormatName>,
+    pub log_format: Option<LogFormat>,
     /// The Redis to back up: redis://[user[:password]@]host:port.
     pub redis: Option<String>,
     /// A file holding the Redis password (e.g. a systemd credential), so it

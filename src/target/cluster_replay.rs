@@ -42,10 +42,7 @@ impl ClusterTarget {
         }
         let db = self.target_db.unwrap_or(self.replay_db);
         if db != 0 {
-            return Err(TargetError::Cluster(format!(
-                "the command {name} at offset {} writes db {db}, and a cluster has only db 0: restore into a single Redis",
-                cmd.offset
-            )));
+            return Err(self.refuse(cmd, &format!("writes db {db}, and a cluster has only db 0")));
         }
         let keys: Vec<Vec<u8>> = match cmd.keys() {
             Keys::None => {
@@ -71,10 +68,14 @@ impl ClusterTarget {
                             .push(i);
                         m
                     });
-                if slots.len() > 1 {
-                    return self.apply_cut(cmd, &name, slots, split).await;
+                match slots.keys().next() {
+                    Some(&slot) if slots.len() == 1 => {
+                        let n = self.owner[slot];
+                        return self.node(n).apply(cmd).await;
+                    }
+                    Some(_) => return self.apply_cut(cmd, &name, slots, split).await,
+                    None => vec![],
                 }
-                at.iter().map(|&i| cmd.args[i].clone()).collect()
             }
             Keys::Unknown => self.keys_from_server(cmd).await?,
         };
@@ -85,11 +86,15 @@ impl ClusterTarget {
                 let n = self.owner_of(&keys[0]);
                 self.node(n).apply(cmd).await
             }
-            k => Err(self.refuse(
-                cmd,
-                &format!("writes keys of {k} hash slots, and a cluster runs a command over one slot only"),
-            )),
+            k => Err(self.cross_slot(cmd, k)),
         }
+    }
+
+    fn cross_slot(&self, cmd: &Command, slots: usize) -> TargetError {
+        self.refuse(
+            cmd,
+            &format!("writes keys of {slots} hash slots, and a cluster runs a command over one slot only"),
+        )
     }
 
     /// A command over several slots, cut into one per slot (each key's part
@@ -102,15 +107,7 @@ impl ClusterTarget {
         split: Split,
     ) -> Result<(), TargetError> {
         let width = match split {
-            Split::Whole => {
-                return Err(self.refuse(
-                    cmd,
-                    &format!(
-                    "writes keys of {} hash slots, and a cluster runs a command over one slot only",
-                    slots.len()
-                ),
-                ))
-            }
+            Split::Whole => return Err(self.cross_slot(cmd, slots.len())),
             Split::Each => 1,
             Split::Pairs => 2,
         };
