@@ -350,7 +350,8 @@ async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupErro
 /// The primaries of the cluster `seed` is a node of, one PSYNC source each
 /// (passed through `wrap`, e.g. to re-encode), and the slot map they were
 /// chosen from. Refused: slots no primary serves, and two primaries at one
-/// address.
+/// address. (A slot being migrated is refused at the snapshot,
+/// `export_cluster`.)
 pub async fn cluster_shards(
     seed: &crate::resp::RedisUrl,
     link: &crate::resp::ConnectOptions,
@@ -395,12 +396,18 @@ pub async fn cluster_shards(
             w[0]
         )));
     }
-    // A slot half moved has keys on two nodes: snapshots taken one after the
-    // other could miss or double them. Each node tells only its own
-    // migrations (a user who may not ask is warned).
-    for s in &shards {
+    Ok((shards, ranges))
+}
+
+/// Fails if a primary of the cluster is migrating a slot: a slot half moved
+/// has keys on two nodes, and snapshots taken one after the other could miss
+/// or double them. Each node tells only its own migrations (a user who may
+/// not ask is warned).
+async fn no_slot_migrating(req: &ClusterExportRequest) -> Result<(), BackupError> {
+    use crate::source::SourceError;
+    for s in &req.shards {
         let url = &s.url;
-        let mut conn = crate::resp::connect(url, link)
+        let mut conn = crate::resp::connect(url, &req.link)
             .await
             .map_err(SourceError::from)?;
         match crate::resp::cluster::migrating_slots(&mut conn)
@@ -411,7 +418,7 @@ pub async fn cluster_shards(
                 return Err(BackupError::Invalid(format!(
                     "slot {} of the cluster at {} is being migrated by {} ({} slots in all): a snapshot now could miss or double its keys; back it up once the migration ends",
                     moving[0],
-                    seed.addr(),
+                    req.seed.addr(),
                     url.addr(),
                     moving.len()
                 )));
@@ -423,7 +430,7 @@ pub async fn cluster_shards(
             ),
         }
     }
-    Ok((shards, ranges))
+    Ok(())
 }
 
 /// A cluster export: as `ExportRequest`, one source per primary.
@@ -479,6 +486,7 @@ async fn export_cluster_inner(
     let store = &req.store;
     let keys = new_keys(&req.kek).await?;
     store.probe().await?;
+    no_slot_migrating(&req).await?;
     let created = SystemTime::now();
     // Named after the first primary's node id (40 hex digits), as a single
     // server's generation is after its replication id.
