@@ -592,20 +592,31 @@ fn primaries_now(cluster: &Cluster) -> Vec<(String, u16)> {
 /// offset now (each shard reports as its own source, `cache1/shard-*`).
 fn wait_cluster_durable(d: &common::daemon::Daemon, cluster: &Cluster) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let m = d.metrics().unwrap_or_default();
-        let all = primaries_now(cluster).into_iter().all(|(stream, port)| {
+    // The offsets now, read once: a primary's later PINGs (keepalives, cut
+    // only once a minute on their own) must not move the mark.
+    let wants: Vec<(String, u64)> = primaries_now(cluster)
+        .into_iter()
+        .map(|(stream, port)| {
             let node = cluster
                 .nodes
                 .iter()
                 .find(|n| n.port == port)
                 .expect("a node");
-            let want = common::daemon::repl_offset(node);
+            (stream, common::daemon::repl_offset(node))
+        })
+        .collect();
+    assert!(
+        wants.iter().all(|(_, w)| *w > 0),
+        "write before waiting: {wants:?}"
+    );
+    loop {
+        let m = d.metrics().unwrap_or_default();
+        let all = wants.iter().all(|(stream, want)| {
             let line = format!("redvault_durable_offset{{source=\"cache1/{stream}\"}} ");
             m.lines()
                 .find_map(|l| l.strip_prefix(&line))
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .is_some_and(|got| got >= want && want > 0)
+                .is_some_and(|got| got >= *want)
         });
         if all {
             return;
@@ -844,7 +855,27 @@ fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    replica.client().ok(&["CLUSTER", "FAILOVER"]);
+    // A manual failover can time out on a loaded machine: asked again, a
+    // bounded number of times, until the replica is a primary.
+    let mut promoted = false;
+    for _ in 0..4 {
+        replica.client().ok(&["CLUSTER", "FAILOVER"]);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < until {
+            let Resp::Bulk(Some(i)) = replica.client().ok(&["INFO", "replication"]) else {
+                panic!("INFO")
+            };
+            if String::from_utf8_lossy(&i).contains("role:master") {
+                promoted = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if promoted {
+            break;
+        }
+    }
+    assert!(promoted, "the replica never took over");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while generation_count(&work.path().join("store/cache1")) < 2
         || !files_below(&work.path().join("store/cache1"))

@@ -70,6 +70,9 @@ pub enum DaemonError {
     /// gone, a base due): the cluster job takes a new cluster base.
     #[error("{0}")]
     NeedClusterBase(String),
+    /// Asked to stop while waiting on the server.
+    #[error("stopped")]
+    Stopped,
 }
 
 /// Serves /metrics and /healthz on `addr` (loopback by default) for the jobs

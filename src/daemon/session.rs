@@ -438,6 +438,7 @@ async fn start(
     spool: &Spool,
     force_full: bool,
     initial: Option<(Checkpoint, CommandFeed)>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(Checkpoint, CommandFeed), DaemonError> {
     if let Some(taken) = initial {
         return Ok(taken);
@@ -460,7 +461,13 @@ async fn start(
         return new_base(j).await;
     }
     catch_up_cut(j, spool, &mut cp).await?;
-    match j.from.resume(&cp.replid, cp.spooled).await? {
+    // A server that takes long to answer (a node in the middle of its own
+    // sync after a failover) must not hold up a stop.
+    let resumed = tokio::select! {
+        r = j.from.resume(&cp.replid, cp.spooled) => r?,
+        _ = stop.changed() => return Err(DaemonError::Stopped),
+    };
+    match resumed {
         Resumed::Stream { replid, feed } => {
             tracing::info!(source = %j.key(), generation = %cp.generation, offset = cp.spooled, "continuing the stream (PSYNC CONTINUE)");
             if replid != cp.replid {
@@ -500,7 +507,10 @@ async fn session(
     // with no usable KEK nothing is written.
     let dek = DataKey::generate();
     let ring = Keyring::wrap(&dek, j.kek.as_ref()).await?;
-    let (cp, feed) = start(j, spool, force_full, initial).await?;
+    let (cp, feed) = match start(j, spool, force_full, initial, shutdown.clone()).await {
+        Err(DaemonError::Stopped) => return Ok(SessionEnd::Shutdown),
+        r => r?,
+    };
     j.metrics.connected.store(true, Relaxed);
     j.metrics.received_offset.store(cp.spooled, Relaxed);
     j.metrics.durable_offset.store(cp.durable, Relaxed);
