@@ -803,27 +803,7 @@ fn the_daemon_follows_a_cluster_through_a_restart() {
 fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
     let (work, store) = common::daemon::workspace();
     let cluster = Cluster::start(2);
-    let replica = RedisServer::start_cluster_node();
-    cluster.nodes[0]
-        .client()
-        .ok(&["CLUSTER", "MEET", "127.0.0.1", &replica.port.to_string()]);
-    let id = Cluster::id(&cluster.nodes[0]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if replica
-            .client()
-            .cmd(&[b"CLUSTER", b"REPLICATE", id.as_bytes()])
-            .ok()
-            == Some(Resp::Status("OK".into()))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never joined"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let replica = cluster.add_replica(0);
     write_routed(&cluster, "base", 200);
     let audit = work.path().join("audit.log");
     let mut d = common::daemon::Daemon::start(
@@ -840,21 +820,6 @@ fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
     d.wait_up();
     write_routed(&cluster, "before", 100);
     wait_cluster_durable(&d, &cluster);
-    // Wait for the replica to be in sync, then fail over to it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let Resp::Bulk(Some(i)) = replica.client().ok(&["INFO", "replication"]) else {
-            panic!("INFO")
-        };
-        if String::from_utf8_lossy(&i).contains("master_link_status:up") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never synced"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     // A manual failover can time out on a loaded machine: asked again, a
     // bounded number of times, until the replica is a primary.
     let mut promoted = false;
@@ -1020,4 +985,86 @@ fn a_key_migrated_during_the_generation_keeps_its_new_writes() {
         line.contains(&format!("slot {slot}")) && line.contains("migrated"),
         "{line}"
     );
+}
+
+fn total_forks(n: &RedisServer) -> u64 {
+    let Resp::Bulk(Some(b)) = n.client().ok(&["INFO", "stats"]) else {
+        panic!("INFO")
+    };
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_forks:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_forks")
+}
+
+/// `export --from-replica` reads each shard from a replica of its primary:
+/// the primaries do not fork, the manifest names the replicas, and the
+/// backup imports whole. A primary without a replica is refused, naming it,
+/// and so is the flag for a single server.
+#[test]
+fn export_from_replicas_spares_the_primaries() {
+    let (work, store) = common::daemon::workspace();
+    let cluster = Cluster::start(2);
+    write_routed(&cluster, "data", 300);
+    let first = cluster.add_replica(0);
+    let export = |url: &str| {
+        run(redvault()
+            .args(["--json", "export", "--from-replica", "--redis", url])
+            .args(["--to", &store, "--source", "c", "--kek"])
+            .arg(work.path().join("kek.pub.pem")))
+    };
+    let (code, _, err) = export(&cluster.nodes[0].url());
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err);
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", cluster.nodes[1].port))
+            && line.contains("no replica"),
+        "{line}"
+    );
+    let second = cluster.add_replica(1);
+    let forks: Vec<u64> = cluster.nodes.iter().map(total_forks).collect();
+    let (code, out, err) = export(&cluster.nodes[0].url());
+    assert_eq!(code, 0, "{err}");
+    let after: Vec<u64> = cluster.nodes.iter().map(total_forks).collect();
+    assert_eq!(forks, after, "a primary forked for the export");
+    let generation = serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap())
+        .unwrap()["generation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            work.path()
+                .join(format!("store/c/{generation}/manifest.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let addrs: Vec<&str> = manifest["cluster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            format!("127.0.0.1:{}", first.port),
+            format!("127.0.0.1:{}", second.port)
+        ],
+        "{manifest}"
+    );
+    let state = cluster_state(&cluster);
+    let one = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["import", "--redis", &one.url(), "--from", &store])
+        .args(["--source", "c", "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    restored_equal(&state, &one, "from the replicas");
+
+    let (code, _, err) = export(&one.url());
+    assert_eq!(code, 1);
+    assert!(one_line_error(&err).contains("no cluster node"), "{err}");
 }

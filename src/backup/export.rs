@@ -352,10 +352,13 @@ async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupErro
 /// chosen from. Refused: slots no primary serves, and two primaries at one
 /// address. (A slot being migrated is refused at the snapshot,
 /// `export_cluster`.)
+/// With `from_replica`, each shard is read from a replica of its primary
+/// (sparing the primary's fork), and a primary without one is refused.
 pub async fn cluster_shards(
     seed: &crate::resp::RedisUrl,
     link: &crate::resp::ConnectOptions,
     wrap: &(dyn Fn(Arc<dyn Source>) -> Arc<dyn Source> + Sync),
+    from_replica: bool,
 ) -> Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>), BackupError> {
     use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
     use crate::source::{PsyncSource, SourceError};
@@ -370,12 +373,29 @@ pub async fn cluster_shards(
             seed.addr()
         )));
     }
-    let shards: Vec<Shard> = primaries(&ranges, &seed.host)
+    let primaries = primaries(&ranges, &seed.host);
+    if from_replica {
+        if let Some(p) = primaries.iter().find(|p| p.replicas.is_empty()) {
+            return Err(BackupError::Invalid(format!(
+                "the primary {}:{} (slots {}-{}) of the cluster at {} has no replica to back up from: add one, or back up without --from-replica",
+                p.host,
+                p.port,
+                p.first_slot(),
+                p.last_slot(),
+                seed.addr()
+            )));
+        }
+    }
+    let shards: Vec<Shard> = primaries
         .into_iter()
         .map(|p| {
+            let (host, port) = match (from_replica, p.replicas.first()) {
+                (true, Some((h, port))) => (h.clone(), *port),
+                _ => (p.host.clone(), p.port),
+            };
             let url = crate::resp::RedisUrl {
-                host: p.host.clone(),
-                port: p.port,
+                host,
+                port,
                 ..seed.clone()
             };
             Shard {

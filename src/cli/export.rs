@@ -48,6 +48,10 @@ pub struct ExportArgs {
     /// can load it. What version N cannot hold is named in the summary.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(9..=12))]
     pub rdb_version: Option<u32>,
+    /// A cluster: read each shard from a replica of its primary (sparing
+    /// the primaries' fork); a primary without a replica is refused.
+    #[arg(long)]
+    pub from_replica: bool,
     #[command(flatten)]
     pub seal: SealArgs,
 }
@@ -92,6 +96,15 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         .or(config.source.clone())
         .unwrap_or_else(|| redis.source_name());
     let link = args.redis.connect_options(config)?;
+    if args.from_replica {
+        let mut conn = crate::resp::connect(&redis, &link).await?;
+        if !crate::resp::is_cluster_node(&mut conn).await {
+            anyhow::bail!(
+                "--from-replica reads each shard of a Redis Cluster from a replica, and {} is no cluster node: give a replica's URL as --redis instead",
+                redis.addr()
+            );
+        }
+    }
     let scan = || {
         ScanSource::new(
             redis.clone(),
@@ -221,7 +234,7 @@ async fn cluster_shards(
             None => from,
         }
     };
-    Ok(crate::backup::cluster_shards(redis, link, &wrap).await?)
+    Ok(crate::backup::cluster_shards(redis, link, &wrap, args.from_replica).await?)
 }
 
 async fn export_cluster_cli(req: ClusterExportRequest, out: &Output) -> anyhow::Result<()> {

@@ -133,7 +133,7 @@ async fn round(
     let mut found = None;
     let mut failed = None;
     for seed in known.iter() {
-        match cluster_shards(seed, &link, &|s| s).await {
+        match cluster_shards(seed, &link, &|s| s, false).await {
             Ok(x) => {
                 found = Some((seed.clone(), x));
                 break;

@@ -16,6 +16,9 @@ pub struct SlotRange {
     pub host: String,
     pub port: u16,
     pub node_id: String,
+    /// Its replicas, as CLUSTER SLOTS lists them: (host, port); an empty
+    /// host as for the primary.
+    pub replicas: Vec<(String, u16)>,
 }
 
 /// A primary and every slot range it serves.
@@ -25,6 +28,8 @@ pub struct Primary {
     pub port: u16,
     pub node_id: String,
     pub ranges: Vec<(u16, u16)>,
+    /// Its replicas (host, port), an unknown host made the seed's.
+    pub replicas: Vec<(String, u16)>,
 }
 
 impl Primary {
@@ -73,12 +78,28 @@ pub async fn cluster_slots(conn: &mut Conn) -> Result<Vec<SlotRange>, RedisError
             return Err(refused(conn, format!("slots {a}-{b}")));
         }
         let host = text(0);
+        let replicas = parts[3..]
+            .iter()
+            .filter_map(|r| {
+                let Reply::Array(n) = r else { return None };
+                let host = n.first().and_then(Reply::as_bytes)?;
+                let Some(Reply::Integer(port)) = n.get(1) else {
+                    return None;
+                };
+                let host = String::from_utf8_lossy(host).into_owned();
+                Some((
+                    if host == "?" { String::new() } else { host },
+                    u16::try_from(*port).ok()?,
+                ))
+            })
+            .collect();
         out.push(SlotRange {
             first: *a as u16,
             last: *b as u16,
             host: if host == "?" { String::new() } else { host },
             port: u16::try_from(*port).map_err(|_| refused(conn, format!("port {port}")))?,
             node_id: text(2),
+            replicas,
         });
     }
     Ok(out)
@@ -104,13 +125,35 @@ pub fn primaries(ranges: &[SlotRange], seed_host: &str) -> Vec<Primary> {
                 p.node_id == r.node_id
             }
         };
+        let replicas: Vec<(String, u16)> = r
+            .replicas
+            .iter()
+            .map(|(h, p)| {
+                (
+                    if h.is_empty() {
+                        seed_host.to_string()
+                    } else {
+                        h.clone()
+                    },
+                    *p,
+                )
+            })
+            .collect();
         match out.iter_mut().find(same) {
-            Some(p) => p.ranges.push((r.first, r.last)),
+            Some(p) => {
+                p.ranges.push((r.first, r.last));
+                for x in replicas {
+                    if !p.replicas.contains(&x) {
+                        p.replicas.push(x);
+                    }
+                }
+            }
             None => out.push(Primary {
                 host: host.to_string(),
                 port: r.port,
                 node_id: r.node_id,
                 ranges: vec![(r.first, r.last)],
+                replicas,
             }),
         }
     }

@@ -85,6 +85,69 @@ impl Cluster {
         }
     }
 
+    /// A new node made a replica of primary `of`, joined and in sync
+    /// (bounded waits).
+    pub fn add_replica(&self, of: usize) -> RedisServer {
+        let replica = RedisServer::start_cluster_node();
+        self.nodes[0]
+            .client()
+            .ok(&["CLUSTER", "MEET", "127.0.0.1", &replica.port.to_string()]);
+        let id = Cluster::id(&self.nodes[of]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while replica
+            .client()
+            .cmd(&[b"CLUSTER", b"REPLICATE", id.as_bytes()])
+            .ok()
+            != Some(Resp::Status("OK".into()))
+        {
+            assert!(Instant::now() < deadline, "the replica never joined");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        loop {
+            let Resp::Bulk(Some(i)) = replica.client().ok(&["INFO", "replication"]) else {
+                panic!("INFO")
+            };
+            if String::from_utf8_lossy(&i).contains("master_link_status:up") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // CLUSTER SLOTS lists a replica once its offset is past 0: one write
+        // (and its DEL) on the primary moves it; then every node must list it.
+        let probe = (0..10_000)
+            .map(|i| format!("replica-probe-{i}"))
+            .find(|k| self.owner(k.as_bytes()).port == self.nodes[of].port)
+            .expect("a key of the primary");
+        let mut p = self.nodes[of].client();
+        p.ok(&["SET", &probe, "x"]);
+        p.ok(&["DEL", &probe]);
+        let port = replica.port as i64;
+        for n in &self.nodes {
+            let mut c = n.client();
+            loop {
+                let listed = match c.ok(&["CLUSTER", "SLOTS"]) {
+                    Resp::Array(ranges) => ranges.iter().any(|r| match r {
+                        Resp::Array(parts) => parts.iter().skip(3).any(
+                            |e| matches!(e, Resp::Array(n) if n.get(1) == Some(&Resp::Int(port))),
+                        ),
+                        _ => false,
+                    }),
+                    _ => false,
+                };
+                if listed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "CLUSTER SLOTS never lists the replica"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        replica
+    }
+
     /// Keys on every node together.
     pub fn dbsize(&self) -> i64 {
         self.nodes
