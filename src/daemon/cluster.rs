@@ -65,14 +65,23 @@ fn layout(topology: &[SlotRange]) -> String {
     format!("cluster {}", v.join(","))
 }
 
-/// CLUSTER SLOTS from the first of `known` that answers.
+/// CLUSTER SLOTS on `conn`, else from the first of `known` that answers
+/// (kept in `conn` for the next time).
 async fn slot_map(
+    conn: &mut Option<crate::resp::Conn>,
     known: &[RedisUrl],
     link: &crate::resp::ConnectOptions,
 ) -> Option<Vec<SlotRange>> {
+    if let Some(c) = conn.as_mut() {
+        if let Ok(t) = crate::resp::cluster::cluster_slots(c).await {
+            return Some(t);
+        }
+        *conn = None;
+    }
     for url in known {
-        if let Ok(mut conn) = crate::resp::connect(url, link).await {
-            if let Ok(t) = crate::resp::cluster::cluster_slots(&mut conn).await {
+        if let Ok(mut c) = crate::resp::connect(url, link).await {
+            if let Ok(t) = crate::resp::cluster::cluster_slots(&mut c).await {
+                *conn = Some(c);
                 return Some(t);
             }
         }
@@ -271,6 +280,7 @@ async fn follow_shards(
         base_stored(j, summary).await;
     }
     let mut check = tokio::time::interval(LAYOUT_EVERY);
+    let mut watching = None;
     check.tick().await;
     let end: Result<Option<String>, DaemonError> = loop {
         tokio::select! {
@@ -281,7 +291,7 @@ async fn follow_shards(
                     .store(metrics.iter().all(|m| m.connected.load(Relaxed)), Relaxed);
                 // The first node that answers; none answering says nothing
                 // (the shards' own links do).
-                if let Some(t) = slot_map(known, &link).await {
+                if let Some(t) = slot_map(&mut watching, known, &link).await {
                     if layout(&t) != layout_now {
                         break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
                     }
@@ -353,15 +363,13 @@ async fn drain_leftover_spools(j: &Job, runs: &[ShardRun]) {
                 j.signer.clone(),
                 tx,
             )));
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while !spool.is_empty() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let drained = spool
+                .drain_and_sign(&j.store, &j.name, &j.signer, Duration::from_secs(60), || {})
+                .await;
             drop(uploader);
-            if !spool.is_empty() {
+            if !drained {
                 continue;
             }
-            spool.write_head(&j.store, &j.name, &j.signer).await;
         }
         if dir != j.spool_dir {
             let _ = std::fs::remove_dir(&dir);

@@ -21,7 +21,7 @@ use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Everything one job needs: what to back up, where, and how.
@@ -204,17 +204,15 @@ pub(super) async fn run_sessions(
     }
     // Give storage a moment to take what is spooled; the rest is uploaded on the
     // next start (the spool is on disk, sealed).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !spool.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        apply_durable(j, &mut durable);
-    }
-    apply_durable(j, &mut durable);
-    if spool.is_empty() {
-        // The end of what is stored, signed: a reader can tell segments
-        // deleted from the end.
-        spool.write_head(&j.store, &j.name, &j.signer).await;
-    }
+    spool
+        .drain_and_sign(
+            &j.store,
+            &j.name,
+            &j.signer,
+            Duration::from_secs(10),
+            || apply_durable(j, &mut durable),
+        )
+        .await;
     tracing::info!(source = %j.key(), spooled_segments_left = !spool.is_empty(), "stopped");
     match ended {
         Some(why) => Err(DaemonError::NeedClusterBase(why)),

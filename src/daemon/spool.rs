@@ -214,6 +214,31 @@ impl Spool {
         }
     }
 
+    /// Waits (at most `within`, calling `each` every 100 ms) until storage
+    /// took everything queued, with an uploader running; then signs the end
+    /// of what is stored, so a reader can tell segments deleted from the
+    /// end. True when drained.
+    pub async fn drain_and_sign(
+        &self,
+        store: &Store,
+        source: &str,
+        signer: &Signer,
+        within: Duration,
+        mut each: impl FnMut(),
+    ) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            each();
+        }
+        each();
+        let drained = self.is_empty();
+        if drained {
+            self.write_head(store, source, signer).await;
+        }
+        drained
+    }
+
     /// Writes the signed chain head of the newest stored segment, unless it
     /// was written already (best effort: a head only tells readers where
     /// the end is; a failure is logged).
