@@ -81,6 +81,17 @@ pub struct SegmentRead {
     pub attested: Option<Attested>,
 }
 
+/// Where a segment of the stream in `dir` must say it is.
+fn place<'a>(dir: &'a GenerationDir, seg: &'a super::timeline::Segment) -> SegmentPlace<'a> {
+    SegmentPlace {
+        source: &dir.source,
+        generation: &dir.stream,
+        name: &seg.name,
+        from: seg.from,
+        to: seg.to,
+    }
+}
+
 /// Reads one segment: signature and place checked, then its records.
 pub async fn read_segment(
     store: &Store,
@@ -92,14 +103,7 @@ pub async fn read_segment(
 ) -> Result<SegmentRead, BackupError> {
     let label = dir.segment_label(&seg.name);
     let bytes = store.read(&dir.segment(store, &seg.name)).await?;
-    let place = SegmentPlace {
-        source: &dir.source,
-        generation: &dir.stream,
-        name: &seg.name,
-        from: seg.from,
-        to: seg.to,
-    };
-    let opened = open_segment(&bytes, &place, kek, keys, trust, &label).await?;
+    let opened = open_segment(&bytes, &place(dir, seg), kek, keys, trust, &label).await?;
     Ok(SegmentRead {
         records: decode_records(&opened.plain, &label)?,
         attested: opened.attested,
@@ -115,13 +119,7 @@ async fn last_record_time(
     trust: &Trust,
 ) -> Result<Option<u64>, BackupError> {
     let label = dir.segment_label(&seg.name);
-    let place = SegmentPlace {
-        source: &dir.source,
-        generation: &dir.stream,
-        name: &seg.name,
-        from: seg.from,
-        to: seg.to,
-    };
+    let place = place(dir, seg);
     let stream = store.read_stream(&dir.segment(store, &seg.name)).await?;
     let mut body = tokio_util::io::StreamReader::new(stream);
     let st = crate::aof::segment_statement(&mut body, &place, trust, &label).await?;

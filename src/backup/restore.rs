@@ -108,14 +108,7 @@ pub async fn restore_inputs(
     let replayed = replay(store, plan, kek, trust, target).await?;
     let done = target.finish().await?;
     Ok(RestoreSummary {
-        base: LoadStats {
-            loaded: done.loaded,
-            skipped_existing: done.skipped_existing,
-            functions: done.functions,
-            // What the target cannot hold, from the base and the segments.
-            lost: done.lost,
-            ..base_stats
-        },
+        base: base_stats.settled(done),
         replayed,
     })
 }

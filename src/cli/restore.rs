@@ -118,14 +118,7 @@ pub async fn restore_plan(
             let replayed = replay(job.store, job.plan, job.kek, job.trust, target).await?;
             let done = target.finish().await?;
             Ok(Restored {
-                stats: LoadStats {
-                    loaded: done.loaded,
-                    skipped_existing: done.skipped_existing,
-                    functions: done.functions,
-                    // What the target cannot hold, from the base and the segments.
-                    lost: done.lost,
-                    ..base_stats
-                },
+                stats: base_stats.settled(done),
                 replayed,
                 via: "restore",
                 base_seconds,

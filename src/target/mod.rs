@@ -179,6 +179,19 @@ pub struct LoadStats {
 }
 
 impl LoadStats {
+    /// A restore's counts: the base's as loaded, with what `finish` (after
+    /// the replay) settled: keys landed, skipped, libraries, and what the
+    /// target cannot hold, from the base and the segments.
+    pub fn settled(self, done: LoadStats) -> LoadStats {
+        LoadStats {
+            loaded: done.loaded,
+            skipped_existing: done.skipped_existing,
+            functions: done.functions,
+            lost: done.lost,
+            ..self
+        }
+    }
+
     /// For a summary: what conversion and splitting did, or "" when neither ran.
     pub fn notes(&self) -> String {
         let mut s = String::new();
