@@ -300,3 +300,109 @@ fn the_daemon_and_restore_work_over_tls() {
     assert!(out.contains("\"ok\":true"), "{out}");
     assert_eq!(drilled.digest(), src.digest());
 }
+
+fn config_of(s: &RedisServer, name: &str) -> String {
+    match s.client().ok(&["CONFIG", "GET", name]) {
+        Resp::Array(items) => match items.get(1) {
+            Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("CONFIG GET {name}: {other:?}"),
+        },
+        other => panic!("CONFIG GET {name}: {other:?}"),
+    }
+}
+
+fn role_of(s: &RedisServer) -> String {
+    match s.client().ok(&["ROLE"]) {
+        Resp::Array(items) => match items.first() {
+            Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("ROLE: {other:?}"),
+        },
+        other => panic!("ROLE: {other:?}"),
+    }
+}
+
+/// The replication feed into a target reached over TLS serves TLS itself
+/// (the data never comes back in plaintext): the target replicates from
+/// the feed over TLS, loads the base whole, and ends a primary with
+/// `tls-replication` as before. Without the feed's certificate, auto loads
+/// with RESTORE saying why and `--via replication` fails naming the flags;
+/// a target that replicates over TLS only is fed over TLS too.
+#[test]
+fn the_feed_serves_tls_to_a_target_reached_over_tls() {
+    let ca = TestCa::new();
+    let src = RedisServer::start(&[]);
+    fill_all_types(&mut src.client());
+    let (work, store) = store();
+    let (code, _, err) = run(redvault()
+        .args(["export", "--redis", &src.url(), "--to", &store, "--source", "s"])
+        .arg("--kek")
+        .arg(work.path().join("kek.pub.pem")));
+    assert_eq!(code, 0, "{err}");
+    let import = |url: &str, extra: &[&str], feed_cert: bool| {
+        let mut c = redvault();
+        c.args(["--json", "import", "--redis", url, "--from", &store]);
+        if url.starts_with("rediss://") {
+            c.arg("--tls-ca").arg(&ca.ca);
+        }
+        c.arg("--kek")
+            .arg(work.path().join("kek.pem"))
+            .args(extra);
+        if feed_cert {
+            c.arg("--feed-tls-cert")
+                .arg(&ca.cert)
+                .arg("--feed-tls-key")
+                .arg(&ca.key);
+        }
+        run(&mut c)
+    };
+
+    let (dst, dst_tls) = tls_server(&ca, false);
+    let url = format!("rediss://127.0.0.1:{dst_tls}");
+    let (code, _, err) = import(&url, &["--via", "replication"], false);
+    assert_eq!(code, 1);
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("reached over TLS") && line.contains("--feed-tls-cert"),
+        "{line}"
+    );
+    assert_eq!(role_of(&dst), "master");
+
+    let (code, out, err) = import(&url, &["--via", "replication"], true);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(dst.digest(), src.digest());
+    assert_eq!(role_of(&dst), "master");
+    assert_eq!(config_of(&dst, "tls-replication"), "no", "put back");
+    assert_eq!(config_of(&dst, "masterauth"), "", "put back");
+
+    // auto without the certificate: RESTORE, one line saying why.
+    let (plain, plain_tls) = tls_server(&ca, false);
+    let (code, out, err) = import(&format!("rediss://127.0.0.1:{plain_tls}"), &[], false);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["via"], "restore", "{v}");
+    assert!(
+        err.lines().any(|l| l.starts_with("redvault: note: loading with RESTORE")
+            && l.contains("--feed-tls-cert")),
+        "{err}"
+    );
+    assert_eq!(plain.digest(), src.digest());
+
+    // Reached on its plain port, but replicating over TLS only.
+    let (only, _) = tls_server(&ca, false);
+    only.client().ok(&["CONFIG", "SET", "tls-replication", "yes"]);
+    let (code, _, err) = import(&only.url(), &["--via", "replication"], false);
+    assert_eq!(code, 1);
+    assert!(
+        one_line_error(&err).contains("tls-replication yes"),
+        "{err}"
+    );
+    let (code, out, err) = import(&only.url(), &["--via", "replication"], true);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["via"], "replication", "{v}");
+    assert_eq!(only.digest(), src.digest());
+    assert_eq!(config_of(&only, "tls-replication"), "yes");
+    assert_eq!(role_of(&only), "master");
+}

@@ -33,6 +33,14 @@ pub struct ViaArgs {
     /// Seconds the target has to connect back to the feed.
     #[arg(long, default_value_t = 5)]
     pub feed_connect_timeout: u64,
+    /// The feed's TLS certificate chain (PEM), for a target reached over
+    /// TLS or with `tls-replication yes`: it must be one the target's
+    /// `tls-ca-cert-file` trusts.
+    #[arg(long, env = "REDVAULT_FEED_TLS_CERT", requires = "feed_tls_key")]
+    pub feed_tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--feed-tls-cert`.
+    #[arg(long, env = "REDVAULT_FEED_TLS_KEY", requires = "feed_tls_cert")]
+    pub feed_tls_key: Option<std::path::PathBuf>,
 }
 
 /// What became of the base.
@@ -80,7 +88,11 @@ pub async fn try_feed(
     }
     let input = inputs.pop().expect("one input");
     let (version, input) = feed::peek_version(input).await?;
-    let prepared = match feed::prepare(url, link, version).await {
+    let tls = match (&via.feed_tls_cert, &via.feed_tls_key) {
+        (Some(c), Some(k)) => Some(crate::resp::TlsServer::new(c, k)?),
+        _ => None,
+    };
+    let prepared = match feed::prepare(url, link, version, tls.is_some()).await {
         Ok(p) => p,
         Err(FeedError::Unfit(why)) => return fall_back(why, vec![input]),
         Err(e) => return Err(e.into()),
@@ -88,6 +100,7 @@ pub async fn try_feed(
     let opts = FeedOptions {
         listen: via.feed_listen.clone(),
         connect_back: Duration::from_secs(via.feed_connect_timeout.max(1)),
+        tls,
     };
     let attached = prepared.attach(&opts).await;
     let left_out = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -67,6 +67,9 @@ pub struct FeedOptions {
     /// uses to reach the target.
     pub listen: Option<String>,
     pub connect_back: Duration,
+    /// `--feed-tls-cert`/`--feed-tls-key`: for a target reached over TLS or
+    /// replicating over TLS only; the feed then serves TLS.
+    pub tls: Option<crate::resp::TlsServer>,
 }
 
 impl Default for FeedOptions {
@@ -74,6 +77,7 @@ impl Default for FeedOptions {
         FeedOptions {
             listen: None,
             connect_back: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -222,6 +226,8 @@ struct Saved {
     masteruser: String,
     /// `repl-diskless-load` as it was, when the feed changes it.
     diskless_load: Option<String>,
+    /// `tls-replication` as it was, when the feed turns it on.
+    tls_replication: Option<String>,
 }
 
 /// A target checked fit for a feed; nothing on it has changed yet.
@@ -231,6 +237,9 @@ pub struct Prepared {
     link: ConnectOptions,
     saved: Saved,
     label: String,
+    /// The feed serves TLS: the target is reached over TLS (its data never
+    /// crosses in plaintext on the way back), or replicates over TLS only.
+    tls: bool,
 }
 
 fn info_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -265,12 +274,9 @@ pub async fn prepare(
     url: &RedisUrl,
     link: &ConnectOptions,
     rdb_version: u32,
+    feed_tls: bool,
 ) -> Result<Prepared, FeedError> {
     let unfit = |why: String| Err(FeedError::Unfit(why));
-    if url.tls {
-        // The target would need tls-replication and our own certificate.
-        return unfit("the target is reached over TLS; the feed serves plain TCP".into());
-    }
     let mut ctl = crate::resp::connect(url, link).await?;
     let Some(server) = info(&mut ctl, "server").await? else {
         return unfit("the target refuses INFO, so nothing can tell its version".into());
@@ -286,6 +292,23 @@ pub async fn prepare(
     }
     if crate::resp::is_cluster_node(&mut ctl).await {
         return unfit("the target is a Redis Cluster node (keys go by slot)".into());
+    }
+    // A target reached over TLS gets its data back over TLS too.
+    let tls_replication = crate::resp::config_get(&mut ctl, "tls-replication").await;
+    let replicates_tls = tls_replication.as_deref() == Some("yes");
+    let tls = url.tls || replicates_tls;
+    if tls && !feed_tls {
+        let why = if url.tls {
+            "the target is reached over TLS"
+        } else {
+            "the target replicates over TLS only (tls-replication yes)"
+        };
+        return unfit(format!(
+            "{why}: the feed serves TLS with --feed-tls-cert and --feed-tls-key (a certificate the target's tls-ca-cert-file trusts)"
+        ));
+    }
+    if tls && tls_replication.is_none() {
+        return unfit("the target has no tls-replication setting (built without TLS, or the user may not CONFIG GET it)".into());
     }
     let repl = info(&mut ctl, "replication").await?.unwrap_or_default();
     if info_field(&repl, "role") != Some("master") {
@@ -348,7 +371,9 @@ pub async fn prepare(
             masterauth: Zeroizing::new(masterauth),
             masteruser,
             diskless_load,
+            tls_replication: tls_replication.filter(|v| tls && v != "yes"),
         },
+        tls,
     })
 }
 
@@ -436,6 +461,15 @@ impl Prepared {
     /// the target to connect back and ask for a sync. On any failure the
     /// target is released first.
     pub async fn attach(self, opts: &FeedOptions) -> Result<Attached, FeedError> {
+        let tls = match (self.tls, &opts.tls) {
+            (true, Some(t)) => Some(t.clone()),
+            (true, None) => {
+                return Err(FeedError::Unfit(
+                    "the target needs a TLS feed: --feed-tls-cert and --feed-tls-key".into(),
+                ))
+            }
+            (false, _) => None,
+        };
         let listen = match &opts.listen {
             Some(a) => a.clone(),
             None => SocketAddr::new(local_addr_towards(&self.url).await?, 0).to_string(),
@@ -455,6 +489,9 @@ impl Prepared {
         let mut ctl = Released::new(self, feed_addr);
         let r = async {
             ctl.set_auth(&token).await?;
+            if ctl.prepared.saved.tls_replication.is_some() {
+                ctl.config_set("tls-replication", "yes").await?;
+            }
             if ctl.prepared.saved.diskless_load.is_some()
                 && ctl.config_set("repl-diskless-load", "on-empty-db").await.is_err()
             {
@@ -477,7 +514,7 @@ impl Prepared {
             }
             let deadline = Instant::now() + opts.connect_back;
             tokio::select! {
-                r = primary::accept(&listener, &token, deadline) => r?.ok_or(FeedError::NoConnectBack {
+                r = primary::accept(&listener, &token, tls.as_ref(), deadline) => r?.ok_or(FeedError::NoConnectBack {
                     addr: feed_addr.to_string(),
                     secs: opts.connect_back.as_secs().max(1),
                 }),
@@ -491,6 +528,7 @@ impl Prepared {
                 replica,
                 listener,
                 token,
+                tls,
                 stop,
             }),
             Err(e) => Err(ctl.release_after(e).await),
@@ -578,6 +616,9 @@ impl Released {
                 if let Some(v) = self.prepared.saved.diskless_load.clone() {
                     self.config_set("repl-diskless-load", &v).await?;
                 }
+                if let Some(v) = self.prepared.saved.tls_replication.clone() {
+                    self.config_set("tls-replication", &v).await?;
+                }
                 let auth = self.prepared.saved.masterauth.clone();
                 self.config_set("masterauth", &auth).await?;
                 let user = self.prepared.saved.masteruser.clone();
@@ -623,6 +664,7 @@ pub struct Attached {
     replica: Replica,
     listener: tokio::net::TcpListener,
     token: Zeroizing<String>,
+    tls: Option<crate::resp::TlsServer>,
     stop: Stop,
 }
 
@@ -655,6 +697,7 @@ impl Attached {
             mut replica,
             listener,
             token,
+            tls,
             mut stop,
         } = self;
         let r = async {
@@ -666,7 +709,7 @@ impl Attached {
             stats.transfer_seconds = started.elapsed().as_secs_f64();
             let loading = Instant::now();
             tokio::select! {
-                r = replica.loaded(&listener, &token) => r?,
+                r = replica.loaded(&listener, &token, tls.as_ref()) => r?,
                 _ = stop.asked() => return Err(FeedError::Interrupted),
             }
             stats.load_seconds = loading.elapsed().as_secs_f64();

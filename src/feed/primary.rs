@@ -6,7 +6,7 @@
 
 use super::FeedError;
 use crate::inputs::{Input, InputError};
-use crate::resp::{Conn, RedisError, Reply};
+use crate::resp::{Conn, RedisError, Reply, TlsServer, Transport};
 use crc::{Crc, Table, CRC_64_REDIS};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -33,11 +33,24 @@ fn shake(
     sock: tokio::net::TcpStream,
     peer: SocketAddr,
     token: &Arc<Zeroizing<String>>,
+    tls: Option<&TlsServer>,
 ) {
     let _ = sock.set_nodelay(true);
     let token = token.clone();
+    let tls = tls.cloned();
     set.spawn(async move {
-        let r = tokio::time::timeout(HANDSHAKE_FOR, handshake(sock, peer, &token)).await;
+        let r = tokio::time::timeout(HANDSHAKE_FOR, async {
+            let io: Box<dyn Transport> = match tls {
+                Some(t) => Box::new(
+                    t.accept(sock)
+                        .await
+                        .map_err(|e| format!("its TLS handshake failed: {e}"))?,
+                ),
+                None => Box::new(sock),
+            };
+            handshake(io, peer, &token).await
+        })
+        .await;
         (peer, r.map_err(|_| ()))
     });
 }
@@ -64,6 +77,7 @@ fn judged(done: Result<Shaken, tokio::task::JoinError>) -> Option<Replica> {
 pub async fn accept(
     listener: &TcpListener,
     token: &Zeroizing<String>,
+    tls: Option<&TlsServer>,
     deadline: Instant,
 ) -> Result<Option<Replica>, FeedError> {
     let token = Arc::new(token.clone());
@@ -73,7 +87,7 @@ pub async fn accept(
         tokio::select! {
             _ = tokio::time::sleep_until(until) => return Ok(None),
             a = listener.accept() => match a {
-                Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token),
+                Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token, tls),
                 Err(e) => tracing::warn!("accepting a connection to the replication feed: {e}"),
             },
             Some(done) = shaking.join_next(), if !shaking.is_empty() => {
@@ -91,11 +105,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn handshake(
-    sock: tokio::net::TcpStream,
+    io: Box<dyn Transport>,
     peer: SocketAddr,
     token: &str,
 ) -> Result<Replica, String> {
-    let mut conn = Conn::new(Box::new(sock), peer.to_string(), Duration::from_secs(10));
+    let mut conn = Conn::new(io, peer.to_string(), Duration::from_secs(10));
     let mut authed = false;
     let mut eof = false;
     loop {
@@ -293,6 +307,7 @@ impl Replica {
         &mut self,
         listener: &TcpListener,
         token: &Zeroizing<String>,
+        tls: Option<&TlsServer>,
     ) -> Result<(), FeedError> {
         let could_not = |how: &str| {
             FeedError::Failed(format!(
@@ -325,7 +340,7 @@ impl Replica {
                     Err(e) => Err(e.into()),
                 },
                 a = listener.accept() => match a {
-                    Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token),
+                    Ok((sock, peer)) => shake(&mut shaking, sock, peer, &token, tls),
                     Err(e) => tracing::warn!("accepting a connection to the replication feed: {e}"),
                 },
                 Some(done) = shaking.join_next(), if !shaking.is_empty() => {

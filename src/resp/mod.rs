@@ -13,7 +13,7 @@ pub use connect::{
     authenticate, cluster_mode, config_get, connect, is_cluster_node, redis_version,
     server_version, ConnectOptions, CredentialError, RedisAuth, RedisCredentials, ServerVersion,
 };
-pub use tls::{TlsClient, TlsError, TlsOptions};
+pub use tls::{TlsClient, TlsError, TlsOptions, TlsServer};
 pub use url::{RedisUrl, UrlError};
 
 /// What can go wrong on a Redis link; every message names the address.

@@ -153,3 +153,49 @@ impl TlsClient {
         self.connector.connect(server_name, tcp).await
     }
 }
+
+/// The server side, for the replication feed: a target that replicates
+/// over TLS (`tls-replication yes`) connects to the feed as to a primary.
+/// The target verifies this certificate against its own `tls-ca-cert-file`.
+#[derive(Clone)]
+pub struct TlsServer {
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
+
+impl TlsServer {
+    /// From a PEM certificate chain and its private key.
+    pub fn new(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = certs(cert)?;
+        let pem = zeroize::Zeroizing::new(read(key)?);
+        let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &pem[..])
+            .map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?
+            .ok_or_else(|| {
+                TlsError::Invalid(format!("{} holds no PEM private key", key.display()))
+            })?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| TlsError::Invalid(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", cert.display())))?;
+        Ok(TlsServer {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// The TLS handshake of a connection accepted on `tcp`.
+    pub async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        self.acceptor.accept(tcp).await
+    }
+}
