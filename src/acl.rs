@@ -71,16 +71,23 @@ impl Role {
         let mut c: Vec<String> = match self {
             // CLUSTER SLOTS and NODES: a cluster's primaries, and whether a
             // slot is being migrated (no snapshot then).
-            Role::Backup | Role::Daemon => [
-                "ping",
-                "info",
-                "replconf",
-                "psync",
-                "cluster|slots",
-                "cluster|nodes",
-            ]
-            .map(String::from)
-            .to_vec(),
+            Role::Backup | Role::Daemon => {
+                let mut c = [
+                    "ping",
+                    "info",
+                    "replconf",
+                    "psync",
+                    "cluster|slots",
+                    "cluster|nodes",
+                ]
+                .map(String::from)
+                .to_vec();
+                if self == Role::Daemon {
+                    // The key counts drills compare: INFO in one transaction.
+                    c.extend(["multi", "exec"].map(String::from));
+                }
+                c
+            }
             // PEXPIRETIME (7.0) or PTTL (older), FUNCTION DUMP from 7.0.
             Role::Scan => [
                 "ping",

@@ -16,6 +16,7 @@ pub mod command;
 pub mod daemon;
 pub mod data_key;
 pub mod feed;
+pub mod fingerprint;
 pub mod format;
 pub mod inputs;
 pub mod inspect;

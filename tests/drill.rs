@@ -8,6 +8,7 @@ use common::daemon::*;
 use common::redis::*;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A daemon generation of a primary holding every type, with writes in
 /// several segments; the daemon stopped. Returns the generation's folder
@@ -288,4 +289,84 @@ fn a_drill_into_a_target_needs_only_the_drill_role() {
         line.contains("restore") && line.contains("noperm"),
         "{line}"
     );
+}
+
+/// The daemon records the source's keys per database at an offset in its
+/// signed chain heads; a drill stops its replay at that offset, finds the
+/// same counts, and goes on to the end. The recorded offset is one the
+/// later writes moved past (so the check ran mid-stream, not at the end).
+/// Keys whose TTL runs out before the drill count as the source counted
+/// them through the feed (a replica keeps them), and by RESTORE only the
+/// keys without a TTL are compared.
+#[test]
+fn a_drill_compares_the_key_counts_the_daemon_recorded() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    let mut c = primary.client();
+    fill_all_types(&mut c);
+    let mut d = Daemon::start(
+        work.path(),
+        &primary.url(),
+        &store,
+        &[
+            "--segment-interval-ms",
+            "50",
+            "--fingerprint-interval-ms",
+            "200",
+        ],
+    );
+    d.wait_up();
+    // Batch A: keys in two databases, some with a TTL that runs out soon.
+    write_batch(&primary, "a", 30);
+    for i in 0..20 {
+        c.ok(&["SET", &format!("short:{i}"), "v", "PX", "1500"]);
+    }
+    c.ok(&["SELECT", "5"]);
+    for i in 0..10 {
+        c.ok(&["SET", &format!("db5:{i}"), "v"]);
+    }
+    c.ok(&["SELECT", "0"]);
+    d.wait_durable(&primary);
+    // The first head takes the first counts; the next ones wait for a head.
+    std::thread::sleep(Duration::from_millis(800));
+    // Batch B changes every count.
+    for i in 0..10 {
+        c.ok(&["DEL", &format!("a:{i}")]);
+    }
+    c.ok(&["SELECT", "5"]);
+    c.ok(&["FLUSHDB"]);
+    c.ok(&["SELECT", "0"]);
+    write_batch(&primary, "b", 15);
+    d.wait_durable(&primary);
+    d.stop();
+    // Past the short TTLs.
+    std::thread::sleep(Duration::from_millis(1600));
+
+    let (code, v, err) = drill(work.path(), &store, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "replication", "{v}");
+    let f = &v["fingerprint"];
+    assert_eq!(f["compared"], "all", "{v}");
+    let offset = f["offset"].as_u64().expect("a fingerprint was checked");
+    assert!(offset > v["base_offset"].as_u64().unwrap(), "{v}");
+    // The counts checked are not the final ones: the replay stopped there.
+    let recorded: Vec<(u64, u64)> = f["dbs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["db"].as_u64().unwrap(), d["keys"].as_u64().unwrap()))
+        .collect();
+    let final_counts: Vec<(u64, u64)> = v["keys_per_db"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap()))
+        .collect();
+    assert_ne!(recorded, final_counts, "{v}");
+
+    let (code, v, err) = drill(work.path(), &store, &["--via", "restore"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "restore", "{v}");
+    assert_eq!(v["fingerprint"]["compared"], "without_ttl", "{v}");
+    assert_eq!(v["fingerprint"]["offset"].as_u64(), Some(offset), "{v}");
 }

@@ -11,7 +11,16 @@ const LAYERS: &[&[&str]] = &[
     &["text", "data_key", "command", "audit"],
     &["resp", "format", "acl"],
     &[
-        "kek", "keyring", "signing", "sealer", "opener", "rdb", "azure", "store", "aof",
+        "kek",
+        "keyring",
+        "signing",
+        "sealer",
+        "opener",
+        "rdb",
+        "azure",
+        "store",
+        "aof",
+        "fingerprint",
     ],
     &["replication"],
     &[

@@ -334,7 +334,15 @@ fn the_feed_serves_tls_to_a_target_reached_over_tls() {
     fill_all_types(&mut src.client());
     let (work, store) = store();
     let (code, _, err) = run(redvault()
-        .args(["export", "--redis", &src.url(), "--to", &store, "--source", "s"])
+        .args([
+            "export",
+            "--redis",
+            &src.url(),
+            "--to",
+            &store,
+            "--source",
+            "s",
+        ])
         .arg("--kek")
         .arg(work.path().join("kek.pub.pem")));
     assert_eq!(code, 0, "{err}");
@@ -344,9 +352,7 @@ fn the_feed_serves_tls_to_a_target_reached_over_tls() {
         if url.starts_with("rediss://") {
             c.arg("--tls-ca").arg(&ca.ca);
         }
-        c.arg("--kek")
-            .arg(work.path().join("kek.pem"))
-            .args(extra);
+        c.arg("--kek").arg(work.path().join("kek.pem")).args(extra);
         if feed_cert {
             c.arg("--feed-tls-cert")
                 .arg(&ca.cert)
@@ -383,15 +389,17 @@ fn the_feed_serves_tls_to_a_target_reached_over_tls() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["via"], "restore", "{v}");
     assert!(
-        err.lines().any(|l| l.starts_with("redvault: note: loading with RESTORE")
-            && l.contains("--feed-tls-cert")),
+        err.lines()
+            .any(|l| l.starts_with("redvault: note: loading with RESTORE")
+                && l.contains("--feed-tls-cert")),
         "{err}"
     );
     assert_eq!(plain.digest(), src.digest());
 
     // Reached on its plain port, but replicating over TLS only.
     let (only, _) = tls_server(&ca, false);
-    only.client().ok(&["CONFIG", "SET", "tls-replication", "yes"]);
+    only.client()
+        .ok(&["CONFIG", "SET", "tls-replication", "yes"]);
     let (code, _, err) = import(&only.url(), &["--via", "replication"], false);
     assert_eq!(code, 1);
     assert!(

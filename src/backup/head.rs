@@ -29,6 +29,10 @@ pub struct Head {
     pub last_time_ms: u64,
     /// When the head was written (RFC 3339).
     pub written: String,
+    /// The source's keys per database at an offset at or before `to`
+    /// (`fingerprint.rs`), when the daemon could read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
     pub signer: String,
     /// The signature (hex, Ed25519 or ES256) over the document without `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +56,7 @@ impl Head {
             link: hex::encode(link),
             last_time_ms,
             written: crate::text::rfc3339(std::time::SystemTime::now()),
+            fingerprint: None,
             signer: signer.id(),
             signature: None,
         }

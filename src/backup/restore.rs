@@ -63,6 +63,30 @@ fn takes(part: Part, slots: &[[u16; 2]], c: &crate::command::Command) -> bool {
     own == (part == Part::Own)
 }
 
+/// A stop on the way, for a check of the target's state at one offset of a
+/// single server's stream: once every command up to `at` is applied and
+/// the target has them all ([`Target::barrier`]), `reached` is sent and the
+/// replay waits for `resume`; an error there ends the restore. A replay
+/// that never stops at `at` (a point before it) drops `reached` unsent.
+pub struct Pause {
+    pub at: u64,
+    pub reached: tokio::sync::oneshot::Sender<()>,
+    pub resume: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+impl Pause {
+    async fn wait(self, target: &mut dyn Target) -> Result<(), BackupError> {
+        target.barrier().await?;
+        if self.reached.send(()).is_err() {
+            return Ok(()); // nobody checks
+        }
+        match self.resume.await {
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(why)) => Err(BackupError::Invalid(why)),
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone)]
 pub struct RestoreSummary {
@@ -105,7 +129,7 @@ pub async fn restore_inputs(
 ) -> Result<RestoreSummary, BackupError> {
     load(target, base, &|_| {}).await?;
     let base_stats = target.stats().clone();
-    let replayed = replay(store, plan, kek, trust, target).await?;
+    let replayed = replay(store, plan, kek, trust, target, None).await?;
     let done = target.finish().await?;
     Ok(RestoreSummary {
         base: base_stats.settled(done),
@@ -124,9 +148,10 @@ pub async fn replay(
     kek: &dyn Kek,
     trust: &Trust,
     target: &mut dyn Target,
+    pause: Option<Pause>,
 ) -> Result<ReplayStats, BackupError> {
     if plan.shards.is_empty() {
-        return replay_stream(store, plan, kek, trust, target, Part::All).await;
+        return replay_stream(store, plan, kek, trust, target, Part::All, pause).await;
     }
     // A key migrated during the generation is in two streams: deleted from
     // its old shard's (MIGRATE propagates a DEL), restored into and written
@@ -134,7 +159,7 @@ pub async fn replay(
     // migrated in, so the new shard's writes come after the old shard's DEL.
     let mut all = ReplayStats::default();
     for shard in &plan.shards {
-        let s = replay_stream(store, shard, kek, trust, target, Part::Own).await?;
+        let s = replay_stream(store, shard, kek, trust, target, Part::Own, None).await?;
         all.segments += s.segments;
         all.commands += s.commands;
         all.offset = all.offset.max(s.offset);
@@ -145,7 +170,7 @@ pub async fn replay(
     }
     if all.foreign > 0 {
         for shard in &plan.shards {
-            let s = replay_stream(store, shard, kek, trust, target, Part::Foreign).await?;
+            let s = replay_stream(store, shard, kek, trust, target, Part::Foreign, None).await?;
             all.commands += s.commands;
         }
     }
@@ -184,6 +209,7 @@ async fn replay_stream(
     trust: &Trust,
     target: &mut dyn Target,
     part: Part,
+    mut pause: Option<Pause>,
 ) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
     let shard = dir.shard.is_some();
@@ -228,6 +254,9 @@ async fn replay_stream(
     let applier = async {
         // Owned here: when the applier ends, the reader's next send fails.
         let mut reads = reads;
+        if pause.as_ref().is_some_and(|p| p.at == seen) {
+            pause.take().expect("checked").wait(target).await?;
+        }
         'segments: for seg in &plan.timeline.segments {
             let read = match reads.recv().await {
                 Some(read) => read?,
@@ -280,6 +309,16 @@ async fn replay_stream(
                 let r = if shard { for_shard(r) } else { r };
                 if r.offset <= seen {
                     continue; // already applied (an overlapping segment)
+                }
+                // Everything up to the pause is applied (a transaction is
+                // never open there: the source's state at one offset is
+                // never inside one).
+                if open.is_none()
+                    && pause
+                        .as_ref()
+                        .is_some_and(|p| p.at < r.offset && p.at >= seen)
+                {
+                    pause.take().expect("checked").wait(target).await?;
                 }
                 if past(&r) {
                     stopped = true;
@@ -334,6 +373,9 @@ async fn replay_stream(
         if open.is_some() {
             // The point (or the end of what is stored) is inside a transaction.
             stats.cut_transaction = Some(stats.offset);
+        }
+        if open.is_none() && pause.as_ref().is_some_and(|p| p.at == seen) {
+            pause.take().expect("checked").wait(target).await?;
         }
         if !stopped {
             // Everything stored was asked for: the end must be the signed one.

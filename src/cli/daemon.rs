@@ -38,6 +38,10 @@ pub struct DaemonArgs {
     /// Cut a segment this many milliseconds after its first write.
     #[arg(long)]
     pub segment_interval_ms: Option<u64>,
+    /// Read the source's keys per database this often (milliseconds; 0:
+    /// never), recorded in the signed chain heads for drills to compare.
+    #[arg(long)]
+    pub fingerprint_interval_ms: Option<u64>,
     /// psync (a base, then the command stream, point-in-time) or scan (for
     /// managed servers that refuse PSYNC: a SCAN base on every --base-every,
     /// no stream).
@@ -77,6 +81,7 @@ pub async fn run_daemon(
         keep_last: args.keep_last,
         keep_within: args.keep_within,
         segment_interval_ms: args.segment_interval_ms,
+        fingerprint_interval_ms: args.fingerprint_interval_ms,
         method: args.method,
     };
     Ok(crate::daemon::run(o, config_path, config).await?)

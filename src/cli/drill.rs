@@ -3,7 +3,7 @@
 //! how much would be lost (RPO). A failed check exits 1 naming its cause.
 
 use super::args::{KekArg, StoreArgs, TrustArgs};
-use super::drill_report::{self, Report, Stage};
+use super::drill_report::{self, FingerprintChecked, Report, Stage};
 use super::feed::ViaArgs;
 use super::output::Output;
 use super::restore::{restore_plan, RestoreJob};
@@ -302,7 +302,7 @@ pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow
     r?;
     out.summary(
         &format!(
-            "drill of {source} generation {} ok ({} by {}): {} keys, RTO {:.1}s ({}), RPO {}; every object opened and authenticated, base key counts equal to the manifest's",
+            "drill of {source} generation {} ok ({} by {}): {} keys, RTO {:.1}s ({}), RPO {}; every object opened and authenticated, base key counts equal to the manifest's{}",
             report.generation,
             report.target,
             report.via,
@@ -317,6 +317,10 @@ pub async fn run_drill(args: DrillArgs, config: &Config, out: &Output) -> anyhow
             report
                 .rpo_seconds
                 .map_or("unknown".into(), |s| format!("{s:.1}s")),
+            report.fingerprint.as_ref().map_or(String::new(), |f| format!(
+                ", key counts equal to the source's at offset {}",
+                f.offset
+            )),
         ),
         serde_json::to_value(&report)?,
     );
@@ -407,21 +411,59 @@ async fn drill(
         }
     }
     let mut target = crate::target::connect(&url, &link, LoadOptions::default()).await?;
-    let done = restore_plan(
-        &RestoreJob {
-            store,
-            plan: &plan,
-            kek,
-            allow_plain: args.allow_plain,
-            trust,
-            url: &url,
-            link: &link,
-            via: &args.via,
-            ruled_out: None,
-        },
-        target.as_mut(),
-    )
-    .await?;
+    // The source's key counts the daemon recorded in the newest head (a
+    // single server's stream): the replay stops at their offset, the
+    // target's counts are compared, and the replay goes on.
+    let recorded = plan
+        .head
+        .as_ref()
+        .filter(|_| plan.shards.is_empty())
+        .and_then(|h| Some((h.to, h.fingerprint.clone()?)))
+        .filter(|(_, f)| f.offset >= plan.base_offset);
+    let (pause, check) = match recorded {
+        Some((head_to, f)) => {
+            let (reached, reached_rx) = tokio::sync::oneshot::channel();
+            let (resume_tx, resume) = tokio::sync::oneshot::channel();
+            let pause = crate::backup::restore::Pause {
+                at: f.offset,
+                reached,
+                resume,
+            };
+            (Some(pause), Some((head_to, f, reached_rx, resume_tx)))
+        }
+        None => (None, None),
+    };
+    let checking = async {
+        let (head_to, f, reached, resume) = check?;
+        reached.await.ok()?;
+        let label = dir.segment_label(&crate::backup::layout::head_name(head_to));
+        let r = match fingerprint_seen(&mut ctl).await {
+            Ok((seen, exact)) => crate::fingerprint::compare(&f, &seen, exact)
+                .map(|()| FingerprintChecked {
+                    offset: f.offset,
+                    compared: if exact { "all" } else { "without_ttl" },
+                    dbs: f.dbs.clone(),
+                })
+                .map_err(|why| format!("the key counts recorded in {label} differ: {why}")),
+            Err(e) => Err(format!("reading the target's key counts: {e}")),
+        };
+        let _ = resume.send(r.as_ref().map(|_| ()).map_err(Clone::clone));
+        r.ok()
+    };
+    let job = RestoreJob {
+        store,
+        plan: &plan,
+        kek,
+        allow_plain: args.allow_plain,
+        trust,
+        url: &url,
+        link: &link,
+        via: &args.via,
+        ruled_out: None,
+    };
+    let (done, checked) = tokio::join!(restore_plan(&job, target.as_mut(), pause), checking);
+    let done = done?;
+    report.fingerprint = checked;
     report.via = done.via.into();
     report.stages.push(Stage {
         name: "load".into(),
@@ -485,4 +527,19 @@ async fn drill(
     report.cut_transaction = done.replayed.cut_transaction;
     report.ok = true;
     Ok(())
+}
+
+/// The target's keys per database, and whether it is still a replica (fed
+/// by replication: it reclaims no expired key, so every count compares).
+async fn fingerprint_seen(
+    ctl: &mut crate::resp::Conn,
+) -> anyhow::Result<(Vec<crate::fingerprint::DbCount>, bool)> {
+    let text = |r: Reply| match r {
+        Reply::Bulk(Some(t)) => Ok(String::from_utf8_lossy(&t).into_owned()),
+        other => Err(anyhow::anyhow!("INFO answered {other:?}")),
+    };
+    let repl = text(ctl.command(&[b"INFO", b"replication"]).await?)?;
+    let replica = repl.lines().any(|l| l.trim() == "role:slave");
+    let space = text(ctl.command(&[b"INFO", b"keyspace"]).await?)?;
+    Ok((crate::fingerprint::parse_keyspace(&space), replica))
 }

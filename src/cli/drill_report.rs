@@ -11,6 +11,17 @@ pub struct Stage {
     pub seconds: f64,
 }
 
+/// The source's key counts the daemon recorded at one offset, found equal
+/// in the restore at that offset.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FingerprintChecked {
+    pub offset: u64,
+    /// `all` (a target fed by replication keeps expired keys as the source
+    /// did) or `without_ttl` (a target loaded by RESTORE reclaims them).
+    pub compared: &'static str,
+    pub dbs: Vec<crate::fingerprint::DbCount>,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Report {
     pub command: &'static str,
@@ -37,6 +48,8 @@ pub struct Report {
     pub segments_applied: usize,
     pub commands: u64,
     pub cut_transaction: Option<u64>,
+    /// The key counts checked against the source's at a recorded offset.
+    pub fingerprint: Option<FingerprintChecked>,
     pub base_offset: u64,
     pub segments_total: usize,
     pub segments: Vec<(u64, u64)>,
@@ -170,6 +183,27 @@ pub fn markdown(r: &Report, svg_name: &str) -> String {
         "- Checked: {} objects opened and authenticated, {} RDB bytes, {} of {} segments, {} commands replayed",
         r.objects, r.bytes, r.segments_applied, r.segments_total, r.commands
     );
+    match &r.fingerprint {
+        Some(f) => {
+            let _ = writeln!(
+                m,
+                "- Key counts equal to the source's at offset {} ({}, {} databases)",
+                f.offset,
+                if f.compared == "all" {
+                    "every key"
+                } else {
+                    "keys without a TTL"
+                },
+                f.dbs.len()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                m,
+                "- No key counts of the source recorded within the point to compare"
+            );
+        }
+    }
     if let Some(o) = r.cut_transaction {
         let _ = writeln!(
             m,

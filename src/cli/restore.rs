@@ -85,6 +85,7 @@ pub struct Restored {
 pub async fn restore_plan(
     job: &RestoreJob<'_>,
     target: &mut dyn Target,
+    pause: Option<crate::backup::restore::Pause>,
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let base = open_base(
@@ -115,7 +116,7 @@ pub async fn restore_plan(
             load(target, base, &|_| {}).await?;
             let base_stats = target.stats().clone();
             let base_seconds = started.elapsed().as_secs_f64();
-            let replayed = replay(job.store, job.plan, job.kek, job.trust, target).await?;
+            let replayed = replay(job.store, job.plan, job.kek, job.trust, target, pause).await?;
             let done = target.finish().await?;
             Ok(Restored {
                 stats: base_stats.settled(done),
@@ -130,7 +131,15 @@ pub async fn restore_plan(
             // The segments go down the same replication stream (applied as
             // a replica applies its primary's writes). The target is
             // released whatever the replay did.
-            let replayed = replay(job.store, job.plan, job.kek, job.trust, feeding.as_mut()).await;
+            let replayed = replay(
+                job.store,
+                job.plan,
+                job.kek,
+                job.trust,
+                feeding.as_mut(),
+                pause,
+            )
+            .await;
             let (replayed, fed) = match (replayed, release(feeding).await) {
                 (Ok(r), Ok(f)) => (r, f),
                 (Err(e), Ok(_)) => return Err(e.into()),
@@ -226,6 +235,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             ruled_out,
         },
         target.as_mut(),
+        None,
     )
     .await?;
     let (stats, replayed, via) = (done.stats, done.replayed, done.via);

@@ -50,6 +50,9 @@ pub struct Job {
     pub segment_max_bytes: usize,
     /// Cuts asked for by WAIT (REPLCONF GETACK) a second, at most.
     pub max_segments_per_sec: u32,
+    /// Read the source's keys per database this often, for drills
+    /// (`fingerprint.rs`); None: never.
+    pub fingerprint_every: Option<Duration>,
     pub schedule: Option<BaseSchedule>,
     pub retention: Retention,
     /// Records this source's events (generation start, gap, spool full,
@@ -548,6 +551,20 @@ async fn session(
         ring,
         j.signer.clone(),
     );
+    // Fingerprints for drills: a single server's (a shard's counts would
+    // hold only its slots, and a cluster generation is drilled whole).
+    let _fingerprints = match (&j.seed, j.fingerprint_every, &j.stream) {
+        (Some((url, link)), Some(every), None) => Some(AbortOnDrop(tokio::spawn(fingerprints(
+            url.clone(),
+            link.clone(),
+            spool.clone(),
+            cp.generation.clone(),
+            cp.replid.clone(),
+            every,
+            j.name.clone(),
+        )))),
+        _ => None,
+    };
     let mut wires = Wires {
         durable,
         shutdown,
@@ -678,6 +695,46 @@ async fn follow(
                 cut_segment(j, seg, spool).await?;
                 return Ok(SessionEnd::Shutdown);
             }
+        }
+    }
+}
+
+/// Takes a fingerprint of the source every `every` while none waits for a
+/// head, on a connection of its own. The counts are worth nothing without
+/// the right offset: one read under another replication id (a failover)
+/// is dropped. A user that may not run MULTI, EXEC or INFO gets one warning.
+async fn fingerprints(
+    url: crate::resp::RedisUrl,
+    link: crate::resp::ConnectOptions,
+    spool: Arc<Spool>,
+    stream: String,
+    replid: String,
+    every: Duration,
+    source: String,
+) {
+    use crate::fingerprint::{probe, ProbeError};
+    let mut conn = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if spool.has_fingerprint() {
+            continue;
+        }
+        if conn.is_none() {
+            conn = crate::resp::connect(&url, &link).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match tokio::time::timeout(Duration::from_secs(5), probe(c)).await {
+            Ok(Ok((id, f))) if id == replid => spool.offer_fingerprint(&stream, f),
+            Ok(Ok(_)) => {}
+            Ok(Err(ProbeError::Refused(what))) => {
+                tracing::warn!(
+                    source = %source,
+                    "no key counts for drills to compare: {what}; `redvault acl print --role daemon` prints a user that may"
+                );
+                return;
+            }
+            Ok(Err(ProbeError::Link(_))) | Err(_) => conn = None,
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::metrics::{unix_now, SourceMetrics};
 use crate::backup::head::{write_head, Head};
 use crate::backup::layout::{parse_segment_name, GenerationDir};
+use crate::fingerprint::Fingerprint;
 use crate::signing::Signer;
 use crate::store::{Store, StoreError};
 use std::collections::VecDeque;
@@ -47,6 +48,9 @@ pub struct Spool {
     /// last written for, with when.
     stored_end: Mutex<Option<StoredEnd>>,
     head_written: Mutex<Option<(String, u64, Instant)>>,
+    /// A fingerprint of the source waiting for a head that reaches its
+    /// offset (with the stream's name it belongs to).
+    fingerprint: Mutex<Option<(String, Fingerprint)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,7 @@ impl Spool {
             metrics,
             stored_end: Mutex::new(None),
             head_written: Mutex::new(None),
+            fingerprint: Mutex::new(None),
         }))
     }
 
@@ -239,6 +244,21 @@ impl Spool {
         drained
     }
 
+    /// Keeps a fingerprint of the source (taken in `stream`) for the next
+    /// head that reaches its offset, unless one is waiting already: one
+    /// that waits for a busy stream to catch up is not replaced by newer ones.
+    pub fn offer_fingerprint(&self, stream: &str, f: Fingerprint) {
+        let mut slot = self.fingerprint.lock().expect("spool lock");
+        if slot.as_ref().is_none_or(|(g, _)| g != stream) {
+            *slot = Some((stream.to_string(), f));
+        }
+    }
+
+    /// Whether a fingerprint waits for a head.
+    pub fn has_fingerprint(&self) -> bool {
+        self.fingerprint.lock().expect("spool lock").is_some()
+    }
+
     /// Writes the signed chain head of the newest stored segment, unless it
     /// was written already (best effort: a head only tells readers where
     /// the end is; a failure is logged).
@@ -256,13 +276,28 @@ impl Spool {
             return;
         }
         let dir = GenerationDir::new(source, &end.generation);
-        let head = Head::new(&dir, end.to, end.link, end.last_time_ms, signer);
+        let mut head = Head::new(&dir, end.to, end.link, end.last_time_ms, signer);
+        let fingerprint = {
+            let mut slot = self.fingerprint.lock().expect("spool lock");
+            let fits = slot
+                .as_ref()
+                .is_some_and(|(g, f)| *g == end.generation && f.offset <= end.to);
+            if fits {
+                slot.take().map(|(_, f)| f)
+            } else {
+                None
+            }
+        };
+        head.fingerprint = fingerprint.clone();
         match write_head(store, &dir, head, signer).await {
             Ok(()) => {
                 *self.head_written.lock().expect("spool lock") =
                     Some((end.generation, end.to, Instant::now()));
             }
             Err(e) => {
+                if let Some(f) = fingerprint {
+                    self.offer_fingerprint(&end.generation, f);
+                }
                 self.metrics.errors.fetch_add(1, Relaxed);
                 tracing::error!(source = %source, "cannot store the chain head: {e}");
             }

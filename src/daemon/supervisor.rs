@@ -47,6 +47,7 @@ pub struct DaemonOverrides {
     pub keep_last: Option<usize>,
     pub keep_within: Option<String>,
     pub segment_interval_ms: Option<u64>,
+    pub fingerprint_interval_ms: Option<u64>,
     /// `psync` or `scan`, for every source (else the config's).
     pub method: Option<String>,
 }
@@ -145,6 +146,14 @@ async fn jobs(
                 .segment_max_bytes
                 .unwrap_or(defaults::SEGMENT_MAX_BYTES)
                 .max(4096),
+            fingerprint_every: match o
+                .fingerprint_interval_ms
+                .or(d.fingerprint_interval_ms)
+                .unwrap_or(defaults::FINGERPRINT_INTERVAL_MS)
+            {
+                0 => None,
+                ms => Some(Duration::from_millis(ms.max(100))),
+            },
             max_segments_per_sec: d
                 .max_segments_per_sec
                 .unwrap_or(defaults::MAX_SEGMENTS_PER_SEC)

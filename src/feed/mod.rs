@@ -824,6 +824,11 @@ fn feed_error(e: FeedError) -> TargetError {
 /// Only commands: the base came as the RDB.
 #[async_trait::async_trait]
 impl Target for Feeding {
+    /// The target acknowledged (REPLCONF ACK) every command sent.
+    async fn barrier(&mut self) -> Result<(), TargetError> {
+        self.caught_up().await.map_err(feed_error)
+    }
+
     fn begin(&mut self, _rdb_version: u32) -> Result<(), TargetError> {
         Err(TargetError::Feed(
             "the feed's target takes commands only (its snapshot came as the RDB)".into(),

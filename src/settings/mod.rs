@@ -28,6 +28,8 @@ pub mod defaults {
     pub const MAX_SEGMENTS_PER_SEC: u32 = 20;
     /// Cut a segment this long after its first write, ms.
     pub const SEGMENT_INTERVAL_MS: u64 = 1000;
+    /// Read the source's key counts for drills this often, ms.
+    pub const FINGERPRINT_INTERVAL_MS: u64 = 30_000;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,9 @@ pub struct DaemonConfig {
     pub segment_interval_ms: Option<u64>,
     /// ... or at this size (default 8 MiB).
     pub segment_max_bytes: Option<usize>,
+    /// Read the source's keys per database (one MULTI with two INFOs) this
+    /// often, for drills to compare (default 30000 ms; 0: never).
+    pub fingerprint_interval_ms: Option<u64>,
     /// A client waiting in `WAIT` has the open segment cut at once; at most
     /// this many such cuts a second (default 20): each is a storage write.
     pub max_segments_per_sec: Option<u32>,

@@ -363,6 +363,13 @@ impl ClusterTarget {
 
 #[async_trait]
 impl Target for ClusterTarget {
+    async fn barrier(&mut self) -> Result<(), TargetError> {
+        for n in &mut self.nodes {
+            n.barrier().await?;
+        }
+        Ok(())
+    }
+
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
         self.rdb_version = Some(rdb_version);
         self.nodes.iter_mut().try_for_each(|n| n.begin(rdb_version))

@@ -112,6 +112,10 @@ pub trait Target: Send {
     /// The counts so far.
     fn stats(&self) -> &LoadStats;
 
+    /// Waits until the target has applied everything sent so far (its
+    /// state may then be read, e.g. a drill's key counts); more may follow.
+    async fn barrier(&mut self) -> Result<(), TargetError>;
+
     /// Sends what is batched and waits for every reply; the final counts.
     async fn finish(&mut self) -> Result<LoadStats, TargetError>;
 }

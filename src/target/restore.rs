@@ -205,6 +205,10 @@ impl RedisTarget {
 
 #[async_trait]
 impl Target for RedisTarget {
+    async fn barrier(&mut self) -> Result<(), TargetError> {
+        self.pipe.barrier().await
+    }
+
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
         self.convert_to = None;
         self.payload_version = rdb_version as u16;
