@@ -370,3 +370,98 @@ fn a_drill_compares_the_key_counts_the_daemon_recorded() {
     assert_eq!(v["fingerprint"]["compared"], "without_ttl", "{v}");
     assert_eq!(v["fingerprint"]["offset"].as_u64(), Some(offset), "{v}");
 }
+
+/// `drill_every` in the daemon: a drill of the source runs on schedule as
+/// a child process, its result is on /metrics with the names the alert
+/// rules use, in the audit log and in the state directory; a drill that
+/// fails (a KEK that cannot unwrap) says so in the metrics, keeps the last
+/// success time, and the backups go on.
+#[test]
+fn the_daemon_runs_scheduled_drills_beside_the_backups() {
+    let (work, store) = workspace();
+    let primary = RedisServer::start(&[]);
+    fill_all_types(&mut primary.client());
+    let audit = work.path().join("audit.jsonl");
+    let kek = work.path().join("kek.pem");
+    let start = |drill_kek: &Path| {
+        Daemon::start_env(
+            work.path(),
+            &primary.url(),
+            &store,
+            &[
+                "--segment-interval-ms",
+                "50",
+                "--drill-every",
+                "*/2 * * * * *",
+                "--drill-kek",
+                drill_kek.to_str().unwrap(),
+            ],
+            &[("REDVAULT_AUDIT_LOG", audit.display().to_string())],
+        )
+    };
+    let drill_metric = |d: &Daemon, name: &str| -> Option<f64> {
+        d.metrics()?
+            .lines()
+            .find(|l| l.starts_with(&format!("redvault_drill_{name}{{source=\"cache1\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let wait_for = |d: &Daemon, what: &str, ok: &dyn Fn(&Daemon) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !ok(d) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never came; log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let mut d = start(&kek);
+    d.wait_up();
+    write_batch(&primary, "a", 20);
+    d.wait_durable(&primary);
+    wait_for(&d, "a passing drill", &|d| {
+        drill_metric(d, "ok") == Some(1.0)
+    });
+    let passed_at = drill_metric(&d, "last_success_timestamp_seconds").unwrap();
+    assert!(passed_at > 0.0);
+    assert!(drill_metric(&d, "rto_seconds").is_some_and(|s| s > 0.0));
+    assert!(drill_metric(&d, "rpo_seconds").is_some());
+    let last = work.path().join("state/drill/cache1.json");
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&last).unwrap()).unwrap();
+    assert_eq!(kept["ok"], true, "{kept}");
+    assert!(work.path().join("state/drill/cache1.md").exists());
+    d.stop();
+    let records = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        records
+            .lines()
+            .any(|l| l.contains("\"drill\"") && l.contains("\"ok\":true")),
+        "{records}"
+    );
+
+    // The public KEK cannot unwrap: the drill fails, the backups go on,
+    // and the last success time (kept across the restart) stays.
+    let mut d = start(&work.path().join("kek.pub.pem"));
+    d.wait_up();
+    wait_for(&d, "a failed drill", &|d| {
+        drill_metric(d, "ok") == Some(0.0)
+    });
+    assert_eq!(
+        drill_metric(&d, "last_success_timestamp_seconds"),
+        Some(passed_at)
+    );
+    write_batch(&primary, "b", 20);
+    d.wait_durable(&primary);
+    d.stop();
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&last).unwrap()).unwrap();
+    assert_eq!(kept["ok"], false, "{kept}");
+    assert!(
+        kept["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the drill failed") && e.contains("only a public key")),
+        "{kept}"
+    );
+}

@@ -42,6 +42,15 @@ pub struct DaemonArgs {
     /// never), recorded in the signed chain heads for drills to compare.
     #[arg(long)]
     pub fingerprint_interval_ms: Option<u64>,
+    /// Run a drill of each source on this schedule (as --base-every): a
+    /// child `redvault drill` into a scratch redis-server; its result in
+    /// /metrics (redvault_drill_*), the log and the audit log.
+    #[arg(long)]
+    pub drill_every: Option<String>,
+    /// The KEK scheduled drills unwrap with (the private key file, or a Key
+    /// Vault key this host may unwrap with).
+    #[arg(long, env = "REDVAULT_DRILL_KEK")]
+    pub drill_kek: Option<String>,
     /// psync (a base, then the command stream, point-in-time) or scan (for
     /// managed servers that refuse PSYNC: a SCAN base on every --base-every,
     /// no stream).
@@ -82,6 +91,9 @@ pub async fn run_daemon(
         keep_within: args.keep_within,
         segment_interval_ms: args.segment_interval_ms,
         fingerprint_interval_ms: args.fingerprint_interval_ms,
+        drill_every: args.drill_every,
+        drill_kek: args.drill_kek,
+        config_path: config_path.clone(),
         method: args.method,
     };
     Ok(crate::daemon::run(o, config_path, config).await?)

@@ -398,6 +398,7 @@ fn shard_job(j: &Job, r: &ShardRun, metrics: Arc<SourceMetrics>) -> Job {
         segment_max_bytes: j.segment_max_bytes,
         max_segments_per_sec: j.max_segments_per_sec,
         fingerprint_every: None,
+        drill: None,
         schedule: j.schedule.clone(),
         retention: Retention::default(),
         audit: j.audit.clone(),

@@ -28,6 +28,22 @@ pub struct SourceMetrics {
     /// A cluster source: each shard's stream, reported as its own source
     /// `<name>/shard-<first>-<last>` (replaced when a new base moves them).
     pub shards: std::sync::Mutex<Vec<Arc<SourceMetrics>>>,
+    /// The last scheduled drill's result (`drills.rs`), if drills run.
+    pub drill: std::sync::Mutex<Option<DrillResult>>,
+}
+
+/// A scheduled drill's result, as served and kept in the state directory.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct DrillResult {
+    pub ok: bool,
+    /// Unix seconds: when the drill started, and when the last one that
+    /// passed ended (0: none yet).
+    pub at: u64,
+    pub last_success: u64,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    pub generation: Option<String>,
+    pub error: Option<String>,
 }
 
 impl SourceMetrics {
@@ -160,6 +176,50 @@ pub fn render(sources: &[Arc<SourceMetrics>]) -> String {
         "Times the stream could not continue and a new generation began.",
         &|s| s.gaps.load(Relaxed),
     );
+    // The same names a drill's --metrics-file carries (the alert rules
+    // serve both), for sources whose drills the daemon runs.
+    let drills: Vec<(String, DrillResult)> = sources
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.drill.lock().ok()?.clone()?)))
+        .collect();
+    if !drills.is_empty() {
+        let gauge = |out: &mut String,
+                     name: &str,
+                     help: &str,
+                     get: &dyn Fn(&DrillResult) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP redvault_drill_{name} {help}");
+            let _ = writeln!(out, "# TYPE redvault_drill_{name} gauge");
+            for (source, r) in &drills {
+                if let Some(v) = get(r) {
+                    let _ = writeln!(out, "redvault_drill_{name}{{source=\"{source}\"}} {v}");
+                }
+            }
+        };
+        gauge(
+            &mut out,
+            "ok",
+            "1 if the last drill passed, 0 if it failed.",
+            &|r| Some(r.ok as u8 as f64),
+        );
+        gauge(
+            &mut out,
+            "last_success_timestamp_seconds",
+            "When a drill last passed (Unix time).",
+            &|r| (r.last_success > 0).then_some(r.last_success as f64),
+        );
+        gauge(
+            &mut out,
+            "rto_seconds",
+            "How long the last drill took to a usable Redis.",
+            &|r| r.rto_seconds,
+        );
+        gauge(
+            &mut out,
+            "rpo_seconds",
+            "Age of the newest durable record at the last drill.",
+            &|r| r.rpo_seconds,
+        );
+    }
     out
 }
 

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod cluster;
+mod drills;
 mod lease;
 pub mod metrics;
 pub mod notify;

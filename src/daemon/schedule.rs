@@ -4,9 +4,9 @@
 use chrono::Utc;
 use std::str::FromStr;
 
-/// A base schedule that does not parse.
+/// A schedule (base_every, drill_every) that does not parse.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("base schedule {text:?}: {reason} (use 15m, 30m, 1h, 6h, 12h, 24h or a cron expression, seconds first)")]
+#[error("schedule {text:?}: {reason} (use 15m, 30m, 1h, 6h, 12h, 24h or a cron expression, seconds first)")]
 pub struct ScheduleError {
     text: String,
     reason: String,

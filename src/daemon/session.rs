@@ -65,6 +65,8 @@ pub struct Job {
     /// One shard's stream of a cluster job (`shard-<first>-<last>`): its
     /// checkpoint is `<name>/<stream>`, and a new base is the cluster's.
     pub stream: Option<String>,
+    /// Scheduled drills of this source (`drills.rs`), run beside the job.
+    pub drill: Option<super::drills::DrillPlan>,
 }
 
 /// The checkpoint key (and metrics name) of a cluster source's shard stream.

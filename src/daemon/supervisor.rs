@@ -48,6 +48,11 @@ pub struct DaemonOverrides {
     pub keep_within: Option<String>,
     pub segment_interval_ms: Option<u64>,
     pub fingerprint_interval_ms: Option<u64>,
+    /// Scheduled drills (else the config's), and the KEK they unwrap with.
+    pub drill_every: Option<String>,
+    pub drill_kek: Option<String>,
+    /// The config file, handed to scheduled drills too.
+    pub config_path: Option<PathBuf>,
     /// `psync` or `scan`, for every source (else the config's).
     pub method: Option<String>,
 }
@@ -60,7 +65,9 @@ async fn jobs(
     state: &Path,
 ) -> Result<Vec<Job>, DaemonError> {
     let d = config.daemon.clone().unwrap_or_default();
-    let mut wanted: Vec<(String, Option<String>, Option<String>)> = vec![];
+    // Name, Redis, method, drill schedule.
+    type Wanted = (String, Option<String>, Option<String>, Option<String>);
+    let mut wanted: Vec<Wanted> = vec![];
     if o.redis.is_some() || d.sources.is_empty() {
         let url = config.redis_url(o.redis.as_deref(), o.redis_password_file.as_deref())?;
         let name = o
@@ -68,10 +75,15 @@ async fn jobs(
             .clone()
             .or(config.source.clone())
             .unwrap_or_else(|| url.source_name());
-        wanted.push((name, o.redis.clone().or(config.redis.clone()), None));
+        wanted.push((name, o.redis.clone().or(config.redis.clone()), None, None));
     } else {
         for s in &d.sources {
-            wanted.push((s.name.clone(), Some(s.redis.clone()), s.method.clone()));
+            wanted.push((
+                s.name.clone(),
+                Some(s.redis.clone()),
+                s.method.clone(),
+                s.drill_every.clone(),
+            ));
         }
     }
     let kek = config.open_kek(o.kek.as_deref())?;
@@ -95,8 +107,19 @@ async fn jobs(
         None => o.audit.clone(),
     };
     let mut out = vec![];
-    for (name, redis, method) in wanted {
+    for (name, redis, method, drill_every) in wanted {
         check_source_name(&name)?;
+        let drill = drill_plan(
+            o,
+            &d,
+            &name,
+            o.drill_every
+                .clone()
+                .or(drill_every)
+                .or(d.drill_every.clone()),
+            &signer,
+            state,
+        )?;
         let url = config.redis_url(redis.as_deref(), o.redis_password_file.as_deref())?;
         let method = o
             .method
@@ -167,10 +190,64 @@ async fn jobs(
             metrics: SourceMetrics::new(&name),
             seed,
             stream: None,
+            drill,
             name,
         });
     }
     Ok(out)
+}
+
+/// The scheduled drills of source `name`, if it has a schedule: the drill's
+/// arguments (the daemon's store, this source, the drill KEK, the daemon's
+/// own signer and the trusted ones, the config file), fixed at start.
+fn drill_plan(
+    o: &DaemonOverrides,
+    d: &crate::settings::DaemonConfig,
+    name: &str,
+    every: Option<String>,
+    signer: &crate::signing::Signer,
+    state: &Path,
+) -> Result<Option<super::drills::DrillPlan>, DaemonError> {
+    let Some(every) = every else {
+        return Ok(None);
+    };
+    let schedule = BaseSchedule::parse(&every)?;
+    let Some(kek) = o.drill_kek.clone().or(d.drill_kek.clone()) else {
+        return Err(DaemonError::Invalid(format!(
+            "source {name}: drill_every needs drill_kek (--drill-kek), a KEK that unwraps: the private key file, or a Key Vault key this host may unwrap with (the daemon's own kek need only wrap)"
+        )));
+    };
+    let dir = state.join("drill");
+    let io =
+        |e: std::io::Error| DaemonError::Invalid(format!("drill directory {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // The drill trusts what this daemon signs: its public half, a file.
+    let signer_pub = dir.join("signer.pub.pem");
+    std::fs::write(&signer_pub, signer.public_key().to_pem()).map_err(io)?;
+    let mut args: Vec<std::ffi::OsString> = vec!["--source".into(), name.into()];
+    args.extend(["--kek".into(), kek.into()]);
+    args.extend(["--trust".into(), signer_pub.into_os_string()]);
+    for t in &o.trust {
+        args.extend(["--trust".into(), t.into()]);
+    }
+    if let Some(s) = &o.store {
+        args.extend(["--from".into(), s.into()]);
+    }
+    if let Some(p) = &o.prefix {
+        args.extend(["--prefix".into(), p.into()]);
+    }
+    if let Some(c) = &o.config_path {
+        args.extend(["--config".into(), c.clone().into_os_string()]);
+    }
+    if let Some(bin) = &d.drill_redis_server {
+        args.extend(["--redis-server".into(), bin.clone().into_os_string()]);
+    }
+    Ok(Some(super::drills::DrillPlan {
+        schedule,
+        args,
+        last: dir.join(format!("{name}.json")),
+        report: dir.join(format!("{name}.md")),
+    }))
 }
 
 /// Runs one job until `stop`, restarting it with backoff when it fails or
@@ -312,7 +389,17 @@ pub async fn run(
         let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
         let mut tasks = vec![];
         for j in jobs {
-            tasks.push(tokio::spawn(supervise(Arc::new(j), stop_rx.clone())));
+            let j = Arc::new(j);
+            if let Some(plan) = j.drill.clone() {
+                // Beside the job, never inside it: a drill does not touch
+                // the backups, and a job's restart does not cut a drill short.
+                tasks.push(tokio::spawn(super::drills::run_drills(
+                    j.clone(),
+                    plan,
+                    stop_rx.clone(),
+                )));
+            }
+            tasks.push(tokio::spawn(supervise(j, stop_rx.clone())));
         }
         tracing::info!(sources = ?names, "daemon running");
         notify("READY=1");

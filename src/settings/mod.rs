@@ -157,6 +157,14 @@ pub struct DaemonConfig {
     /// Read the source's keys per database (one MULTI with two INFOs) this
     /// often, for drills to compare (default 30000 ms; 0: never).
     pub fingerprint_interval_ms: Option<u64>,
+    /// Run `redvault drill` on this schedule (as `base_every`) for every
+    /// source, as a child process into a scratch redis-server.
+    pub drill_every: Option<String>,
+    /// The KEK drills unwrap with (a private key file, or a Key Vault key
+    /// this host may unwrap with): needed with `drill_every`.
+    pub drill_kek: Option<String>,
+    /// The redis-server drills start (else the one on PATH).
+    pub drill_redis_server: Option<std::path::PathBuf>,
     /// A client waiting in `WAIT` has the open segment cut at once; at most
     /// this many such cuts a second (default 20): each is a storage write.
     pub max_segments_per_sec: Option<u32>,
@@ -176,6 +184,8 @@ pub struct DaemonSource {
     pub redis: String,
     /// As `[daemon] method`, for this source.
     pub method: Option<String>,
+    /// As `[daemon] drill_every`, for this source.
+    pub drill_every: Option<String>,
 }
 
 /// The `[redis_tls]` table (each key also a flag: --tls-ca, --tls-cert,
