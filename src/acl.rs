@@ -98,6 +98,8 @@ impl Role {
                 "pexpiretime",
                 "pttl",
                 "function|dump",
+                "cluster|slots",
+                "cluster|nodes",
             ]
             .map(String::from)
             .to_vec(),

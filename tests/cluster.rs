@@ -7,7 +7,7 @@
 //! a daemon generation of a single server replays into a cluster, each
 //! command on the owner of its keys; the daemon follows a cluster (every
 //! shard's stream in one generation) through a kill -9 and a failover, and
-//! its backups restore anywhere; SCAN refuses a cluster (not built).
+//! its backups restore anywhere; SCAN reads every primary of a cluster.
 
 mod common;
 
@@ -334,35 +334,82 @@ fn a_cluster_exports_as_one_generation_and_imports_anywhere() {
     assert!(matches!(one.ok(&["FCALL", "one", "0"]), Resp::Int(1)));
 }
 
-/// SCAN over a cluster is not built: it refuses, naming why, and so does an
-/// export by a user who cannot tell a cluster node; nothing is written.
+/// SCAN over a cluster (managed clusters refuse PSYNC): `export --method
+/// scan` and a SCAN daemon read every primary into one cluster generation
+/// (marked not point-in-time), which imports whole; `--from-replica` with
+/// SCAN is refused, and so is an export by a user who cannot tell a
+/// cluster node; nothing is written then.
 #[test]
-fn scan_refuses_a_cluster() {
+fn scan_reads_every_primary_of_a_cluster() {
     let work = tempfile::tempdir().unwrap();
     write_test_keys(work.path());
     std::fs::create_dir(work.path().join("store")).unwrap();
     let store = format!("file://{}", work.path().join("store").display());
-    let cluster = Cluster::start(2);
-    let (code, _, err) = run(redvault()
-        .args([
-            "export",
-            "--redis",
-            &cluster.nodes[0].url(),
-            "--to",
-            &store,
-            "--method",
-            "scan",
-        ])
-        .arg("--kek")
-        .arg(work.path().join("kek.pub.pem")));
+    let cluster = Cluster::start(3);
+    let keys = fill_cluster(&cluster);
+    let export = |extra: &[&str]| {
+        run(redvault()
+            .args(["export", "--redis", &cluster.nodes[0].url(), "--to", &store])
+            .args(["--source", "scanned", "--method", "scan"])
+            .arg("--kek")
+            .arg(work.path().join("kek.pub.pem"))
+            .args(extra))
+    };
+    let (code, _, err) = export(&["--from-replica"]);
     assert_eq!(code, 1);
-    let line = one_line_error(&err);
-    assert!(
-        line.contains("cluster node") && line.contains("--method psync"),
-        "{line}"
+    assert!(one_line_error(&err).contains("--from-replica"), "{err}");
+    let (code, _, err) = export(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("3 shards"), "{err}");
+    let imported = |source: &str, what: &str| {
+        let gen_dir = std::fs::read_dir(work.path().join("store").join(source))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("manifest.json").exists())
+            .expect("a generation");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(gen_dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["redis"]["method"], "scan", "{manifest}");
+        assert_eq!(manifest["cluster"].as_array().unwrap().len(), 3);
+        let single = RedisServer::start(&[]);
+        let (code, _, err) = run(redvault()
+            .args(["import", "--redis", &single.url(), "--from", &store])
+            .args(["--source", source])
+            .arg("--kek")
+            .arg(work.path().join("kek.pem")));
+        assert_eq!(code, 0, "{err}");
+        let mut one = single.client();
+        assert_eq!(one.ok(&["DBSIZE"]), Resp::Int(keys.len() as i64), "{what}");
+        for key in &keys {
+            same_value(&cluster, &mut one, key, what);
+        }
+    };
+    imported("scanned", "export --method scan");
+
+    // The daemon's SCAN bases read every primary too.
+    let mut d = common::daemon::Daemon::start_env(
+        work.path(),
+        &cluster.nodes[1].url(),
+        &store,
+        &["--method", "scan", "--base-every", "24h"],
+        &[],
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while d.metric("bases_total") != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no base; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    d.stop();
+    imported("cache1", "daemon --method scan");
+
     // A user that may ask neither INFO nor CLUSTER: nobody can tell it is
     // a cluster node, so the export is refused rather than one shard kept.
+    let blind = tempfile::tempdir().unwrap();
+    let blind_store = format!("file://{}", blind.path().display());
     cluster.nodes[0].client().ok(&[
         "ACL", "SETUSER", "blind", "on", ">pw", "~*", "+@all", "-info", "-cluster",
     ]);
@@ -370,7 +417,7 @@ fn scan_refuses_a_cluster() {
         .env("REDVAULT_REDIS_PASSWORD", "pw")
         .args(["export", "--redis"])
         .arg(format!("redis://blind@127.0.0.1:{}", cluster.nodes[0].port))
-        .args(["--to", &store])
+        .args(["--to", &blind_store])
         .arg("--kek")
         .arg(work.path().join("kek.pub.pem")));
     assert_eq!(code, 1);
@@ -380,7 +427,7 @@ fn scan_refuses_a_cluster() {
         "{line}"
     );
     assert!(
-        !files_below(&work.path().join("store"))
+        !files_below(blind.path())
             .iter()
             .any(|f| f.ends_with("manifest.json")),
         "nothing that looks like a backup is written"

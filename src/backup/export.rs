@@ -347,9 +347,9 @@ async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupErro
     Ok(())
 }
 
-/// The primaries of the cluster `seed` is a node of, one PSYNC source each
-/// (passed through `wrap`, e.g. to re-encode), and the slot map they were
-/// chosen from. Refused: slots no primary serves, and two primaries at one
+/// The primaries of the cluster `seed` is a node of, one source each (what
+/// `make` builds for the node's URL: PSYNC or SCAN of that shard, maybe
+/// re-encoded), and the slot map they were chosen from. Refused: slots no primary serves, and two primaries at one
 /// address. (A slot being migrated is refused at the snapshot,
 /// `export_cluster`.)
 /// With `from_replica`, each shard is read from a replica of its primary
@@ -357,11 +357,11 @@ async fn topology_unchanged(req: &ClusterExportRequest) -> Result<(), BackupErro
 pub async fn cluster_shards(
     seed: &crate::resp::RedisUrl,
     link: &crate::resp::ConnectOptions,
-    wrap: &(dyn Fn(Arc<dyn Source>) -> Arc<dyn Source> + Sync),
+    make: &(dyn Fn(crate::resp::RedisUrl) -> Arc<dyn Source> + Sync),
     from_replica: bool,
 ) -> Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>), BackupError> {
     use crate::resp::cluster::{cluster_slots, primaries, unowned_slots};
-    use crate::source::{PsyncSource, SourceError};
+    use crate::source::SourceError;
     let mut conn = crate::resp::connect(seed, link)
         .await
         .map_err(SourceError::from)?;
@@ -399,7 +399,7 @@ pub async fn cluster_shards(
                 ..seed.clone()
             };
             Shard {
-                from: wrap(Arc::new(PsyncSource::shard(url.clone(), link.clone()))),
+                from: make(url.clone()),
                 node_id: p.node_id.clone(),
                 addr: url.addr(),
                 url,
@@ -624,12 +624,17 @@ async fn export_cluster_inner(
         }
     }
     let first = &done[0].2;
+    // One shard read by SCAN (a managed server that refuses PSYNC) makes
+    // the generation not point-in-time.
+    let scanned = done
+        .iter()
+        .any(|d| d.2.method == crate::source::Method::Scan);
     let redis = RedisInfo {
         version: first.server_version.clone(),
         rdb_version: done.iter().filter_map(|d| d.1.rdb_version).max(),
         replid: first.replid.clone(),
         offset: first.offset,
-        method: None,
+        method: scanned.then(|| "scan".into()),
     };
     let mut manifest = new_manifest(
         &generation,

@@ -96,6 +96,11 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         .or(config.source.clone())
         .unwrap_or_else(|| redis.source_name());
     let link = args.redis.connect_options(config)?;
+    if args.from_replica && args.method == Method::Scan {
+        anyhow::bail!(
+            "--from-replica reads each shard by PSYNC from a replica; --method scan reads the primaries"
+        );
+    }
     if args.from_replica {
         let mut conn = crate::resp::connect(&redis, &link).await?;
         if !crate::resp::is_cluster_node(&mut conn).await {
@@ -150,6 +155,12 @@ pub async fn run_export(args: ExportArgs, config: &Config, out: &Output) -> anyh
         // every primary, into one generation.
         Err(crate::backup::BackupError::Source(crate::source::SourceError::ClusterNode(_))) => {
             bar.finish_and_clear();
+            if args.method == Method::Scan {
+                eprintln!(
+                    "redvault: note: {} is a Redis Cluster node: every primary is read with SCAN",
+                    redis.addr()
+                );
+            }
             let (shards, topology) = cluster_shards(&redis, &link, &args).await?;
             let req = ClusterExportRequest {
                 shards,
@@ -227,14 +238,28 @@ async fn cluster_shards(
     link: &crate::resp::ConnectOptions,
     args: &ExportArgs,
 ) -> anyhow::Result<(Vec<Shard>, Vec<crate::resp::cluster::SlotRange>)> {
-    let rdb_version = args.rdb_version;
-    let wrap = move |from: Arc<dyn Source>| -> Arc<dyn Source> {
-        match rdb_version {
+    let make = |url: crate::resp::RedisUrl| -> Arc<dyn Source> {
+        let scan = || {
+            ScanSource::new(
+                url.clone(),
+                link.clone(),
+                args.scan_connections,
+                args.max_keys_per_sec,
+            )
+            .shard()
+        };
+        let psync = || PsyncSource::shard(url.clone(), link.clone());
+        let from: Arc<dyn Source> = match args.method {
+            Method::Psync => Arc::new(psync()),
+            Method::Scan => Arc::new(scan()),
+            Method::Auto => Arc::new(AutoSource::new(Box::new(psync()), scan())),
+        };
+        match args.rdb_version {
             Some(n) => Arc::new(Reencoded::new(from, n)),
             None => from,
         }
     };
-    Ok(crate::backup::cluster_shards(redis, link, &wrap, args.from_replica).await?)
+    Ok(crate::backup::cluster_shards(redis, link, &make, args.from_replica).await?)
 }
 
 async fn export_cluster_cli(req: ClusterExportRequest, out: &Output) -> anyhow::Result<()> {

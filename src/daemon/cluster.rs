@@ -142,7 +142,10 @@ async fn round(
     let mut found = None;
     let mut failed = None;
     for seed in known.iter() {
-        match cluster_shards(seed, &link, &|s| s, false).await {
+        let psync = |url| -> Arc<dyn crate::source::Source> {
+            Arc::new(crate::source::PsyncSource::shard(url, link.clone()))
+        };
+        match cluster_shards(seed, &link, &psync, false).await {
             Ok(x) => {
                 found = Some((seed.clone(), x));
                 break;

@@ -59,8 +59,9 @@ pub struct Job {
     /// retention) in the audit log.
     pub audit: crate::audit::Audit,
     pub metrics: Arc<SourceMetrics>,
-    /// The Redis the source is reached by (a PSYNC source): a Redis Cluster
-    /// node there makes this a cluster job (`cluster.rs`).
+    /// The Redis the source is reached by: a Redis Cluster node there makes
+    /// this a cluster job (`cluster.rs`; a SCAN job's bases read every
+    /// primary).
     pub seed: Option<(crate::resp::RedisUrl, crate::resp::ConnectOptions)>,
     /// One shard's stream of a cluster job (`shard-<first>-<last>`): its
     /// checkpoint is `<name>/<stream>`, and a new base is the cluster's.
@@ -225,6 +226,32 @@ pub(super) async fn run_sessions(
     }
 }
 
+/// One SCAN base of every primary of the cluster the job's server is a
+/// node of, as one cluster generation.
+async fn scan_cluster_base(
+    j: &Job,
+) -> Result<crate::backup::ExportSummary, crate::backup::BackupError> {
+    let (seed, link) = j.seed.clone().ok_or_else(|| {
+        crate::backup::BackupError::Invalid("a SCAN job without its server's address".into())
+    })?;
+    let scan = |url| -> Arc<dyn Source> {
+        Arc::new(crate::source::ScanSource::new(url, link.clone(), 4, None).shard())
+    };
+    let (shards, topology) = crate::backup::cluster_shards(&seed, &link, &scan, false).await?;
+    let req = crate::backup::ClusterExportRequest {
+        shards,
+        seed,
+        link: link.clone(),
+        topology,
+        store: j.store.clone(),
+        source: j.name.clone(),
+        kek: Some(j.kek.clone()),
+        signer: j.signer.clone(),
+        seal: j.seal.clone(),
+    };
+    crate::backup::export_cluster(req, &|_, _| {}).await
+}
+
 /// A source with no stream (SCAN): a base now and on every schedule tick,
 /// each a generation of its own (not point-in-time), retried with backoff
 /// when one fails. `connected` says whether the last base was stored.
@@ -240,7 +267,13 @@ async fn run_bases(j: &Arc<Job>, shutdown: &mut watch::Receiver<bool>) -> Result
             signer: j.signer.clone(),
             seal: j.seal.clone(),
         };
-        let r = crate::backup::export(req, &|_, _| {}).await;
+        let r = match crate::backup::export(req, &|_, _| {}).await {
+            // A cluster node: every primary, read with SCAN.
+            Err(crate::backup::BackupError::Source(SourceError::ClusterNode(_))) => {
+                scan_cluster_base(j).await
+            }
+            other => other,
+        };
         j.metrics.in_base.store(false, Relaxed);
         let wait = match r {
             Ok(summary) => {

@@ -141,7 +141,7 @@ async fn jobs(
                 "source {name}: a SCAN source has no command stream to follow, so it needs base_every (--base-every) for its bases"
             )));
         }
-        let seed = (!bases_only).then(|| (url.clone(), link.clone()));
+        let seed = Some((url.clone(), link.clone()));
         let from: Arc<dyn crate::source::Source> = if bases_only {
             Arc::new(crate::source::ScanSource::new(url, link.clone(), 4, None))
         } else {

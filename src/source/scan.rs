@@ -24,6 +24,9 @@ pub struct ScanSource {
     connections: usize,
     /// Keys read per second at most (each is a DUMP and an expiry query).
     max_keys_per_sec: Option<u32>,
+    /// One primary of a cluster, read as a shard of a cluster export: its
+    /// own slots are what is wanted.
+    shard: bool,
 }
 
 impl ScanSource {
@@ -38,6 +41,15 @@ impl ScanSource {
             opts,
             connections: connections.max(1),
             max_keys_per_sec,
+            shard: false,
+        }
+    }
+
+    /// The same source, reading one primary of a cluster as its shard.
+    pub fn shard(self) -> Self {
+        ScanSource {
+            shard: true,
+            ..self
         }
     }
 }
@@ -77,7 +89,7 @@ async fn info(conn: &mut Conn, section: &str) -> Result<String, SourceError> {
     }
 }
 
-async fn plan(conn: &mut Conn) -> Result<Plan, SourceError> {
+async fn plan(conn: &mut Conn, shard: bool) -> Result<Plan, SourceError> {
     let server = info(conn, "server").await?;
     let version = ServerVersion::from_info(&server);
     let field = |text: &str, name: &str| {
@@ -119,10 +131,12 @@ async fn plan(conn: &mut Conn) -> Result<Plan, SourceError> {
     } else {
         None
     };
+    // A node's keys are only its own slots': refused, never a backup that
+    // looks whole (export and the daemon then read every primary).
     let cluster = info(conn, "cluster").await.unwrap_or_default();
-    if field(&cluster, "cluster_enabled:").as_deref() == Some("1") {
-        return Err(SourceError::Unsupported(format!(
-            "Redis at {} is a cluster node: SCAN reads only its own slots, so a backup of it would be partial, and SCAN over every primary is not built yet; `export --method psync` backs up every primary of a cluster",
+    if !shard && field(&cluster, "cluster_enabled:").as_deref() == Some("1") {
+        return Err(SourceError::ClusterNode(format!(
+            "Redis at {} is a Redis Cluster node: SCAN reads only its own slots, so a backup of it would be partial; give any node as --redis to `export` or `daemon`, which back up every primary",
             conn.addr
         )));
     }
@@ -186,7 +200,7 @@ impl Source for ScanSource {
             )));
         }
         let mut ctl = crate::resp::connect(&self.url, &self.opts).await?;
-        let plan = plan(&mut ctl).await?;
+        let plan = plan(&mut ctl, self.shard).await?;
         let mut workers = vec![];
         for _ in 0..self.connections {
             workers.push(crate::resp::connect(&self.url, &self.opts).await?);
