@@ -820,6 +820,11 @@ fn the_daemon_follows_a_cluster_through_a_restart() {
     let (code, _, err) = restore(&earlier.url(), &["--at", &t1]);
     assert_eq!(code, 0, "{err}");
     restored_equal(&at_first, &earlier, "--at the first batch");
+    // The summary states how far apart the shards' newest records are.
+    assert!(
+        err.contains("the shards' newest within"),
+        "the shard skew is stated: {err}"
+    );
 
     let two = Cluster::start(2);
     let (code, _, err) = restore(&two.nodes[0].url(), &[]);

@@ -33,6 +33,12 @@ pub struct ReplayStats {
     /// generation's start (migrated in), left for the second pass.
     #[serde(skip)]
     pub foreign: u64,
+    /// A cluster generation: how far apart the shards' newest records
+    /// restored are (ms). Each shard stops at its own last record at or
+    /// before the point, stamped by this host's clock on arrival, so the
+    /// skew is the shards' replication delays (and an idle shard's
+    /// keepalive interval, 10 s by default).
+    pub shard_skew_ms: Option<u64>,
 }
 
 /// Which of a shard stream's commands a pass applies.
@@ -158,8 +164,10 @@ pub async fn replay(
     // in its new shard's. Every shard's own slots first, then the keys
     // migrated in, so the new shard's writes come after the old shard's DEL.
     let mut all = ReplayStats::default();
+    let mut newest = vec![];
     for shard in &plan.shards {
         let s = replay_stream(store, shard, kek, trust, target, Part::Own, None).await?;
+        newest.push(s.newest_ms);
         all.segments += s.segments;
         all.commands += s.commands;
         all.offset = all.offset.max(s.offset);
@@ -167,6 +175,11 @@ pub async fn replay(
         all.newest_ms = all.newest_ms.max(s.newest_ms);
         all.cut_transaction = all.cut_transaction.or(s.cut_transaction);
         all.foreign += s.foreign;
+    }
+    if let (Some(lo), Some(hi)) = (newest.iter().min(), newest.iter().max()) {
+        if *lo > 0 {
+            all.shard_skew_ms = Some(hi - lo);
+        }
     }
     if all.foreign > 0 {
         for shard in &plan.shards {

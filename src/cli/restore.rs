@@ -251,6 +251,9 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             plan.generation, stats.loaded, replayed.commands, replayed.segments, replayed.offset,
             stats.notes() + &replayed.cut_transaction.map_or(String::new(), |o| format!(
                 "; the point falls inside a transaction (MULTI ... EXEC): it was left out whole, so the restore stops at offset {o}, before its MULTI"
+            )) + &replayed.shard_skew_ms.map_or(String::new(), |ms| format!(
+                "; each shard at its last record at or before the point, the shards' newest within {:.1}s of each other",
+                ms as f64 / 1000.0
             ))
         ),
         serde_json::json!({
@@ -264,6 +267,7 @@ pub async fn run_restore(args: RestoreArgs, config: &Config, out: &Output) -> an
             "offset": replayed.offset,
             "last_write_ms": replayed.time_ms,
             "cut_transaction": replayed.cut_transaction,
+            "shard_skew_seconds": replayed.shard_skew_ms.map(|ms| ms as f64 / 1000.0),
             "converted_to": stats.converted_to,
             "converted": stats.converted,
             "split": stats.split,
