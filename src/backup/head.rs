@@ -114,20 +114,22 @@ impl Head {
     }
 }
 
-/// Stores a head, create-only (the same head already there is fine).
+/// Stores a head, create-only (one already there at this offset is fine:
+/// false).
 pub async fn write_head(
     store: &Store,
     dir: &GenerationDir,
     mut head: Head,
     signer: &Signer,
-) -> Result<(), BackupError> {
+) -> Result<bool, BackupError> {
     let path = dir.segment(store, &head_name(head.to));
     let json = head
         .to_json(signer)
         .await
         .map_err(|e| BackupError::Invalid(format!("chain head: {e}")))?;
     match store.create(&path, json).await {
-        Ok(()) | Err(StoreError::Exists { .. }) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(StoreError::Exists { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -176,10 +176,11 @@ pub async fn replay(
         all.cut_transaction = all.cut_transaction.or(s.cut_transaction);
         all.foreign += s.foreign;
     }
-    if let (Some(lo), Some(hi)) = (newest.iter().min(), newest.iter().max()) {
-        if *lo > 0 {
-            all.shard_skew_ms = Some(hi - lo);
-        }
+    // Over the shards that had a record up to the point (every shard's
+    // stream has its primary's keepalives, once the generation is a minute old).
+    let seen: Vec<u64> = newest.into_iter().filter(|&t| t > 0).collect();
+    if let (true, Some(lo), Some(hi)) = (seen.len() >= 2, seen.iter().min(), seen.iter().max()) {
+        all.shard_skew_ms = Some(hi - lo);
     }
     if all.foreign > 0 {
         for shard in &plan.shards {

@@ -16,10 +16,11 @@ pub struct Stage {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FingerprintChecked {
     pub offset: u64,
-    /// `all` (a target fed by replication keeps expired keys as the source
-    /// did) or `without_ttl` (a target loaded by RESTORE reclaims them).
-    pub compared: &'static str,
+    /// Compared (a target fed by replication keeps expired keys as the
+    /// source counted them), or not, and why (`note`).
+    pub compared: bool,
     pub dbs: Vec<crate::fingerprint::DbCount>,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -184,23 +185,26 @@ pub fn markdown(r: &Report, svg_name: &str) -> String {
         r.objects, r.bytes, r.segments_applied, r.segments_total, r.commands
     );
     match &r.fingerprint {
+        Some(f) if f.compared => {
+            let _ = writeln!(
+                m,
+                "- Key counts equal to the source's at offset {} ({} databases)",
+                f.offset,
+                f.dbs.len()
+            );
+        }
         Some(f) => {
             let _ = writeln!(
                 m,
-                "- Key counts equal to the source's at offset {} ({}, {} databases)",
+                "- Key counts of the source at offset {} not compared: {}",
                 f.offset,
-                if f.compared == "all" {
-                    "every key"
-                } else {
-                    "keys without a TTL"
-                },
-                f.dbs.len()
+                f.note.as_deref().unwrap_or("")
             );
         }
         None => {
             let _ = writeln!(
                 m,
-                "- No key counts of the source recorded within the point to compare"
+                "- Key counts of the source: none in the newest chain head within the point (a cluster generation, or a daemon that may not run MULTI and INFO)"
             );
         }
     }

@@ -25,6 +25,9 @@ pub struct DrillPlan {
     /// The last result (JSON) and the last report (Markdown, SVG beside it).
     pub last: PathBuf,
     pub report: PathBuf,
+    /// The drill's TMPDIR (its scratch server's directory goes there),
+    /// emptied after each drill, however it ended.
+    pub tmp: PathBuf,
 }
 
 /// A drill that runs longer than this is stopped and counts as failed.
@@ -35,14 +38,23 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs `plan`'s drills for `j` on schedule until `stop`.
 pub(super) async fn run_drills(j: Arc<Job>, plan: DrillPlan, mut stop: watch::Receiver<bool>) {
-    if let Some(r) = std::fs::read(&plan.last)
+    let kept = std::fs::read(&plan.last)
         .ok()
-        .and_then(|b| serde_json::from_slice::<DrillResult>(&b).ok())
-    {
+        .and_then(|b| serde_json::from_slice::<DrillResult>(&b).ok());
+    // A drill that was due while the daemon was down, or that a reload or
+    // a stop cut short, runs now rather than a whole schedule later.
+    let mut missed = kept
+        .as_ref()
+        .is_some_and(|r| plan.schedule.last_due().is_some_and(|due| r.at < due));
+    if let Some(r) = kept {
         *j.metrics.drill.lock().expect("metrics lock") = Some(r);
     }
     loop {
-        let wait = plan.schedule.until_next();
+        let wait = if std::mem::take(&mut missed) {
+            Duration::ZERO
+        } else {
+            plan.schedule.until_next()
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
@@ -51,11 +63,15 @@ pub(super) async fn run_drills(j: Arc<Job>, plan: DrillPlan, mut stop: watch::Re
             return;
         }
         let started = unix_now();
+        let clock = std::time::Instant::now();
         let outcome = drill_once(&plan, &mut stop).await;
+        // Whatever the drill left there (a scratch directory of a drill
+        // that was killed).
+        let _ = std::fs::remove_dir_all(&plan.tmp);
         if *stop.borrow() && outcome.is_err() {
             return; // cut short by the stop: not a result
         }
-        record(&j, &plan, started, outcome);
+        record(&j, &plan, started, clock.elapsed(), outcome);
     }
 }
 
@@ -64,9 +80,13 @@ async fn drill_once(
     plan: &DrillPlan,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<serde_json::Value, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find redvault itself: {e}"))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["--json", "drill"])
+    std::fs::create_dir_all(&plan.tmp)
+        .map_err(|e| format!("cannot make {}: {e}", plan.tmp.display()))?;
+    // This very binary, even once a package upgrade replaced the file.
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg0("redvault")
+        .env("TMPDIR", &plan.tmp)
+        .args(["--json", "drill"])
         .args(&plan.args)
         .arg("--report")
         .arg(&plan.report)
@@ -136,7 +156,13 @@ async fn drill_once(
 }
 
 /// The result into the metrics, the log, the audit log and the last-result file.
-fn record(j: &Job, plan: &DrillPlan, started: u64, outcome: Result<serde_json::Value, String>) {
+fn record(
+    j: &Job,
+    plan: &DrillPlan,
+    started: u64,
+    took: Duration,
+    outcome: Result<serde_json::Value, String>,
+) {
     let mut slot = j.metrics.drill.lock().expect("metrics lock");
     let before = slot.clone().unwrap_or_default();
     let result = match &outcome {
@@ -149,9 +175,13 @@ fn record(j: &Job, plan: &DrillPlan, started: u64, outcome: Result<serde_json::V
             generation: v["generation"].as_str().map(String::from),
             error: None,
         },
+        // This run's figures, as a drill's --metrics-file has them: how
+        // long it took to fail, and no RPO.
         Err(why) => DrillResult {
             ok: false,
             at: started,
+            rto_seconds: Some(took.as_secs_f64()),
+            rpo_seconds: None,
             error: Some(why.clone()),
             ..before
         },

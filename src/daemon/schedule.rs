@@ -49,6 +49,17 @@ impl BaseSchedule {
             .and_then(|t| (t - Utc::now()).to_std().ok())
             .unwrap_or(std::time::Duration::from_secs(3600))
     }
+
+    /// The last time it was due within the past 25 hours (Unix seconds),
+    /// if any.
+    pub fn last_due(&self) -> Option<u64> {
+        let now = Utc::now();
+        self.schedule
+            .after(&(now - chrono::Duration::hours(25)))
+            .take_while(|t| *t <= now)
+            .last()
+            .and_then(|t| u64::try_from(t.timestamp()).ok())
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +75,10 @@ mod tests {
                 "{p}"
             );
         }
+        let every_hour = BaseSchedule::parse("1h").unwrap();
+        let last = every_hour.last_due().expect("due within 25 h");
+        let now = Utc::now().timestamp() as u64;
+        assert!(last <= now && now - last <= 3600, "{last} {now}");
         assert!(BaseSchedule::parse("every tuesday")
             .unwrap_err()
             .to_string()

@@ -750,26 +750,49 @@ async fn fingerprints(
     use crate::fingerprint::{probe, ProbeError};
     let mut conn = None;
     let mut tick = tokio::time::interval(every);
+    // A failure that passes is logged once until a probe works again.
+    let mut told = false;
+    let tell = |told: &mut bool, why: String| {
+        if !std::mem::replace(told, true) {
+            tracing::warn!(source = %source, "reading the key counts for drills: {why}; trying again");
+        }
+    };
     loop {
         tick.tick().await;
-        if spool.has_fingerprint() {
+        if spool.has_fingerprint(&stream) {
             continue;
         }
         if conn.is_none() {
-            conn = crate::resp::connect(&url, &link).await.ok();
+            match crate::resp::connect(&url, &link).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tell(&mut told, crate::text::one_line(&e));
+                    continue;
+                }
+            }
         }
         let Some(c) = conn.as_mut() else { continue };
         match tokio::time::timeout(Duration::from_secs(5), probe(c)).await {
-            Ok(Ok((id, f))) if id == replid => spool.offer_fingerprint(&stream, f),
+            Ok(Ok((id, f))) if id == replid => {
+                spool.offer_fingerprint(&stream, f);
+                told = false;
+            }
             Ok(Ok(_)) => {}
             Ok(Err(ProbeError::Refused(what))) => {
                 tracing::warn!(
                     source = %source,
-                    "no key counts for drills to compare: {what}; `redvault acl print --role daemon` prints a user that may"
+                    "no key counts for drills to compare: the server refused {what}; `redvault acl print --role daemon` prints a user that may"
                 );
                 return;
             }
-            Ok(Err(ProbeError::Link(_))) | Err(_) => conn = None,
+            Ok(Err(ProbeError::Link(why))) => {
+                tell(&mut told, why);
+                conn = None;
+            }
+            Err(_) => {
+                tell(&mut told, "no answer within 5 s".into());
+                conn = None;
+            }
         }
     }
 }

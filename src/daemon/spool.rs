@@ -49,8 +49,11 @@ pub struct Spool {
     stored_end: Mutex<Option<StoredEnd>>,
     head_written: Mutex<Option<(String, u64, Instant)>>,
     /// A fingerprint of the source waiting for a head that reaches its
-    /// offset (with the stream's name it belongs to).
+    /// offset (with the stream's name it belongs to), and the last one a
+    /// head carried: later heads of that stream carry it on, so the newest
+    /// head, the one readers take, has one.
     fingerprint: Mutex<Option<(String, Fingerprint)>>,
+    last_fingerprint: Mutex<Option<(String, Fingerprint)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,7 @@ impl Spool {
             stored_end: Mutex::new(None),
             head_written: Mutex::new(None),
             fingerprint: Mutex::new(None),
+            last_fingerprint: Mutex::new(None),
         }))
     }
 
@@ -188,6 +192,18 @@ impl Spool {
                 match self.upload_one(&store, &source, &item).await {
                     Ok(end) => {
                         if let Some(end) = end {
+                            // The first segment of the next generation: the
+                            // last one's end is signed first (a scheduled
+                            // base ended it, and nothing else would).
+                            let ended = self
+                                .stored_end
+                                .lock()
+                                .expect("spool lock")
+                                .as_ref()
+                                .is_some_and(|e| e.generation != end.generation);
+                            if ended {
+                                self.write_head(&store, &source, &signer).await;
+                            }
                             *self.stored_end.lock().expect("spool lock") = Some(end);
                         }
                         break;
@@ -212,7 +228,7 @@ impl Spool {
                 .lock()
                 .expect("spool lock")
                 .as_ref()
-                .is_none_or(|(_, _, at)| at.elapsed() >= HEAD_EVERY);
+                .is_none_or(|(g, _, at)| *g != item.generation || at.elapsed() >= HEAD_EVERY);
             if due && self.is_empty() {
                 self.write_head(&store, &source, &signer).await;
             }
@@ -245,8 +261,9 @@ impl Spool {
     }
 
     /// Keeps a fingerprint of the source (taken in `stream`) for the next
-    /// head that reaches its offset, unless one is waiting already: one
-    /// that waits for a busy stream to catch up is not replaced by newer ones.
+    /// head that reaches its offset, unless one of that stream is waiting
+    /// already: one that waits for a busy stream to catch up is not
+    /// replaced by newer ones (one of an earlier stream is).
     pub fn offer_fingerprint(&self, stream: &str, f: Fingerprint) {
         let mut slot = self.fingerprint.lock().expect("spool lock");
         if slot.as_ref().is_none_or(|(g, _)| g != stream) {
@@ -254,9 +271,13 @@ impl Spool {
         }
     }
 
-    /// Whether a fingerprint waits for a head.
-    pub fn has_fingerprint(&self) -> bool {
-        self.fingerprint.lock().expect("spool lock").is_some()
+    /// Whether a fingerprint of `stream` waits for a head.
+    pub fn has_fingerprint(&self, stream: &str) -> bool {
+        self.fingerprint
+            .lock()
+            .expect("spool lock")
+            .as_ref()
+            .is_some_and(|(g, _)| g == stream)
     }
 
     /// Writes the signed chain head of the newest stored segment, unless it
@@ -277,27 +298,29 @@ impl Spool {
         }
         let dir = GenerationDir::new(source, &end.generation);
         let mut head = Head::new(&dir, end.to, end.link, end.last_time_ms, signer);
-        let fingerprint = {
-            let mut slot = self.fingerprint.lock().expect("spool lock");
-            let fits = slot
-                .as_ref()
-                .is_some_and(|(g, f)| *g == end.generation && f.offset <= end.to);
-            if fits {
-                slot.take().map(|(_, f)| f)
-            } else {
-                None
-            }
+        let of_stream = |slot: &Mutex<Option<(String, Fingerprint)>>| {
+            slot.lock()
+                .expect("spool lock")
+                .clone()
+                .filter(|(g, f)| *g == end.generation && f.offset <= end.to)
+                .map(|(_, f)| f)
         };
-        head.fingerprint = fingerprint.clone();
+        let pending = of_stream(&self.fingerprint);
+        head.fingerprint = pending
+            .clone()
+            .or_else(|| of_stream(&self.last_fingerprint));
         match write_head(store, &dir, head, signer).await {
-            Ok(()) => {
+            Ok(stored) => {
                 *self.head_written.lock().expect("spool lock") =
-                    Some((end.generation, end.to, Instant::now()));
+                    Some((end.generation.clone(), end.to, Instant::now()));
+                // A head already there (written before a restart) carries
+                // what it carries: the fingerprint waits for the next one.
+                if let (true, Some(f)) = (stored, pending) {
+                    *self.fingerprint.lock().expect("spool lock") = None;
+                    *self.last_fingerprint.lock().expect("spool lock") = Some((end.generation, f));
+                }
             }
             Err(e) => {
-                if let Some(f) = fingerprint {
-                    self.offer_fingerprint(&end.generation, f);
-                }
                 self.metrics.errors.fetch_add(1, Relaxed);
                 tracing::error!(source = %source, "cannot store the chain head: {e}");
             }

@@ -247,6 +247,7 @@ fn drill_plan(
         args,
         last: dir.join(format!("{name}.json")),
         report: dir.join(format!("{name}.md")),
+        tmp: dir.join(format!("{name}.tmp")),
     }))
 }
 

@@ -490,7 +490,11 @@ impl Prepared {
         let r = async {
             ctl.set_auth(&token).await?;
             if ctl.prepared.saved.tls_replication.is_some() {
-                ctl.config_set("tls-replication", "yes").await?;
+                if let Err(e) = ctl.config_set("tls-replication", "yes").await {
+                    // Nothing to put back.
+                    ctl.prepared.saved.tls_replication = None;
+                    return Err(e);
+                }
             }
             if ctl.prepared.saved.diskless_load.is_some()
                 && ctl.config_set("repl-diskless-load", "on-empty-db").await.is_err()
@@ -613,19 +617,32 @@ impl Released {
                         )))
                     }
                 }
-                if let Some(v) = self.prepared.saved.diskless_load.clone() {
-                    self.config_set("repl-diskless-load", &v).await?;
-                }
-                if let Some(v) = self.prepared.saved.tls_replication.clone() {
-                    self.config_set("tls-replication", &v).await?;
-                }
-                let auth = self.prepared.saved.masterauth.clone();
-                self.config_set("masterauth", &auth).await?;
+                // Every setting is put back even if one fails (the
+                // one-time password above all); the first failure is told.
+                let mut first: Option<FeedError> = None;
+                // (Zeroizing: the first is the target's own masterauth.)
+                let mut settings: Vec<(&str, Zeroizing<String>)> =
+                    vec![("masterauth", self.prepared.saved.masterauth.clone())];
                 let user = self.prepared.saved.masteruser.clone();
                 if !user.is_empty() {
-                    self.config_set("masteruser", &user).await?;
+                    settings.push(("masteruser", Zeroizing::new(user)));
                 }
-                Ok(())
+                if let Some(v) = self.prepared.saved.diskless_load.clone() {
+                    settings.push(("repl-diskless-load", Zeroizing::new(v)));
+                }
+                if let Some(v) = self.prepared.saved.tls_replication.clone() {
+                    settings.push(("tls-replication", Zeroizing::new(v)));
+                }
+                for (name, value) in settings {
+                    if let Err(e) = self.config_set(name, &value).await {
+                        // A broken link fails them all: retried whole.
+                        if matches!(e, FeedError::Redis(_)) {
+                            return Err(e);
+                        }
+                        first.get_or_insert(e);
+                    }
+                }
+                first.map_or(Ok(()), Err)
             }
             .await;
             match r {
@@ -785,7 +802,7 @@ impl Feeding {
         if self.sent > 0 {
             let to = self.sent;
             tokio::select! {
-                r = self.replica.caught_up(to) => r?,
+                r = self.replica.caught_up(to) => self.sent += r?,
                 _ = self.stop.asked() => return Err(FeedError::Interrupted),
             }
         }

@@ -267,11 +267,12 @@ impl Replica {
 
     /// Asks for an ACK (`REPLCONF GETACK *`) and waits until the replica
     /// says it has applied the stream up to `offset` (its ACKs count the
-    /// stream's bytes since the sync; it also sends one a second).
-    pub async fn caught_up(&mut self, offset: u64) -> Result<(), FeedError> {
-        self.conn
-            .write_raw(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n")
-            .await?;
+    /// stream's bytes since the sync; it also sends one a second). Returns
+    /// the bytes the GETACK added to the stream: the replica's answer to it
+    /// does not count them, every later ACK does.
+    pub async fn caught_up(&mut self, offset: u64) -> Result<u64, FeedError> {
+        const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
+        self.conn.write_raw(GETACK).await?;
         // A replica that applies sends an ACK at least once a second.
         self.conn.read_timeout = Duration::from_secs(60);
         loop {
@@ -286,7 +287,7 @@ impl Replica {
                         .and_then(|t| t.parse::<u64>().ok())
                         .unwrap_or(0);
                     if acked >= offset {
-                        return Ok(());
+                        return Ok(GETACK.len() as u64);
                     }
                 }
                 Ok(_) => {}
