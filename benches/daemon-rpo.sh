@@ -3,6 +3,8 @@
 # measured with WAIT), the daemon's CPU share and peak RSS, then `restore` of the
 # result against native RDB load of the same data.
 #   benches/daemon-rpo.sh [RATE] [SECONDS] [BASE_KEYS]   (default 20000 60 300000)
+#   STORE=azurite benches/daemon-rpo.sh ...   the same into a loopback Azurite
+#   (from scripts/setup; telemetry off) over HTTP with the emulator's key
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -11,15 +13,29 @@ cargo build --release --quiet
 RV=$PWD/target/release/redvault
 work=$(mktemp -d /tmp/redvault-rpo.XXXXXX)
 dpid=
-cleanup() { [ -n "$dpid" ] && kill "$dpid" 2>/dev/null; stop_redis; rm -rf "$work"; }
+apid=
+cleanup() { [ -n "$dpid" ] && kill "$dpid" 2>/dev/null; [ -n "$apid" ] && kill "$apid" 2>/dev/null; stop_redis; rm -rf "$work"; }
 trap cleanup EXIT
 mkdir -p "$work/src" "$work/store" "$work/state"
+STORE_URL="file://$work/store"
+if [ "${STORE:-file}" = azurite ]; then
+  aport=$(free_port)
+  mkdir -p "$work/azurite"
+  .tools/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$aport" \
+    --disableTelemetry --silent --loose --skipApiVersionCheck --location "$work/azurite" &
+  apid=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$aport") 2>/dev/null && break; sleep 0.1; done
+  node tests/support/azurite-create-container.js "http://127.0.0.1:$aport" backups
+  export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$aport" AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1
+  STORE_URL="az://backups"
+fi
+echo "store: $STORE_URL"
 start_redis "$work/src"; SRC_PORT=$REDIS_PORT; SRC_PID=$REDIS_PID
 echo "filling redis with $KEYS keys..."
 fill_redis "$KEYS"
 $RV keys generate --bits 3072 --out "$work/kek.pem" >/dev/null 2>&1
 mport=$(free_port)
-REDVAULT_LOG=warn $RV daemon --redis "redis://127.0.0.1:$SRC_PORT" --to "file://$work/store" --source bench \
+REDVAULT_LOG=warn $RV daemon --redis "redis://127.0.0.1:$SRC_PORT" --to "$STORE_URL" --source bench \
   --kek "$work/kek.pub.pem" --state-dir "$work/state" --listen "127.0.0.1:$mport" 2>"$work/daemon.log" &
 dpid=$!
 for _ in $(seq 1 600); do curl -sf "127.0.0.1:$mport/metrics" | grep -q '^redvault_up{source="bench"} 1' && break; sleep 0.1; done
@@ -45,14 +61,15 @@ stop_redis
 # The base and the segments through the replication feed, then with RESTORE
 # and the replay connection.
 mkdir -p "$work/rv"; start_redis "$work/rv"
-timed rs rrss $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --source bench --kek "$work/kek.pem" --via replication
+timed rs rrss $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "$STORE_URL" --source bench --kek "$work/kek.pem" --via replication
 rv_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
 mkdir -p "$work/rv2"; start_redis "$work/rv2"
-timed rs2 rrss2 $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "file://$work/store" --source bench --kek "$work/kek.pem" --via restore
+timed rs2 rrss2 $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "$STORE_URL" --source bench --kek "$work/kek.pem" --via restore
 rv2_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
-segs=$(find "$work/store" -name '*.aof.rv' | wc -l)
+segs=$(find "$work/store" "$work/azurite" -name '*.aof.rv' 2>/dev/null | wc -l)
+[ "${STORE:-file}" = azurite ] && segs="(in Azurite's own files)"
 echo "segments stored: $segs"
 echo "native load of the final state: ${native}s"
 echo "restore --via replication (base + segments): ${rs}s, peak RSS $((rrss/1024)) MiB"
