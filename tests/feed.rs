@@ -53,13 +53,7 @@ fn info_field(s: &RedisServer, section: &str, name: &str) -> String {
 }
 
 fn config(s: &RedisServer, name: &str) -> String {
-    match s.client().ok(&["CONFIG", "GET", name]) {
-        Resp::Array(items) => match items.get(1) {
-            Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
-            other => panic!("CONFIG GET {name}: {other:?}"),
-        },
-        other => panic!("CONFIG GET {name}: {other:?}"),
-    }
+    s.config(name)
 }
 
 fn dbsize(s: &RedisServer) -> i64 {

@@ -301,16 +301,6 @@ fn the_daemon_and_restore_work_over_tls() {
     assert_eq!(drilled.digest(), src.digest());
 }
 
-fn config_of(s: &RedisServer, name: &str) -> String {
-    match s.client().ok(&["CONFIG", "GET", name]) {
-        Resp::Array(items) => match items.get(1) {
-            Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
-            other => panic!("CONFIG GET {name}: {other:?}"),
-        },
-        other => panic!("CONFIG GET {name}: {other:?}"),
-    }
-}
-
 fn role_of(s: &RedisServer) -> String {
     match s.client().ok(&["ROLE"]) {
         Resp::Array(items) => match items.first() {
@@ -379,8 +369,8 @@ fn the_feed_serves_tls_to_a_target_reached_over_tls() {
     assert_eq!(v["via"], "replication", "{v}");
     assert_eq!(dst.digest(), src.digest());
     assert_eq!(role_of(&dst), "master");
-    assert_eq!(config_of(&dst, "tls-replication"), "no", "put back");
-    assert_eq!(config_of(&dst, "masterauth"), "", "put back");
+    assert_eq!(dst.config("tls-replication"), "no", "put back");
+    assert_eq!(dst.config("masterauth"), "", "put back");
 
     // auto without the certificate: RESTORE, one line saying why.
     let (plain, plain_tls) = tls_server(&ca, false);
@@ -411,6 +401,6 @@ fn the_feed_serves_tls_to_a_target_reached_over_tls() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["via"], "replication", "{v}");
     assert_eq!(only.digest(), src.digest());
-    assert_eq!(config_of(&only, "tls-replication"), "yes");
+    assert_eq!(only.config("tls-replication"), "yes");
     assert_eq!(role_of(&only), "master");
 }

@@ -14,7 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::metrics::SourceMetrics;
 use super::session::{base_stored, run_sessions, stream_key, Job};
 use super::DaemonError;
-use crate::backup::{cluster_shards, export_cluster_and_follow, ClusterExportRequest, Retention};
+use crate::backup::{cluster_shards, export_cluster_and_follow, Retention};
 use crate::resp::cluster::SlotRange;
 use crate::resp::RedisUrl;
 use crate::source::{CommandFeed, Source};
@@ -202,17 +202,7 @@ async fn round(
             );
         }
         j.metrics.in_base.store(true, Relaxed);
-        let req = ClusterExportRequest {
-            shards,
-            seed: seed.clone(),
-            link: link.clone(),
-            topology,
-            store: j.store.clone(),
-            source: j.name.clone(),
-            kek: Some(j.kek.clone()),
-            signer: j.signer.clone(),
-            seal: j.seal.clone(),
-        };
+        let req = j.cluster_request(shards, seed.clone(), link.clone(), topology);
         let r = export_cluster_and_follow(req, &|_, _| {}).await;
         j.metrics.in_base.store(false, Relaxed);
         let (summary, feeds) = r?;

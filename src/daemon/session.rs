@@ -76,6 +76,27 @@ pub(super) fn stream_key(source: &str, stream: &str) -> String {
 }
 
 impl Job {
+    /// A cluster base of this job's source into its store.
+    pub(super) fn cluster_request(
+        &self,
+        shards: Vec<crate::backup::Shard>,
+        seed: crate::resp::RedisUrl,
+        link: crate::resp::ConnectOptions,
+        topology: Vec<crate::resp::cluster::SlotRange>,
+    ) -> crate::backup::ClusterExportRequest {
+        crate::backup::ClusterExportRequest {
+            shards,
+            seed,
+            link,
+            topology,
+            store: self.store.clone(),
+            source: self.name.clone(),
+            kek: Some(self.kek.clone()),
+            signer: self.signer.clone(),
+            seal: self.seal.clone(),
+        }
+    }
+
     /// The checkpoint's key: the source, or `<source>/<shard stream>`.
     pub fn key(&self) -> String {
         match &self.stream {
@@ -238,17 +259,7 @@ async fn scan_cluster_base(
         Arc::new(crate::source::ScanSource::new(url, link.clone(), 4, None).shard())
     };
     let (shards, topology) = crate::backup::cluster_shards(&seed, &link, &scan, false).await?;
-    let req = crate::backup::ClusterExportRequest {
-        shards,
-        seed,
-        link: link.clone(),
-        topology,
-        store: j.store.clone(),
-        source: j.name.clone(),
-        kek: Some(j.kek.clone()),
-        signer: j.signer.clone(),
-        seal: j.seal.clone(),
-    };
+    let req = j.cluster_request(shards, seed, link, topology);
     crate::backup::export_cluster(req, &|_, _| {}).await
 }
 

@@ -72,6 +72,14 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The PEM private key in `path` (its bytes zeroized once parsed).
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = zeroize::Zeroizing::new(read(path)?);
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?
+        .ok_or_else(|| TlsError::Invalid(format!("{} holds no PEM private key", path.display())))
+}
+
 impl TlsClient {
     pub fn new(opts: &TlsOptions) -> Result<Self, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
@@ -104,12 +112,7 @@ impl TlsClient {
         let config = match (&opts.cert_file, &opts.key_file) {
             (Some(cert), Some(key)) => {
                 let chain = certs(cert)?;
-                let pem = zeroize::Zeroizing::new(read(key)?);
-                let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &pem[..])
-                    .map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?
-                    .ok_or_else(|| {
-                        TlsError::Invalid(format!("{} holds no PEM private key", key.display()))
-                    })?;
+                let key_der = private_key(key)?;
                 builder
                     .with_client_auth_cert(chain, key_der)
                     .map_err(|e| TlsError::Invalid(format!("client certificate: {e}")))?
@@ -172,12 +175,7 @@ impl TlsServer {
     /// From a PEM certificate chain and its private key.
     pub fn new(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = certs(cert)?;
-        let pem = zeroize::Zeroizing::new(read(key)?);
-        let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &pem[..])
-            .map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?
-            .ok_or_else(|| {
-                TlsError::Invalid(format!("{} holds no PEM private key", key.display()))
-            })?;
+        let key_der = private_key(key)?;
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

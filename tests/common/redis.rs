@@ -279,6 +279,17 @@ impl RedisServer {
         }
     }
 
+    /// `CONFIG GET name`'s value.
+    pub fn config(&self, name: &str) -> String {
+        match self.client().ok(&["CONFIG", "GET", name]) {
+            Resp::Array(items) => match items.get(1) {
+                Some(Resp::Bulk(Some(v))) => String::from_utf8_lossy(v).into_owned(),
+                other => panic!("CONFIG GET {name}: {other:?}"),
+            },
+            other => panic!("CONFIG GET {name}: {other:?}"),
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
