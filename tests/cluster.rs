@@ -1120,3 +1120,55 @@ fn export_from_replicas_spares_the_primaries() {
     assert_eq!(code, 1);
     assert!(one_line_error(&err).contains("no cluster node"), "{err}");
 }
+
+/// `daemon --from-replica` follows each shard on a replica of its primary:
+/// the primaries never fork for the base, every write still becomes
+/// durable, and the generation restores whole. The flag on a single
+/// server is refused, naming why.
+#[test]
+fn the_daemon_follows_replicas_sparing_the_primaries() {
+    let (work, store) = common::daemon::workspace();
+    let cluster = Cluster::start(2);
+    write_routed(&cluster, "before", 200);
+    let _r0 = cluster.add_replica(0);
+    let _r1 = cluster.add_replica(1);
+    let forks: Vec<u64> = cluster.nodes.iter().map(total_forks).collect();
+    let mut d = common::daemon::Daemon::start(
+        work.path(),
+        &cluster.nodes[0].url(),
+        &store,
+        &["--segment-interval-ms", "50", "--from-replica"],
+    );
+    d.wait_up();
+    write_routed(&cluster, "after", 200);
+    wait_cluster_durable(&d, &cluster);
+    d.stop();
+    let now: Vec<u64> = cluster.nodes.iter().map(total_forks).collect();
+    assert_eq!(now, forks, "a primary forked for the daemon's base");
+    let latest = cluster_state(&cluster);
+    let one = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["restore", "--redis", &one.url()])
+        .args(["--from", &store, "--source", "cache1", "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    restored_equal(&latest, &one, "followed on replicas");
+
+    // A single server: refused, and the daemon says why.
+    let single = RedisServer::start(&[]);
+    let other = tempfile::tempdir().unwrap();
+    write_test_keys(other.path());
+    std::fs::create_dir(other.path().join("store")).unwrap();
+    let other_store = format!("file://{}", other.path().join("store").display());
+    let d = common::daemon::Daemon::start(
+        other.path(),
+        &single.url(),
+        &other_store,
+        &["--from-replica"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !d.log().contains("no cluster node") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

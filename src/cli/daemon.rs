@@ -51,6 +51,11 @@ pub struct DaemonArgs {
     /// Vault key this host may unwrap with).
     #[arg(long, env = "REDVAULT_DRILL_KEK")]
     pub drill_kek: Option<String>,
+    /// A Redis Cluster: read and follow each shard on a replica of its
+    /// primary (the primaries never fork for a base). WAIT on a primary
+    /// then no longer counts the daemon.
+    #[arg(long)]
+    pub from_replica: bool,
     /// psync (a base, then the command stream, point-in-time) or scan (for
     /// managed servers that refuse PSYNC: a SCAN base on every --base-every,
     /// no stream).
@@ -94,6 +99,7 @@ pub async fn run_daemon(
         drill_every: args.drill_every,
         drill_kek: args.drill_kek,
         config_path: config_path.clone(),
+        from_replica: args.from_replica,
         method: args.method,
     };
     Ok(crate::daemon::run(o, config_path, config).await?)

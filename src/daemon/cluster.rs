@@ -56,10 +56,18 @@ pub(super) async fn is_cluster(j: &Job, shutdown: &mut watch::Receiver<bool>) ->
 /// and address (a primary that moved is reached elsewhere). Kept as the
 /// cluster checkpoint's `replid`, so a restart knows whether the shards'
 /// checkpoints still describe the cluster.
-fn layout(topology: &[SlotRange]) -> String {
+/// Following replicas (`from_replica`), the replica each shard is read
+/// from too: one that leaves the map is a shard no longer followed.
+fn layout(topology: &[SlotRange], from_replica: bool) -> String {
     let mut v: Vec<String> = topology
         .iter()
-        .map(|r| format!("{}-{}@{}/{}:{}", r.first, r.last, r.node_id, r.host, r.port))
+        .map(|r| {
+            let mut t = format!("{}-{}@{}/{}:{}", r.first, r.last, r.node_id, r.host, r.port);
+            if let (true, Some((h, p))) = (from_replica, r.replicas.first()) {
+                t += &format!(" via {h}:{p}");
+            }
+            t
+        })
         .collect();
     v.sort();
     format!("cluster {}", v.join(","))
@@ -145,7 +153,7 @@ async fn round(
         let psync = |url| -> Arc<dyn crate::source::Source> {
             Arc::new(crate::source::PsyncSource::shard(url, link.clone()))
         };
-        match cluster_shards(seed, &link, &psync, false).await {
+        match cluster_shards(seed, &link, &psync, j.from_replica).await {
             Ok(x) => {
                 found = Some((seed.clone(), x));
                 break;
@@ -161,7 +169,7 @@ async fn round(
             known.push(s.url.clone());
         }
     }
-    let now = layout(&topology);
+    let now = layout(&topology, j.from_replica);
     let runs: Vec<ShardRun> = shards
         .iter()
         .map(|s| ShardRun {
@@ -285,7 +293,7 @@ async fn follow_shards(
                 // The first node that answers; none answering says nothing
                 // (the shards' own links do).
                 if let Some(t) = slot_map(&mut watching, known, &link).await {
-                    if layout(&t) != layout_now {
+                    if layout(&t, j.from_replica) != layout_now {
                         break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
                     }
                 }
@@ -392,6 +400,7 @@ fn shard_job(j: &Job, r: &ShardRun, metrics: Arc<SourceMetrics>) -> Job {
         max_segments_per_sec: j.max_segments_per_sec,
         fingerprint_every: None,
         drill: None,
+        from_replica: false,
         schedule: j.schedule.clone(),
         retention: Retention::default(),
         audit: j.audit.clone(),

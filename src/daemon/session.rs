@@ -68,6 +68,9 @@ pub struct Job {
     pub stream: Option<String>,
     /// Scheduled drills of this source (`drills.rs`), run beside the job.
     pub drill: Option<super::drills::DrillPlan>,
+    /// A cluster's shards are read from a replica of each primary (sparing
+    /// the primaries' forks and replication buffers).
+    pub from_replica: bool,
 }
 
 /// The checkpoint key (and metrics name) of a cluster source's shard stream.
@@ -150,6 +153,10 @@ pub async fn run_job(j: Arc<Job>, mut shutdown: watch::Receiver<bool>) -> Result
     } else {
         match super::cluster::is_cluster(&j, &mut shutdown).await {
             Some(true) => super::cluster::run_cluster(&j, &mut shutdown).await,
+            Some(false) if j.from_replica => Err(DaemonError::Invalid(format!(
+                "source {}: from_replica reads each shard of a Redis Cluster from a replica, and its server is no cluster node: give the replica's URL as its redis instead",
+                j.name
+            ))),
             Some(false) => run_sessions(&j, &mut shutdown, None).await,
             None => Ok(()), // stopped before the server answered
         }

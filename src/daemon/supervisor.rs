@@ -53,6 +53,8 @@ pub struct DaemonOverrides {
     pub drill_kek: Option<String>,
     /// The config file, handed to scheduled drills too.
     pub config_path: Option<PathBuf>,
+    /// Follow a cluster's replicas (else the config's).
+    pub from_replica: bool,
     /// `psync` or `scan`, for every source (else the config's).
     pub method: Option<String>,
 }
@@ -191,6 +193,7 @@ async fn jobs(
             seed,
             stream: None,
             drill,
+            from_replica: o.from_replica || d.from_replica.unwrap_or(false),
             name,
         });
     }

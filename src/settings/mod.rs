@@ -165,6 +165,8 @@ pub struct DaemonConfig {
     pub drill_kek: Option<String>,
     /// The redis-server drills start (else the one on PATH).
     pub drill_redis_server: Option<std::path::PathBuf>,
+    /// A Redis Cluster's shards are followed on a replica of each primary.
+    pub from_replica: Option<bool>,
     /// A client waiting in `WAIT` has the open segment cut at once; at most
     /// this many such cuts a second (default 20): each is a storage write.
     pub max_segments_per_sec: Option<u32>,
