@@ -272,11 +272,93 @@ pub async fn open_base(
             why: "it lists no RDB object".into(),
         });
     }
+    // The first object now (its errors before anything is loaded); a
+    // cluster's other shards once the reader reaches them, so memory stays
+    // that of one open object whatever the shard count.
     let mut inputs = vec![];
-    for object in &objects {
-        inputs.push(open_object(store, &dir, generation, object, dek.as_ref()).await?);
+    for (i, object) in objects.iter().enumerate() {
+        if i == 0 {
+            inputs.push(open_object(store, &dir, generation, object, dek.as_ref()).await?);
+        } else {
+            inputs.push(deferred(
+                store.clone(),
+                dir.clone(),
+                generation.to_string(),
+                object.clone(),
+                dek.clone(),
+            ));
+        }
     }
     Ok(inputs)
+}
+
+/// An object opened on its first read. The reader runs on a blocking
+/// thread (every consumer's does), where it may wait for the opening.
+fn deferred(
+    store: Store,
+    dir: GenerationDir,
+    generation: String,
+    object: super::manifest::ObjectEntry,
+    dek: Option<crate::data_key::DataKey>,
+) -> Input {
+    let label = dir.label(&object.name);
+    let (opened, pump_of) =
+        tokio::sync::oneshot::channel::<tokio::task::JoinHandle<Result<(), InputError>>>();
+    let pump_label = label.clone();
+    let pump = tokio::spawn(async move {
+        match pump_of.await {
+            Ok(real) => real.await.map_err(|e| InputError::Read {
+                label: pump_label,
+                message: e.to_string(),
+            })?,
+            // Never opened (the reader stopped first, or the opening
+            // failed: the reader says why).
+            Err(_) => Ok(()),
+        }
+    });
+    let open =
+        Box::pin(
+            async move { open_object(&store, &dir, &generation, &object, dek.as_ref()).await },
+        );
+    Input {
+        label,
+        reader: Box::new(Deferred {
+            open: Some(open),
+            inner: None,
+            opened: Some(opened),
+            runtime: tokio::runtime::Handle::current(),
+        }),
+        pump: Some(pump),
+    }
+}
+
+type Opening =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Input, BackupError>> + Send>>;
+
+struct Deferred {
+    open: Option<Opening>,
+    inner: Option<Box<dyn std::io::Read + Send>>,
+    opened: Option<tokio::sync::oneshot::Sender<tokio::task::JoinHandle<Result<(), InputError>>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::io::Read for Deferred {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.is_none() {
+            let Some(open) = self.open.take() else {
+                return Err(std::io::Error::other("the object could not be opened"));
+            };
+            let input = self
+                .runtime
+                .block_on(open)
+                .map_err(|e| std::io::Error::other(crate::text::one_line(&e)))?;
+            if let (Some(tx), Some(pump)) = (self.opened.take(), input.pump) {
+                let _ = tx.send(pump);
+            }
+            self.inner = Some(input.reader);
+        }
+        self.inner.as_mut().expect("opened").read(buf)
+    }
 }
 
 /// One RDB object of a generation, opened (sealed) or read (plain).
