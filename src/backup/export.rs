@@ -300,8 +300,11 @@ pub struct Shard {
     pub from: Arc<dyn Source>,
     pub node_id: String,
     pub addr: String,
-    /// The primary's URL (the seed's user, TLS and options).
+    /// The URL it is read from (the seed's user, TLS and options): the
+    /// primary's, or with `from_replica` its replica's.
     pub url: crate::resp::RedisUrl,
+    /// The primary's, which alone knows its slot migrations.
+    pub primary: crate::resp::RedisUrl,
     /// Its slot ranges, first and last slot.
     pub ranges: Vec<(u16, u16)>,
 }
@@ -403,6 +406,11 @@ pub async fn cluster_shards(
                 node_id: p.node_id.clone(),
                 addr: url.addr(),
                 url,
+                primary: crate::resp::RedisUrl {
+                    host: p.host.clone(),
+                    port: p.port,
+                    ..seed.clone()
+                },
                 ranges: p.ranges.clone(),
             }
         })
@@ -426,7 +434,8 @@ pub async fn cluster_shards(
 async fn no_slot_migrating(req: &ClusterExportRequest) -> Result<(), BackupError> {
     use crate::source::SourceError;
     for s in &req.shards {
-        let url = &s.url;
+        // Only a primary shows its own migrations (a replica does not).
+        let url = &s.primary;
         let mut conn = crate::resp::connect(url, &req.link)
             .await
             .map_err(SourceError::from)?;

@@ -272,14 +272,25 @@ pub async fn open_base(
             why: "it lists no RDB object".into(),
         });
     }
-    // The first object now (its errors before anything is loaded); a
-    // cluster's other shards once the reader reaches them, so memory stays
-    // that of one open object whatever the shard count.
+    // The first object now; a cluster's other sealed shards once the reader
+    // reaches them, so memory stays that of one open object whatever the
+    // shard count. Their headers are checked now all the same, so an object
+    // moved in from elsewhere is refused before anything is loaded (a plain
+    // one's digest pass is done now, as ever).
     let mut inputs = vec![];
     for (i, object) in objects.iter().enumerate() {
-        if i == 0 {
+        if i == 0 || dek.is_none() {
             inputs.push(open_object(store, &dir, generation, object, dek.as_ref()).await?);
         } else {
+            let label = dir.label(&object.name);
+            let stream = store.read_stream(&dir.object(store, &object.name)).await?;
+            let mut body = tokio_util::io::StreamReader::new(stream);
+            belongs(
+                &RawHeader::read(&mut body, &label).await?,
+                generation,
+                object,
+                &label,
+            )?;
             inputs.push(deferred(
                 store.clone(),
                 dir.clone(),
@@ -290,6 +301,25 @@ pub async fn open_base(
         }
     }
     Ok(inputs)
+}
+
+/// A sealed object moved in from another generation or name is refused.
+fn belongs(
+    raw: &RawHeader,
+    generation: &str,
+    object: &super::manifest::ObjectEntry,
+    label: &str,
+) -> Result<(), BackupError> {
+    if raw.header.generation != generation || raw.header.object_name != object.name {
+        return Err(BackupError::Corrupt {
+            label: label.into(),
+            why: format!(
+                "the object belongs to {}/{}, not to this generation",
+                raw.header.generation, raw.header.object_name
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// An object opened on its first read. The reader runs on a blocking
@@ -393,16 +423,7 @@ async fn open_object(
     let pump = match dek {
         Some(dek) => {
             let raw = RawHeader::read(&mut body, &label).await?;
-            // A sealed object moved in from another generation or name is refused.
-            if raw.header.generation != generation || raw.header.object_name != object.name {
-                return Err(BackupError::Corrupt {
-                    label,
-                    why: format!(
-                        "the object belongs to {}/{}, not to this generation",
-                        raw.header.generation, raw.header.object_name
-                    ),
-                });
-            }
+            belongs(&raw, generation, object, &label)?;
             let mut opener = Opener::new(body, &raw, dek, &label, default_parallelism())?;
             tokio::spawn(async move {
                 let mut sha = Sha256::new();

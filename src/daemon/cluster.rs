@@ -56,21 +56,34 @@ pub(super) async fn is_cluster(j: &Job, shutdown: &mut watch::Receiver<bool>) ->
 /// and address (a primary that moved is reached elsewhere). Kept as the
 /// cluster checkpoint's `replid`, so a restart knows whether the shards'
 /// checkpoints still describe the cluster.
-/// Following replicas (`from_replica`), the replica each shard is read
-/// from too: one that leaves the map is a shard no longer followed.
-fn layout(topology: &[SlotRange], from_replica: bool) -> String {
+fn layout(topology: &[SlotRange]) -> String {
     let mut v: Vec<String> = topology
         .iter()
-        .map(|r| {
-            let mut t = format!("{}-{}@{}/{}:{}", r.first, r.last, r.node_id, r.host, r.port);
-            if let (true, Some((h, p))) = (from_replica, r.replicas.first()) {
-                t += &format!(" via {h}:{p}");
-            }
-            t
-        })
+        .map(|r| format!("{}-{}@{}/{}:{}", r.first, r.last, r.node_id, r.host, r.port))
         .collect();
     v.sort();
     format!("cluster {}", v.join(","))
+}
+
+/// Following replicas (`from_replica`): the replicas read from, for the
+/// checkpoint's text (a restart that would read others starts anew).
+fn via(addrs: &[String]) -> String {
+    if addrs.is_empty() {
+        return String::new();
+    }
+    let mut a = addrs.to_vec();
+    a.sort();
+    format!(" via {}", a.join(","))
+}
+
+/// Whether every replica in `addrs` is still listed as one in `t`.
+fn still_replicas(t: &[SlotRange], seed_host: &str, addrs: &[String]) -> bool {
+    let listed: Vec<String> = crate::resp::cluster::primaries(t, seed_host)
+        .into_iter()
+        .flat_map(|p| p.replicas)
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    addrs.iter().all(|a| listed.contains(a))
 }
 
 /// CLUSTER SLOTS on `conn`, else from the first of `known` that answers
@@ -169,7 +182,13 @@ async fn round(
             known.push(s.url.clone());
         }
     }
-    let now = layout(&topology, j.from_replica);
+    let followed: Vec<String> = if j.from_replica {
+        shards.iter().map(|s| s.addr.clone()).collect()
+    } else {
+        vec![]
+    };
+    let primaries_now = layout(&topology);
+    let now = format!("{primaries_now}{}", via(&followed));
     let runs: Vec<ShardRun> = shards
         .iter()
         .map(|s| ShardRun {
@@ -241,7 +260,36 @@ async fn round(
         *force_new = false;
         (summary.generation.clone(), Some(summary))
     };
-    follow_shards(j, known, &generation, runs, initial, &now, stored, shutdown).await
+    let watch = Layout {
+        primaries: &primaries_now,
+        followed: &followed,
+        seed_host: &seed.host,
+    };
+    follow_shards(
+        j,
+        known,
+        &generation,
+        runs,
+        initial,
+        &watch,
+        stored,
+        shutdown,
+    )
+    .await
+}
+
+/// What the slot map must keep while a generation is followed: its
+/// primaries and slots, and the replicas read from (if any).
+struct Layout<'a> {
+    primaries: &'a str,
+    followed: &'a [String],
+    seed_host: &'a str,
+}
+
+impl Layout<'_> {
+    fn holds(&self, t: &[SlotRange]) -> bool {
+        layout(t) == self.primaries && still_replicas(t, self.seed_host, self.followed)
+    }
 }
 
 /// Every shard's session loop until shutdown, a shard that needs a new
@@ -254,7 +302,7 @@ async fn follow_shards(
     generation: &str,
     runs: Vec<ShardRun>,
     mut initial: Vec<Option<(Checkpoint, CommandFeed)>>,
-    layout_now: &str,
+    layout_now: &Layout<'_>,
     stored: Option<crate::backup::ExportSummary>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<String>, DaemonError> {
@@ -272,7 +320,7 @@ async fn follow_shards(
         let sub = Arc::new(shard_job(j, r, metrics[i].clone()));
         let mut stop = stop_rx.clone();
         let init = initial[i].take();
-        tracing::info!(source = %j.name, stream = %r.stream, primary = %r.addr, "following the shard");
+        tracing::info!(source = %j.name, stream = %r.stream, node = %r.addr, "following the shard");
         tasks.spawn(async move { run_sessions(&sub, &mut stop, init).await });
     }
     // The base's record, metrics and retention once the shards' streams are
@@ -293,7 +341,7 @@ async fn follow_shards(
                 // The first node that answers; none answering says nothing
                 // (the shards' own links do).
                 if let Some(t) = slot_map(&mut watching, known, &link).await {
-                    if layout(&t, j.from_replica) != layout_now {
+                    if !layout_now.holds(&t) {
                         break Ok(Some("the cluster's slot map changed (a failover, or a slot moved)".into()));
                     }
                 }
@@ -321,7 +369,7 @@ async fn follow_shards(
             .map(|r| {
                 let key = stream_key(&j.name, &r.stream);
                 let at = j.checkpoints.get(&key).ok().flatten().map(|c| c.spooled);
-                serde_json::json!({"stream": r.stream, "primary": r.addr, "offset": at})
+                serde_json::json!({"stream": r.stream, "node": r.addr, "offset": at})
             })
             .collect();
         j.audit(

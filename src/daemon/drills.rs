@@ -38,6 +38,8 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs `plan`'s drills for `j` on schedule until `stop`.
 pub(super) async fn run_drills(j: Arc<Job>, plan: DrillPlan, mut stop: watch::Receiver<bool>) {
+    // What a drill cut short by a crash left (its scratch data).
+    let _ = std::fs::remove_dir_all(&plan.tmp);
     let kept = std::fs::read(&plan.last)
         .ok()
         .and_then(|b| serde_json::from_slice::<DrillResult>(&b).ok());

@@ -316,7 +316,15 @@ impl Spool {
                 // A head already there (written before a restart) carries
                 // what it carries: the fingerprint waits for the next one.
                 if let (true, Some(f)) = (stored, pending) {
-                    *self.fingerprint.lock().expect("spool lock") = None;
+                    // Unless another stream's was offered meanwhile.
+                    let mut slot = self.fingerprint.lock().expect("spool lock");
+                    if slot
+                        .as_ref()
+                        .is_some_and(|(g, p)| *g == end.generation && *p == f)
+                    {
+                        *slot = None;
+                    }
+                    drop(slot);
                     *self.last_fingerprint.lock().expect("spool lock") = Some((end.generation, f));
                 }
             }

@@ -67,8 +67,14 @@ async fn jobs(
     state: &Path,
 ) -> Result<Vec<Job>, DaemonError> {
     let d = config.daemon.clone().unwrap_or_default();
-    // Name, Redis, method, drill schedule.
-    type Wanted = (String, Option<String>, Option<String>, Option<String>);
+    // Name, Redis, method, drill schedule, from_replica.
+    type Wanted = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<bool>,
+    );
     let mut wanted: Vec<Wanted> = vec![];
     if o.redis.is_some() || d.sources.is_empty() {
         let url = config.redis_url(o.redis.as_deref(), o.redis_password_file.as_deref())?;
@@ -77,7 +83,13 @@ async fn jobs(
             .clone()
             .or(config.source.clone())
             .unwrap_or_else(|| url.source_name());
-        wanted.push((name, o.redis.clone().or(config.redis.clone()), None, None));
+        wanted.push((
+            name,
+            o.redis.clone().or(config.redis.clone()),
+            None,
+            None,
+            None,
+        ));
     } else {
         for s in &d.sources {
             wanted.push((
@@ -85,6 +97,7 @@ async fn jobs(
                 Some(s.redis.clone()),
                 s.method.clone(),
                 s.drill_every.clone(),
+                s.from_replica,
             ));
         }
     }
@@ -109,7 +122,8 @@ async fn jobs(
         None => o.audit.clone(),
     };
     let mut out = vec![];
-    for (name, redis, method, drill_every) in wanted {
+    for (name, redis, method, drill_every, from_replica) in wanted {
+        let from_replica = o.from_replica || from_replica.or(d.from_replica).unwrap_or(false);
         check_source_name(&name)?;
         let drill = drill_plan(
             o,
@@ -141,6 +155,11 @@ async fn jobs(
         if bases_only && schedule_text.is_none() {
             return Err(DaemonError::Invalid(format!(
                 "source {name}: a SCAN source has no command stream to follow, so it needs base_every (--base-every) for its bases"
+            )));
+        }
+        if bases_only && from_replica {
+            return Err(DaemonError::Invalid(format!(
+                "source {name}: from_replica follows replicas by PSYNC; a SCAN source reads the primaries"
             )));
         }
         let seed = Some((url.clone(), link.clone()));
@@ -193,7 +212,7 @@ async fn jobs(
             seed,
             stream: None,
             drill,
-            from_replica: o.from_replica || d.from_replica.unwrap_or(false),
+            from_replica,
             name,
         });
     }

@@ -157,6 +157,10 @@ pub fn primaries(ranges: &[SlotRange], seed_host: &str) -> Vec<Primary> {
             }),
         }
     }
+    // The same replica comes first however the node asked lists them.
+    for p in &mut out {
+        p.replicas.sort();
+    }
     out
 }
 

@@ -188,6 +188,8 @@ pub struct DaemonSource {
     pub method: Option<String>,
     /// As `[daemon] drill_every`, for this source.
     pub drill_every: Option<String>,
+    /// As `[daemon] from_replica`, for this source.
+    pub from_replica: Option<bool>,
 }
 
 /// The `[redis_tls]` table (each key also a flag: --tls-ca, --tls-cert,
