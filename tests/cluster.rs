@@ -724,6 +724,23 @@ fn write_routed(cluster: &Cluster, tag: &str, n: usize) {
         .ok(&["PEXPIRE", &k, "86400000"]);
 }
 
+/// The latest state of source `cache1` in `store`, restored into a new
+/// single server, equals `latest`.
+fn restore_latest_equals(
+    work: &Path,
+    store: &str,
+    latest: &std::collections::BTreeMap<Vec<u8>, Resp>,
+    what: &str,
+) {
+    let one = RedisServer::start(&[]);
+    let (code, _, err) = run(redvault()
+        .args(["restore", "--redis", &one.url()])
+        .args(["--from", store, "--source", "cache1", "--kek"])
+        .arg(work.join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    restored_equal(latest, &one, what);
+}
+
 fn restored_equal(
     state: &std::collections::BTreeMap<Vec<u8>, Resp>,
     dst: &RedisServer,
@@ -930,13 +947,7 @@ fn a_failover_of_one_shard_starts_a_new_cluster_generation() {
         "{gap}"
     );
     let latest = cluster_state(&now);
-    let one = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .args(["restore", "--redis", &one.url()])
-        .args(["--from", &store, "--source", "cache1", "--kek"])
-        .arg(work.path().join("kek.pem")));
-    assert_eq!(code, 0, "{err}");
-    restored_equal(&latest, &one, "after the failover");
+    restore_latest_equals(work.path(), &store, &latest, "after the failover");
 
     // Retention removes the old cluster generation whole, its shards'
     // streams included.
@@ -1146,20 +1157,11 @@ fn the_daemon_follows_replicas_sparing_the_primaries() {
     let now: Vec<u64> = cluster.nodes.iter().map(total_forks).collect();
     assert_eq!(now, forks, "a primary forked for the daemon's base");
     let latest = cluster_state(&cluster);
-    let one = RedisServer::start(&[]);
-    let (code, _, err) = run(redvault()
-        .args(["restore", "--redis", &one.url()])
-        .args(["--from", &store, "--source", "cache1", "--kek"])
-        .arg(work.path().join("kek.pem")));
-    assert_eq!(code, 0, "{err}");
-    restored_equal(&latest, &one, "followed on replicas");
+    restore_latest_equals(work.path(), &store, &latest, "followed on replicas");
 
     // A single server: refused, and the daemon says why.
     let single = RedisServer::start(&[]);
-    let other = tempfile::tempdir().unwrap();
-    write_test_keys(other.path());
-    std::fs::create_dir(other.path().join("store")).unwrap();
-    let other_store = format!("file://{}", other.path().join("store").display());
+    let (other, other_store) = common::daemon::workspace();
     let d = common::daemon::Daemon::start(
         other.path(),
         &single.url(),
