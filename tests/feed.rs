@@ -197,6 +197,46 @@ fn a_non_empty_target_needs_flush_for_the_feed() {
     assert!(err.contains("--target-db"), "{err}");
 }
 
+/// A target that cannot connect back to the address the feed listens on
+/// (here a server in its own network namespace, as one on another host
+/// given an address of this one): `--via replication` fails in one line
+/// naming the address and --feed-listen, and the target is a primary again
+/// with its masterauth as before and nothing loaded; auto loads with RESTORE
+/// and says why.
+#[test]
+fn a_target_that_cannot_connect_back_falls_back_or_fails() {
+    let src = RedisServer::start(&[]);
+    let b = backup(&src);
+    let target = RedisServer::start_isolated(&[]);
+    target
+        .client()
+        .ok(&["CONFIG", "SET", "masterauth", "before-feed"]);
+    let wait = ["--feed-connect-timeout", "2"];
+    let (code, _, err) = import(&target, &b, &[&wait[..], &["--via", "replication"]].concat());
+    assert_eq!(code, 1, "{err}");
+    let line = one_line_error(&err);
+    assert!(
+        line.contains("--via replication")
+            && line.contains("did not connect back to 127.0.0.1:")
+            && line.contains("--feed-listen"),
+        "{line}"
+    );
+    assert_eq!(dbsize(&target), 0, "nothing loaded");
+    assert_primary_again(&target, "before-feed");
+    assert!(!err.contains("before-feed"), "{err}");
+    let (code, v, err) = import(&target, &b, &wait);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["via"], "restore", "{v}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("redvault: note: loading with RESTORE")
+                && l.contains("did not connect back")),
+        "{err}"
+    );
+    assert_eq!(target.digest(), src.digest());
+    assert_primary_again(&target, "before-feed");
+}
+
 /// A byte flipped in a late chunk of the sealed base (small chunks: the
 /// earlier ones are served first): that chunk fails authentication, the
 /// transfer never completes (its end is held back), and the target keeps

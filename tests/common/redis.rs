@@ -15,6 +15,9 @@ pub struct RedisServer {
     /// The server binary (`redis-server` on PATH, or one of .tools/versions).
     bin: PathBuf,
     args: Vec<String>,
+    /// For a server in its own network namespace: the test's loopback port
+    /// is a forwarder to its Unix socket, not a socket the child holds.
+    forwarded: bool,
 }
 
 fn spawn_redis(bin: &Path, args: &[String]) -> Child {
@@ -44,6 +47,32 @@ fn major_version(bin: &Path) -> u32 {
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("{}: no version in --version", bin.display()))
+}
+
+/// A 127.0.0.1 port whose connections are relayed to the Unix socket at
+/// `sock` (each one both ways, on two threads, until either side closes).
+fn forward_to_unix(sock: PathBuf) -> u16 {
+    use std::os::unix::net::UnixStream;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(unix) = UnixStream::connect(&sock) else {
+                continue; // not listening yet: the client sees the close
+            };
+            let (mut t2, mut u2) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+            let (mut t1, mut u1) = (tcp, unix);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut t1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u2, &mut t2);
+                let _ = t2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
 }
 
 pub fn free_port() -> u16 {
@@ -214,8 +243,62 @@ impl RedisServer {
             child,
             bin: bin.to_path_buf(),
             args,
+            forwarded: false,
         };
         s.wait_ready().then_some(s)
+    }
+
+    /// A server on a host of its own as far as networking goes: Debian's
+    /// redis-server in a new network namespace (`unshare -n`, whose loopback
+    /// is down), so nothing it connects to can be reached, as for a target
+    /// on another host given an address of this one. The test reaches it on
+    /// a 127.0.0.1 port forwarded to its Unix socket.
+    pub fn start_isolated(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("redis.sock");
+        let mut args: Vec<String> = ["-n", "redis-server", "--port", "0", "--unixsocket"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(sock.to_str().unwrap().into());
+        args.extend(
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--logfile",
+                "redis.log",
+                "--enable-debug-command",
+                "yes",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("unshare")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run unshare -n redis-server ({e}): run scripts/setup"));
+        let port = forward_to_unix(sock);
+        let mut s = RedisServer {
+            port,
+            dir,
+            child,
+            bin: PathBuf::from("unshare"),
+            args,
+            forwarded: true,
+        };
+        assert!(
+            s.wait_ready(),
+            "unshare -n redis-server exited (it needs CAP_SYS_ADMIN): {}",
+            s.log()
+        );
+        s
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same port, empty
@@ -244,7 +327,7 @@ impl RedisServer {
                 // LOADING answers until an RDB given at startup is in.
                 // The answer must come from this child, not from another
                 // test's server that took the port first.
-                let ours = || listens(s.child.id(), s.port);
+                let ours = || s.forwarded || listens(s.child.id(), s.port);
                 match c.cmd(&[b"PING"]) {
                     Ok(Resp::Status(_)) if ours() => return true,
                     Ok(Resp::Error(e)) if e.starts_with("NOAUTH") && ours() => return true,
