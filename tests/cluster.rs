@@ -864,6 +864,72 @@ fn the_daemon_follows_a_cluster_through_a_restart() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A FLUSHALL on one primary, and a FLUSHDB inside a transaction on
+/// another, while the daemon follows: each emptied only its own shard's
+/// slots, so the restore (into a single Redis, and into a 2-primary cluster)
+/// deletes just those slots' keys at that point of the shard's stream, and
+/// gives exactly the cluster's keys, the other shards' and the ones written
+/// after the flushes.
+#[test]
+fn a_flush_of_one_shard_empties_only_its_slots_on_restore() {
+    let (work, store) = common::daemon::workspace();
+    let cluster = Cluster::start(3);
+    write_routed(&cluster, "base", 100);
+    let mut d = common::daemon::Daemon::start(
+        work.path(),
+        &cluster.nodes[0].url(),
+        &store,
+        &["--segment-interval-ms", "50"],
+    );
+    d.wait_up();
+    write_routed(&cluster, "first", 100);
+    cluster.nodes[0].client().ok(&["FLUSHALL"]);
+    write_routed(&cluster, "second", 50);
+    // A transaction's keys share a slot: a hash tag the third primary owns.
+    let tag = (0..2000)
+        .map(|i| format!("{{tx{i}}}"))
+        .find(|t| cluster.owner(t.as_bytes()).port == cluster.nodes[2].port)
+        .unwrap();
+    let on_third = [format!("{tag}a"), format!("{tag}b")];
+    let mut c = cluster.nodes[2].client();
+    c.ok(&["MULTI"]);
+    c.ok(&["SET", &on_third[0], "emptied by the FLUSHDB after it"]);
+    c.ok(&["FLUSHDB"]);
+    c.ok(&["SET", &on_third[1], "written after the FLUSHDB"]);
+    c.ok(&["EXEC"]);
+    write_routed(&cluster, "third", 30);
+    wait_cluster_durable(&d, &cluster);
+    d.stop();
+    let latest = cluster_state(&cluster);
+    let first_left = latest.keys().filter(|k| k.starts_with(b"first:")).count();
+    assert!(
+        first_left > 0 && first_left < 100,
+        "the flushes emptied some shards' keys only: {first_left} of 100 left"
+    );
+    assert!(!latest.contains_key(on_third[0].as_bytes()));
+    assert!(latest.contains_key(on_third[1].as_bytes()));
+    restore_latest_equals(work.path(), &store, &latest, "into one server");
+    let two = Cluster::start(2);
+    let (code, _, err) = run(redvault()
+        .args(["restore", "--redis", &two.nodes[0].url()])
+        .args(["--from", &store, "--source", "cache1", "--kek"])
+        .arg(work.path().join("kek.pem")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        two.dbsize(),
+        latest.len() as i64,
+        "into 2 primaries: key count"
+    );
+    for (k, want) in &latest {
+        assert_eq!(
+            &digest_value(&mut two.owner(k).client(), k),
+            want,
+            "into 2 primaries: {}",
+            k.escape_ascii()
+        );
+    }
+}
+
 /// A failover of one shard (CLUSTER FAILOVER on its replica) while the
 /// daemon follows: the generation ends for every shard, a new cluster
 /// generation starts with the new primary, the gap is recorded per shard,

@@ -212,7 +212,11 @@ fn a_target_that_cannot_connect_back_falls_back_or_fails() {
         .client()
         .ok(&["CONFIG", "SET", "masterauth", "before-feed"]);
     let wait = ["--feed-connect-timeout", "2"];
-    let (code, _, err) = import(&target, &b, &[&wait[..], &["--via", "replication"]].concat());
+    let (code, _, err) = import(
+        &target,
+        &b,
+        &[&wait[..], &["--via", "replication"]].concat(),
+    );
     assert_eq!(code, 1, "{err}");
     let line = one_line_error(&err);
     assert!(

@@ -207,13 +207,31 @@ fn for_shard(c: crate::command::Command) -> crate::command::Command {
     crate::command::Command { args, ..c }
 }
 
-/// A FLUSHALL, FLUSHDB or SWAPDB in one shard's stream changes that shard's
-/// slots only; applied to the target it would change every key.
-fn whole_keyspace(c: &crate::command::Command) -> bool {
+/// A FLUSHALL or FLUSHDB: in one shard's stream it emptied that shard's
+/// slots only, so it is replayed as [`Target::delete_slots`] of them.
+fn is_flush(c: &crate::command::Command) -> bool {
     let n = c.name();
-    n.eq_ignore_ascii_case(b"FLUSHALL")
-        || n.eq_ignore_ascii_case(b"FLUSHDB")
-        || n.eq_ignore_ascii_case(b"SWAPDB")
+    n.eq_ignore_ascii_case(b"FLUSHALL") || n.eq_ignore_ascii_case(b"FLUSHDB")
+}
+
+/// Applies one command of a stream; `shard_slots` are the slots of a
+/// cluster shard's stream, whose flushes empty only those.
+async fn apply_one(
+    target: &mut dyn Target,
+    c: &crate::command::Command,
+    shard_slots: Option<&[[u16; 2]]>,
+) -> Result<(), BackupError> {
+    match shard_slots {
+        Some(slots) if is_flush(c) => {
+            let n = target.delete_slots(slots, c.offset).await?;
+            tracing::debug!(
+                "the flush at offset {}: {n} keys of the shard's slots deleted",
+                c.offset
+            );
+        }
+        _ => target.apply(c).await?,
+    }
+    Ok(())
 }
 
 async fn replay_stream(
@@ -227,6 +245,9 @@ async fn replay_stream(
 ) -> Result<ReplayStats, BackupError> {
     let dir = GenerationDir::new(&plan.source, &plan.generation);
     let shard = dir.shard.is_some();
+    let shard_slots = shard.then_some(plan.slots.as_slice());
+    // The Foreign pass has applied a write to a key migrated in.
+    let mut foreign_applied = false;
     let trust = &trust.for_generation(plan.signed);
     let mut keys = KeyCache::new();
     let mut chain = ChainWalk::new(plan.base_offset);
@@ -305,19 +326,6 @@ async fn replay_stream(
                     before: stats.offset,
                 });
             }
-            if let Some(flush) = records
-                .iter()
-                .filter(|r| shard && r.offset > seen && !past(r))
-                .find(|r| whole_keyspace(r))
-            {
-                target.finish().await?;
-                return Err(BackupError::Invalid(format!(
-                    "{}: the {} at offset {} emptied only this shard's slots, and replaying it would empty the whole target: restoring a cluster generation past it is not built yet; restore --at a time before it",
-                    dir.segment_label(&seg.name),
-                    String::from_utf8_lossy(flush.name()).to_uppercase(),
-                    flush.offset
-                )));
-            }
             stats.segments += 1;
             for r in records {
                 let r = if shard { for_shard(r) } else { r };
@@ -340,6 +348,19 @@ async fn replay_stream(
                 }
                 seen = r.offset;
                 stats.newest_ms = stats.newest_ms.max(r.time_ms);
+                // A shard's flush after keys migrated into it: which of
+                // those slots' keys it held then is not known (a slot may
+                // have been moving key by key), so it cannot be replayed
+                // exactly.
+                if part == Part::Foreign && foreign_applied && is_flush(&r) {
+                    target.finish().await?;
+                    return Err(BackupError::Invalid(format!(
+                        "{}: the {} at offset {} came after keys were migrated into this shard during the generation, and which of them it emptied cannot be told; restore --at a time before it",
+                        dir.segment_label(&seg.name),
+                        String::from_utf8_lossy(r.name()).to_uppercase(),
+                        r.offset
+                    )));
+                }
                 if !takes(part, &plan.slots, &r) {
                     if part == Part::Own {
                         stats.foreign += 1;
@@ -364,8 +385,20 @@ async fn replay_stream(
                         .is_some_and(|c| c.name().eq_ignore_ascii_case(b"EXEC"))
                     {
                         let tx = open.take().expect("open");
+                        // A flush replayed as deletes runs on a connection of
+                        // its own, outside the transaction: the commands
+                        // around it go without MULTI/EXEC, in their order
+                        // (nobody reads the target during a restore).
+                        let unwrap = shard_slots.is_some() && tx.iter().any(is_flush);
                         for c in &tx {
-                            target.apply(c).await?;
+                            let edge = c.name().eq_ignore_ascii_case(b"MULTI")
+                                || c.name().eq_ignore_ascii_case(b"EXEC");
+                            if !(unwrap && edge) {
+                                apply_one(target, c, shard_slots).await?;
+                            }
+                        }
+                        if part == Part::Foreign {
+                            foreign_applied = true;
                         }
                         stats.commands += tx.len() as u64;
                         let last = tx.last().expect("EXEC");
@@ -378,7 +411,10 @@ async fn replay_stream(
                     open = Some(vec![r]);
                     continue;
                 }
-                target.apply(&r).await?;
+                apply_one(target, &r, shard_slots).await?;
+                if part == Part::Foreign {
+                    foreign_applied = true;
+                }
                 stats.commands += 1;
                 stats.offset = r.offset;
                 stats.time_ms = r.time_ms;

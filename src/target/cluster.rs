@@ -370,6 +370,27 @@ impl Target for ClusterTarget {
         Ok(())
     }
 
+    async fn delete_slots(&mut self, slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError> {
+        let db = self.target_db.unwrap_or(self.replay_db);
+        if db != 0 {
+            return Err(TargetError::Cluster(format!(
+                "the flush at offset {offset} empties db {db}, and a cluster has only db 0"
+            )));
+        }
+        // Only the primaries owning some of those slots hold such keys.
+        let mut holders: Vec<usize> = slots
+            .iter()
+            .flat_map(|r| self.owner[r[0] as usize..=r[1] as usize].iter().copied())
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        let mut deleted = 0;
+        for n in holders {
+            deleted += self.nodes[n].delete_slots_here(slots, offset).await?;
+        }
+        Ok(deleted)
+    }
+
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
         self.rdb_version = Some(rdb_version);
         self.nodes.iter_mut().try_for_each(|n| n.begin(rdb_version))

@@ -190,6 +190,11 @@ impl Pipeline {
         b.expect.len() >= self.max_commands || b.buf.len() >= self.max_bytes
     }
 
+    /// The database connection `c` has selected.
+    pub fn db(&self, c: usize) -> u64 {
+        self.conn_db[c]
+    }
+
     /// Forgets the database a replayed SELECT chose (the stream selects its own).
     pub fn assume_db(&mut self, c: usize, db: u64) {
         self.conn_db[c] = db;

@@ -35,6 +35,11 @@ pub struct RedisTarget {
     pub(super) replaying: bool,
     /// Values split into commands so far (numbers their temporary keys).
     splits: u64,
+    /// Where the target is, for a connection of its own (`delete_slots`).
+    url: RedisUrl,
+    link: ConnectOptions,
+    /// A cluster node: a multi-key command names keys of one slot only.
+    cluster_node: bool,
     /// The code of each library pushed in this load.
     libraries: std::collections::HashSet<Vec<u8>>,
 }
@@ -94,6 +99,7 @@ impl RedisTarget {
             }
             conns.push(conn);
         }
+        let cluster_node = redirects.is_some();
         let pipe = Pipeline::new(
             conns,
             opts.conflict,
@@ -113,6 +119,9 @@ impl RedisTarget {
             target,
             replaying: false,
             splits: 0,
+            url: url.clone(),
+            link: link.clone(),
+            cluster_node,
             libraries: Default::default(),
         })
     }
@@ -207,6 +216,10 @@ impl RedisTarget {
 impl Target for RedisTarget {
     async fn barrier(&mut self) -> Result<(), TargetError> {
         self.pipe.barrier().await
+    }
+
+    async fn delete_slots(&mut self, slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError> {
+        self.delete_slots_here(slots, offset).await
     }
 
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
@@ -368,6 +381,83 @@ impl Target for RedisTarget {
         self.stats.commands += r.commands;
         self.stats.expired += r.expired;
         Ok(self.stats.clone())
+    }
+}
+
+impl RedisTarget {
+    /// [`Target::delete_slots`]: once everything queued has landed, SCAN on
+    /// a connection of its own, each batch's keys of those slots unlinked
+    /// in one pipelined round (per slot on a cluster node).
+    pub(super) async fn delete_slots_here(
+        &mut self,
+        slots: &[[u16; 2]],
+        offset: u64,
+    ) -> Result<u64, TargetError> {
+        use crate::resp::Reply;
+        if self.opts.dry_run {
+            return Ok(0);
+        }
+        self.pipe.barrier().await?;
+        let db = self.pipe.db(0);
+        let refused = |message: String| TargetError::Command { offset, message };
+        let mut conn = crate::resp::connect(&self.url, &self.link).await?;
+        if db != 0 {
+            if let Reply::Error(message) = conn
+                .command(&[b"SELECT", db.to_string().as_bytes()])
+                .await?
+            {
+                return Err(TargetError::Select { db, message });
+            }
+        }
+        let wanted = |k: &[u8]| {
+            let slot = super::key_slot(k) as u16;
+            slots.iter().any(|r| r[0] <= slot && slot <= r[1])
+        };
+        let mut cursor = b"0".to_vec();
+        let mut deleted = 0;
+        loop {
+            let (next, keys) = match conn.command(&[b"SCAN", &cursor, b"COUNT", b"1000"]).await? {
+                Reply::Array(mut page) if page.len() == 2 => match (page.pop(), page.pop()) {
+                    (Some(Reply::Array(keys)), Some(Reply::Bulk(Some(next)))) => (next, keys),
+                    other => return Err(refused(format!("SCAN answered {other:?}"))),
+                },
+                Reply::Error(m) => return Err(refused(format!("SCAN: {m}"))),
+                other => return Err(refused(format!("SCAN answered {other:?}"))),
+            };
+            let mut groups: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
+            for k in keys {
+                if let Reply::Bulk(Some(k)) = k {
+                    if wanted(&k) {
+                        let group = if self.cluster_node {
+                            super::key_slot(&k)
+                        } else {
+                            0
+                        };
+                        groups.entry(group).or_default().push(k);
+                    }
+                }
+            }
+            let mut batch = vec![];
+            for keys in groups.values() {
+                let mut args: Vec<&[u8]> = vec![b"UNLINK"];
+                args.extend(keys.iter().map(Vec::as_slice));
+                crate::resp::encode_into(&mut batch, &args);
+            }
+            if !batch.is_empty() {
+                conn.write_raw(&batch).await?;
+                for _ in 0..groups.len() {
+                    match conn.read_reply("UNLINK").await? {
+                        Reply::Integer(n) => deleted += n.max(0) as u64,
+                        Reply::Error(m) => return Err(refused(format!("UNLINK: {m}"))),
+                        other => return Err(refused(format!("UNLINK answered {other:?}"))),
+                    }
+                }
+            }
+            if next == b"0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 }
 

@@ -283,7 +283,9 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run unshare -n redis-server ({e}): run scripts/setup"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run unshare -n redis-server ({e}): run scripts/setup")
+            });
         let port = forward_to_unix(sock);
         let mut s = RedisServer {
             port,
