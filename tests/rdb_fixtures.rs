@@ -144,6 +144,55 @@ fn every_supported_fixture_scans_with_its_documented_key_count() {
     assert!(walked >= 75, "walked {walked}");
 }
 
+/// A filtered snapshot (what the replication feed serves under `--db`,
+/// `--match`, `--type`) keeps a module's aux data byte for byte: it is the
+/// module's own format, and the RDB keeps its version. Every key the filter
+/// keeps comes through equal; with none kept, the aux data still does.
+#[test]
+fn a_filtered_rewrite_keeps_module_aux_data() {
+    let path = fixtures_dir().join("redis-rdb-tools/redis_60_with_module_aux.rdb");
+    let bytes = std::fs::read(&path).unwrap();
+    let (keys, items) = scan(&path).unwrap();
+    let aux = |items: &[Item]| -> Vec<Item> {
+        items
+            .iter()
+            .filter(|i| matches!(i, Item::ModuleAux { .. }))
+            .cloned()
+            .collect()
+    };
+    assert!(
+        aux(&items)
+            .iter()
+            .all(|i| matches!(i, Item::ModuleAux { raw, .. } if raw.len() > 4)),
+        "{items:?}"
+    );
+    assert!(!aux(&items).is_empty(), "the fixture holds module aux data");
+    let work = tempfile::tempdir().unwrap();
+    for (name, keep_all) in [("all.rdb", true), ("none.rdb", false)] {
+        let mut out = vec![];
+        let done = redvault::rdb::rewrite_selected(
+            &bytes[..],
+            redvault::rdb::MAX_RDB_VERSION,
+            1 << 16,
+            |_| keep_all,
+            |p| {
+                out.extend_from_slice(&p);
+                true
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let written = work.path().join(name);
+        std::fs::write(&written, &out).unwrap();
+        let (again, items_again) = scan(&written).unwrap();
+        assert_eq!(aux(&items_again), aux(&items), "{name}");
+        if keep_all {
+            assert_eq!((again, done.keys), (keys, keys), "{name}");
+        } else {
+            assert_eq!((again, done.left_out), (0, keys), "{name}");
+        }
+    }
+}
+
 #[test]
 fn functions_aux_fields_and_resizedb_are_reported() {
     let dir = fixtures_dir();

@@ -109,6 +109,9 @@ pub fn rewrite_selected(
                 put_rdb_string(&mut out, &code);
             }
             Item::Function(_) => *done.lost.entry(LOST_FUNCTIONS).or_insert(0) += 1,
+            // A module's aux data is its own format: kept as it is in an
+            // RDB of the same version (a filtered snapshot), never converted.
+            Item::ModuleAux { raw, .. } if version == from => out.extend_from_slice(&raw),
             Item::ModuleAux { .. } => return Err(RewriteError::ModuleAux),
             Item::Entry(e) if !keep(&e) => done.left_out += 1,
             Item::Entry(e) => {

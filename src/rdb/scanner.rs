@@ -47,11 +47,24 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    Aux { key: Vec<u8>, value: Vec<u8> },
-    ResizeDb { db: u64, size: u64, expires: u64 },
+    Aux {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    ResizeDb {
+        db: u64,
+        size: u64,
+        expires: u64,
+    },
     Entry(Entry),
     Function(Vec<u8>),
-    ModuleAux { module_id: u64 },
+    /// A module's aux data; `raw` is its bytes exactly as in the RDB, from
+    /// the opcode on (empty unless values are kept), to copy into an RDB of
+    /// the same version.
+    ModuleAux {
+        module_id: u64,
+        raw: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,11 +180,13 @@ impl<R: Read> RdbScanner<R> {
                     return Ok(Some(Item::Aux { key, value }));
                 }
                 OP_MODULE_AUX => {
-                    let module_id = self.len()?;
-                    let _when_opcode = self.len()?;
-                    let _when = self.len()?;
-                    self.skip_module_opcodes()?;
-                    return Ok(Some(Item::ModuleAux { module_id }));
+                    if self.opts.keep_values {
+                        self.src.capture = Some(vec![OP_MODULE_AUX]);
+                    }
+                    let walked = self.module_aux();
+                    let raw = self.src.capture.take().unwrap_or_default();
+                    let module_id = walked?;
+                    return Ok(Some(Item::ModuleAux { module_id, raw }));
                 }
                 OP_FUNCTION2 => return Ok(Some(Item::Function(self.string()?))),
                 OP_FUNCTION_PRE_GA => {
@@ -375,6 +390,16 @@ impl<R: Read> RdbScanner<R> {
                 offset: at,
             }),
         }
+    }
+
+    /// A module aux field after its opcode: the module id, when (opcode
+    /// and value), then the module's own opcodes up to their EOF.
+    fn module_aux(&mut self) -> Result<u64, RdbError> {
+        let module_id = self.len()?;
+        let _when_opcode = self.len()?;
+        let _when = self.len()?;
+        self.skip_module_opcodes()?;
+        Ok(module_id)
     }
 
     fn skip_module_opcodes(&mut self) -> Result<(), RdbError> {
