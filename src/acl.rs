@@ -143,6 +143,9 @@ impl Role {
             for f in ["function|load", "function|delete", "function|flush"] {
                 c.push(f.into());
             }
+            // A cluster shard's FLUSHALL is replayed as UNLINK of its
+            // slots' keys, found by SCAN (Target::delete_slots).
+            c.push("scan".into());
         }
         if matches!(self, Role::Feed | Role::Drill) {
             // FUNCTION LIST: the libraries the target holds after the load.

@@ -223,7 +223,8 @@ async fn apply_one(
 ) -> Result<(), BackupError> {
     match shard_slots {
         Some(slots) if is_flush(c) => {
-            let n = target.delete_slots(slots, c.offset).await?;
+            let all_dbs = c.name().eq_ignore_ascii_case(b"FLUSHALL");
+            let n = target.delete_slots(slots, all_dbs, c.offset).await?;
             tracing::debug!(
                 "the flush at offset {}: {n} keys of the shard's slots deleted",
                 c.offset
@@ -246,8 +247,8 @@ async fn replay_stream(
     let dir = GenerationDir::new(&plan.source, &plan.generation);
     let shard = dir.shard.is_some();
     let shard_slots = shard.then_some(plan.slots.as_slice());
-    // The Foreign pass has applied a write to a key migrated in.
-    let mut foreign_applied = false;
+    // The Own pass has passed over a write to a key migrated in.
+    let mut foreign_seen = false;
     let trust = &trust.for_generation(plan.signed);
     let mut keys = KeyCache::new();
     let mut chain = ChainWalk::new(plan.base_offset);
@@ -351,8 +352,9 @@ async fn replay_stream(
                 // A shard's flush after keys migrated into it: which of
                 // those slots' keys it held then is not known (a slot may
                 // have been moving key by key), so it cannot be replayed
-                // exactly.
-                if part == Part::Foreign && foreign_applied && is_flush(&r) {
+                // exactly. Found in the first pass, before the second
+                // applies any of them.
+                if part == Part::Own && foreign_seen && is_flush(&r) {
                     target.finish().await?;
                     return Err(BackupError::Invalid(format!(
                         "{}: the {} at offset {} came after keys were migrated into this shard during the generation, and which of them it emptied cannot be told; restore --at a time before it",
@@ -364,6 +366,7 @@ async fn replay_stream(
                 if !takes(part, &plan.slots, &r) {
                     if part == Part::Own {
                         stats.foreign += 1;
+                        foreign_seen |= r.replay() == Replay::Apply;
                     }
                     if open.is_none() {
                         stats.offset = r.offset;
@@ -397,9 +400,6 @@ async fn replay_stream(
                                 apply_one(target, c, shard_slots).await?;
                             }
                         }
-                        if part == Part::Foreign {
-                            foreign_applied = true;
-                        }
                         stats.commands += tx.len() as u64;
                         let last = tx.last().expect("EXEC");
                         stats.offset = last.offset;
@@ -412,9 +412,6 @@ async fn replay_stream(
                     continue;
                 }
                 apply_one(target, &r, shard_slots).await?;
-                if part == Part::Foreign {
-                    foreign_applied = true;
-                }
                 stats.commands += 1;
                 stats.offset = r.offset;
                 stats.time_ms = r.time_ms;

@@ -846,7 +846,12 @@ impl Target for Feeding {
         self.caught_up().await.map_err(feed_error)
     }
 
-    async fn delete_slots(&mut self, _slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError> {
+    async fn delete_slots(
+        &mut self,
+        _slots: &[[u16; 2]],
+        _all_dbs: bool,
+        offset: u64,
+    ) -> Result<u64, TargetError> {
         // The feed serves one RDB stream, never a cluster generation's shards.
         Err(TargetError::Feed(format!(
             "the flush at offset {offset} empties one cluster shard's slots, which the feed cannot do: restore with --via restore"

@@ -52,6 +52,8 @@ pub struct ClusterTarget {
     pub(super) owner: Vec<usize>,
     /// Replay: the db the stream last SELECTed.
     pub(super) replay_db: u64,
+    /// Replay has started: the snapshot's keys, redirected ones too, landed.
+    pub(super) replaying: bool,
     /// Replay: a connection for COMMAND GETKEYS (module commands).
     pub(super) control: Option<Conn>,
     redirects: Redirects,
@@ -149,6 +151,7 @@ impl ClusterTarget {
             rdb_version: None,
             redirected: (0, 0),
             replay_db: 0,
+            replaying: false,
             control: None,
         })
     }
@@ -212,6 +215,25 @@ impl ClusterTarget {
             self.redirected.0 += l;
             self.redirected.1 += s;
         }
+        Ok(())
+    }
+
+    /// Until every node has applied what was sent to it, and the RESTOREs
+    /// held back by MOVED or ASK have landed where the cluster says.
+    pub(super) async fn settle(&mut self) -> Result<(), TargetError> {
+        for n in &mut self.nodes {
+            n.barrier().await?;
+        }
+        let moved = match self.redirects.lock() {
+            Ok(q) => q.iter().any(|r| !r.ask),
+            Err(_) => return Err(TargetError::Worker("a loader connection panicked".into())),
+        };
+        if moved {
+            self.refresh_map().await?;
+        }
+        let (l, s) = self.follow_redirects().await?;
+        self.redirected.0 += l;
+        self.redirected.1 += s;
         Ok(())
     }
 
@@ -364,15 +386,19 @@ impl ClusterTarget {
 #[async_trait]
 impl Target for ClusterTarget {
     async fn barrier(&mut self) -> Result<(), TargetError> {
-        for n in &mut self.nodes {
-            n.barrier().await?;
-        }
-        Ok(())
+        self.settle().await
     }
 
-    async fn delete_slots(&mut self, slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError> {
+    async fn delete_slots(
+        &mut self,
+        slots: &[[u16; 2]],
+        all_dbs: bool,
+        offset: u64,
+    ) -> Result<u64, TargetError> {
+        // Keys held back by ASK or MOVED must land before the deletes.
+        self.settle().await?;
         let db = self.target_db.unwrap_or(self.replay_db);
-        if db != 0 {
+        if !all_dbs && db != 0 {
             return Err(TargetError::Cluster(format!(
                 "the flush at offset {offset} empties db {db}, and a cluster has only db 0"
             )));
@@ -386,7 +412,10 @@ impl Target for ClusterTarget {
         holders.dedup();
         let mut deleted = 0;
         for n in holders {
-            deleted += self.nodes[n].delete_slots_here(slots, offset).await?;
+            // A cluster node holds db 0 only.
+            deleted += self.nodes[n]
+                .delete_slots_here(slots, false, offset)
+                .await?;
         }
         Ok(deleted)
     }

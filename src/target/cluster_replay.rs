@@ -21,6 +21,12 @@ impl ClusterTarget {
         if !cmd.is_replayable() {
             return Ok(());
         }
+        if !self.replaying {
+            // A key of the snapshot held back by ASK lands before any
+            // command on it.
+            self.settle().await?;
+            self.replaying = true;
+        }
         let name = String::from_utf8_lossy(cmd.name()).to_ascii_uppercase();
         match name.as_str() {
             "MULTI" | "EXEC" | "DISCARD" => return Ok(()),

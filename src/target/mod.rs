@@ -117,11 +117,17 @@ pub trait Target: Send {
     async fn barrier(&mut self) -> Result<(), TargetError>;
 
     /// Deletes every key whose hash slot is in `slots` from the database
-    /// the replayed stream has selected, after everything sent before it
-    /// has landed: a cluster shard's FLUSHALL or FLUSHDB (at `offset` of its
-    /// stream), which emptied only that shard's slots, replayed into a
-    /// target that holds other shards' keys too. The count deleted.
-    async fn delete_slots(&mut self, slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError>;
+    /// the replayed stream has selected (every database, with `all_dbs`),
+    /// after everything sent before it has landed: a cluster shard's
+    /// FLUSHDB or FLUSHALL (at `offset` of its stream), which emptied only
+    /// that shard's slots, replayed into a target that holds other shards'
+    /// keys too. The count deleted.
+    async fn delete_slots(
+        &mut self,
+        slots: &[[u16; 2]],
+        all_dbs: bool,
+        offset: u64,
+    ) -> Result<u64, TargetError>;
 
     /// Sends what is batched and waits for every reply; the final counts.
     async fn finish(&mut self) -> Result<LoadStats, TargetError>;

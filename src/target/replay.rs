@@ -11,15 +11,21 @@ use super::{RedisTarget, TargetError};
 use crate::command::Command;
 
 impl RedisTarget {
-    pub(super) async fn apply_command(&mut self, cmd: &Command) -> Result<(), TargetError> {
-        if !cmd.is_replayable() || self.opts.dry_run {
-            return Ok(());
-        }
+    /// Before the first command: every entry landed, connection 0 on db 0.
+    pub(super) async fn start_replay(&mut self) -> Result<(), TargetError> {
         if !self.replaying {
             self.pipe.barrier().await?;
             self.pipe.select(0, 0);
             self.replaying = true;
         }
+        Ok(())
+    }
+
+    pub(super) async fn apply_command(&mut self, cmd: &Command) -> Result<(), TargetError> {
+        if !cmd.is_replayable() || self.opts.dry_run {
+            return Ok(());
+        }
+        self.start_replay().await?;
         let name = cmd.name();
         if name.eq_ignore_ascii_case(b"MULTI") {
             self.pipe.set_in_transaction(0, true);

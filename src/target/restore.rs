@@ -17,7 +17,7 @@ use crate::rdb::{
     add_lost, convert, needs_conversion, put_rdb_len, restore_payload, Entry, LOST_FUNCTIONS,
     MAX_RDB_VERSION, OLDEST_CONVERSION,
 };
-use crate::resp::{ConnectOptions, RedisError, RedisUrl};
+use crate::resp::{ConnectOptions, RedisError, RedisUrl, Reply};
 use async_trait::async_trait;
 
 pub struct RedisTarget {
@@ -218,8 +218,13 @@ impl Target for RedisTarget {
         self.pipe.barrier().await
     }
 
-    async fn delete_slots(&mut self, slots: &[[u16; 2]], offset: u64) -> Result<u64, TargetError> {
-        self.delete_slots_here(slots, offset).await
+    async fn delete_slots(
+        &mut self,
+        slots: &[[u16; 2]],
+        all_dbs: bool,
+        offset: u64,
+    ) -> Result<u64, TargetError> {
+        self.delete_slots_here(slots, all_dbs, offset).await
     }
 
     fn begin(&mut self, rdb_version: u32) -> Result<(), TargetError> {
@@ -387,77 +392,106 @@ impl Target for RedisTarget {
 impl RedisTarget {
     /// [`Target::delete_slots`]: once everything queued has landed, SCAN on
     /// a connection of its own, each batch's keys of those slots unlinked
-    /// in one pipelined round (per slot on a cluster node).
+    /// in one pipelined round (per slot on a cluster node). The cost is a
+    /// SCAN of every key of the databases emptied.
     pub(super) async fn delete_slots_here(
         &mut self,
         slots: &[[u16; 2]],
+        all_dbs: bool,
         offset: u64,
     ) -> Result<u64, TargetError> {
-        use crate::resp::Reply;
         if self.opts.dry_run {
             return Ok(0);
         }
+        self.start_replay().await?;
         self.pipe.barrier().await?;
-        let db = self.pipe.db(0);
-        let refused = |message: String| TargetError::Command { offset, message };
         let mut conn = crate::resp::connect(&self.url, &self.link).await?;
-        if db != 0 {
+        let dbs = if all_dbs {
+            keyspace_dbs(&mut conn, offset).await?
+        } else {
+            vec![self.pipe.db(0)]
+        };
+        let mut deleted = 0;
+        for db in dbs {
             if let Reply::Error(message) = conn
                 .command(&[b"SELECT", db.to_string().as_bytes()])
                 .await?
             {
                 return Err(TargetError::Select { db, message });
             }
+            deleted += delete_in_db(&mut conn, slots, self.cluster_node, offset).await?;
         }
-        let wanted = |k: &[u8]| {
-            let slot = super::key_slot(k) as u16;
-            slots.iter().any(|r| r[0] <= slot && slot <= r[1])
-        };
-        let mut cursor = b"0".to_vec();
-        let mut deleted = 0;
-        loop {
-            let (next, keys) = match conn.command(&[b"SCAN", &cursor, b"COUNT", b"1000"]).await? {
-                Reply::Array(mut page) if page.len() == 2 => match (page.pop(), page.pop()) {
-                    (Some(Reply::Array(keys)), Some(Reply::Bulk(Some(next)))) => (next, keys),
-                    other => return Err(refused(format!("SCAN answered {other:?}"))),
-                },
-                Reply::Error(m) => return Err(refused(format!("SCAN: {m}"))),
+        Ok(deleted)
+    }
+}
+
+/// The databases holding keys, from INFO keyspace (`db3:keys=...`).
+async fn keyspace_dbs(conn: &mut crate::resp::Conn, offset: u64) -> Result<Vec<u64>, TargetError> {
+    match conn.command(&[b"INFO", b"keyspace"]).await? {
+        Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+            .collect()),
+        other => Err(TargetError::Command {
+            offset,
+            message: format!("INFO keyspace answered {other:?}"),
+        }),
+    }
+}
+
+/// Unlinks the selected database's keys of `slots`; how many were there.
+async fn delete_in_db(
+    conn: &mut crate::resp::Conn,
+    slots: &[[u16; 2]],
+    cluster_node: bool,
+    offset: u64,
+) -> Result<u64, TargetError> {
+    let refused = |message: String| TargetError::Command { offset, message };
+    let wanted = |k: &[u8]| {
+        let slot = super::key_slot(k) as u16;
+        slots.iter().any(|r| r[0] <= slot && slot <= r[1])
+    };
+    let mut cursor = b"0".to_vec();
+    let mut deleted = 0;
+    loop {
+        let (next, keys) = match conn.command(&[b"SCAN", &cursor, b"COUNT", b"1000"]).await? {
+            Reply::Array(mut page) if page.len() == 2 => match (page.pop(), page.pop()) {
+                (Some(Reply::Array(keys)), Some(Reply::Bulk(Some(next)))) => (next, keys),
                 other => return Err(refused(format!("SCAN answered {other:?}"))),
-            };
-            let mut groups: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
-            for k in keys {
-                if let Reply::Bulk(Some(k)) = k {
-                    if wanted(&k) {
-                        let group = if self.cluster_node {
-                            super::key_slot(&k)
-                        } else {
-                            0
-                        };
-                        groups.entry(group).or_default().push(k);
-                    }
+            },
+            Reply::Error(m) => return Err(refused(format!("SCAN: {m}"))),
+            other => return Err(refused(format!("SCAN answered {other:?}"))),
+        };
+        // A cluster node takes a multi-key command over one slot only.
+        let mut groups: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
+        for k in keys {
+            if let Reply::Bulk(Some(k)) = k {
+                if wanted(&k) {
+                    let group = if cluster_node { super::key_slot(&k) } else { 0 };
+                    groups.entry(group).or_default().push(k);
                 }
             }
-            let mut batch = vec![];
-            for keys in groups.values() {
-                let mut args: Vec<&[u8]> = vec![b"UNLINK"];
-                args.extend(keys.iter().map(Vec::as_slice));
-                crate::resp::encode_into(&mut batch, &args);
-            }
-            if !batch.is_empty() {
-                conn.write_raw(&batch).await?;
-                for _ in 0..groups.len() {
-                    match conn.read_reply("UNLINK").await? {
-                        Reply::Integer(n) => deleted += n.max(0) as u64,
-                        Reply::Error(m) => return Err(refused(format!("UNLINK: {m}"))),
-                        other => return Err(refused(format!("UNLINK answered {other:?}"))),
-                    }
-                }
-            }
-            if next == b"0" {
-                return Ok(deleted);
-            }
-            cursor = next;
         }
+        let mut batch = vec![];
+        for keys in groups.values() {
+            let mut args: Vec<&[u8]> = vec![b"UNLINK"];
+            args.extend(keys.iter().map(Vec::as_slice));
+            crate::resp::encode_into(&mut batch, &args);
+        }
+        if !batch.is_empty() {
+            conn.write_raw(&batch).await?;
+            for _ in 0..groups.len() {
+                match conn.read_reply("UNLINK").await? {
+                    Reply::Integer(n) => deleted += n.max(0) as u64,
+                    Reply::Error(m) => return Err(refused(format!("UNLINK: {m}"))),
+                    other => return Err(refused(format!("UNLINK answered {other:?}"))),
+                }
+            }
+        }
+        if next == b"0" {
+            return Ok(deleted);
+        }
+        cursor = next;
     }
 }
 

@@ -51,6 +51,7 @@ fn major_version(bin: &Path) -> u32 {
 
 /// A 127.0.0.1 port whose connections are relayed to the Unix socket at
 /// `sock` (each one both ways, on two threads, until either side closes).
+/// The accepting thread and its port last as long as the test process.
 fn forward_to_unix(sock: PathBuf) -> u16 {
     use std::os::unix::net::UnixStream;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -278,10 +279,11 @@ impl RedisServer {
             .map(|s| s.to_string()),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
+        let errors = dir.path().join("unshare.err");
         let child = Command::new("unshare")
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run unshare -n redis-server ({e}): run scripts/setup")
@@ -297,7 +299,8 @@ impl RedisServer {
         };
         assert!(
             s.wait_ready(),
-            "unshare -n redis-server exited (it needs CAP_SYS_ADMIN): {}",
+            "unshare -n redis-server exited (it needs CAP_SYS_ADMIN, and a socket path under 108 bytes): {}{}",
+            std::fs::read_to_string(&errors).unwrap_or_default(),
             s.log()
         );
         s
