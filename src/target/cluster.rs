@@ -207,14 +207,21 @@ impl ClusterTarget {
             ),
             Err(_) => return Err(TargetError::Worker("a loader connection panicked".into())),
         };
+        if moved || bytes > REDIRECT_BYTES {
+            self.send_held(moved).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the held redirects on (after reading the slot map again, if
+    /// one was a MOVED), counting what landed.
+    async fn send_held(&mut self, moved: bool) -> Result<(), TargetError> {
         if moved {
             self.refresh_map().await?;
         }
-        if moved || bytes > REDIRECT_BYTES {
-            let (l, s) = self.follow_redirects().await?;
-            self.redirected.0 += l;
-            self.redirected.1 += s;
-        }
+        let (l, s) = self.follow_redirects().await?;
+        self.redirected.0 += l;
+        self.redirected.1 += s;
         Ok(())
     }
 
@@ -228,13 +235,7 @@ impl ClusterTarget {
             Ok(q) => q.iter().any(|r| !r.ask),
             Err(_) => return Err(TargetError::Worker("a loader connection panicked".into())),
         };
-        if moved {
-            self.refresh_map().await?;
-        }
-        let (l, s) = self.follow_redirects().await?;
-        self.redirected.0 += l;
-        self.redirected.1 += s;
-        Ok(())
+        self.send_held(moved).await
     }
 
     /// The primaries, in the order of their first slots.
