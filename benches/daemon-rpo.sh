@@ -60,20 +60,28 @@ native=$(sed -n 's/.*DB loaded from disk: \([0-9.]*\) seconds.*/\1/p' "$work/nat
 stop_redis
 # The base and the segments through the replication feed, then with RESTORE
 # and the replay connection.
+# The CPU the target (and Azurite) spend on it: on a machine this small they
+# compete with each other and with redvault.
 mkdir -p "$work/rv"; start_redis "$work/rv"
+tr0=$(awk '{print $14+$15}' "/proc/$REDIS_PID/stat"); ta0=0
+[ -n "$apid" ] && ta0=$(awk '{print $14+$15}' "/proc/$apid/stat")
 timed rs rrss $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "$STORE_URL" --source bench --kek "$work/kek.pem" --via replication
+tr1=$(awk '{print $14+$15}' "/proc/$REDIS_PID/stat"); ta1=0
+[ -n "$apid" ] && ta1=$(awk '{print $14+$15}' "/proc/$apid/stat")
+rcpu=$(python3 -c "print('%.2f' % (($tr1-$tr0)/$hz))"); acpu=$(python3 -c "print('%.2f' % (($ta1-$ta0)/$hz))")
 rv_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
 mkdir -p "$work/rv2"; start_redis "$work/rv2"
 timed rs2 rrss2 $RV restore --redis "redis://127.0.0.1:$REDIS_PORT" --from "$STORE_URL" --source bench --kek "$work/kek.pem" --via restore
 rv2_digest=$(redis-cli -p "$REDIS_PORT" debug digest)
 stop_redis
-segs=$(find "$work/store" "$work/azurite" -name '*.aof.rv' 2>/dev/null | wc -l)
+segs=$( (find "$work/store" -name '*.aof.rv' 2>/dev/null || true) | wc -l)
 [ "${STORE:-file}" = azurite ] && segs="(in Azurite's own files)"
 echo "segments stored: $segs"
 echo "native load of the final state: ${native}s"
 echo "restore --via replication (base + segments): ${rs}s, peak RSS $((rrss/1024)) MiB"
 echo "restore --via restore (base + segments): ${rs2}s, peak RSS $((rrss2/1024)) MiB"
+echo "CPU during restore --via replication: the target ${rcpu}s, Azurite ${acpu}s (of ${rs}s)"
 echo "RATIO restore --via replication time / native load time: $(ratio "$rs" "$native")  (goal <= 1.3)"
 echo "RATIO restore --via restore time / native load time: $(ratio "$rs2" "$native")"
 [ "$rv_digest" = "$src_digest" ] && echo "restore --via replication digest: equal to source" || echo "restore --via replication digest: DIFFERS"

@@ -192,37 +192,51 @@ impl Command {
         if self.is_keepalive() {
             return Replay::Skip;
         }
-        let upper = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_uppercase();
-        let name = upper(self.name());
+        // Upper-cased on the stack: replay asks this of every command, twice.
+        let (mut name_buf, mut sub_buf) = ([0u8; UPPER_MAX], [0u8; UPPER_MAX]);
+        let name = self.name();
+        let sub = self.args.get(1).map(Vec::as_slice).unwrap_or_default();
+        // Module commands (JSON.SET, TS.ADD, BF.ADD...) are propagated for
+        // their data, verbatim; they are namespaced with a dot.
+        if name.contains(&b'.') {
+            return Replay::Apply;
+        }
+        let Some(name) = upper(name, &mut name_buf) else {
+            return Replay::Refuse; // longer than any data write, or not UTF-8
+        };
         // SCRIPT LOAD / FLUSH reach replicas of Redis before 7.0; scripts'
         // effects are replicated as commands, so there is nothing to apply.
         if name == "SCRIPT" {
-            let sub = self.args.get(1).map(|s| upper(s)).unwrap_or_default();
-            return if sub == "LOAD" || sub == "FLUSH" {
+            return if matches!(upper(sub, &mut sub_buf), Some("LOAD" | "FLUSH")) {
                 Replay::Skip
             } else {
                 Replay::Refuse
             };
         }
-        // Module commands (JSON.SET, TS.ADD, BF.ADD...) are propagated for
-        // their data, verbatim; they are namespaced with a dot.
-        if name.contains('.') {
-            return Replay::Apply;
-        }
         if name == "FUNCTION" {
-            let sub = self.args.get(1).map(|s| upper(s)).unwrap_or_default();
-            return if FUNCTION_WRITES.contains(&sub.as_str()) {
+            return if upper(sub, &mut sub_buf).is_some_and(|s| FUNCTION_WRITES.contains(&s)) {
                 Replay::Apply
             } else {
                 Replay::Refuse
             };
         }
-        if DATA_WRITES.binary_search(&name.as_str()).is_ok() {
+        if DATA_WRITES.binary_search(&name).is_ok() {
             Replay::Apply
         } else {
             Replay::Refuse
         }
     }
+}
+
+/// Longer than any command or subcommand name replay applies.
+const UPPER_MAX: usize = 32;
+
+/// `b` upper-cased into `buf`, if it fits and is UTF-8.
+fn upper<'a>(b: &[u8], buf: &'a mut [u8; UPPER_MAX]) -> Option<&'a str> {
+    let out = buf.get_mut(..b.len())?;
+    out.copy_from_slice(b);
+    out.make_ascii_uppercase();
+    std::str::from_utf8(out).ok()
 }
 
 /// Where a command's keys are, for sending it to the cluster node that owns

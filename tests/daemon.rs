@@ -1274,7 +1274,7 @@ async fn a_point_inside_a_transaction_stops_before_it() {
 
 /// The time index: each segment's signed statement names the time of its
 /// last record and its offsets, so planning reads only the newest segment's
-/// header, and a restore fetches nothing past the segment holding its point.
+/// header, and a restore opens nothing past the segment holding its point.
 /// A newest segment damaged past its header does not stop a restore to an
 /// earlier offset, and the latest state is refused naming it.
 #[tokio::test]

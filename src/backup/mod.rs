@@ -3,6 +3,7 @@
 //! point-in-time planning (`plan.rs`) and restore into a target
 //! (`restore.rs`), verify, retention, and re-wrapping keyrings (`rewrap.rs`).
 
+mod ahead;
 pub mod chain;
 pub mod export;
 pub mod head;

@@ -101,9 +101,21 @@ pub async fn read_segment(
     keys: &mut KeyCache,
     trust: &Trust,
 ) -> Result<SegmentRead, BackupError> {
+    let sealed = store.read(&dir.segment(store, &seg.name)).await?;
+    open_fetched(&sealed, dir, seg, kek, keys, trust).await
+}
+
+/// Opens a fetched segment: signature and place checked, then its records.
+pub async fn open_fetched(
+    sealed: &[u8],
+    dir: &GenerationDir,
+    seg: &super::timeline::Segment,
+    kek: &dyn Kek,
+    keys: &mut KeyCache,
+    trust: &Trust,
+) -> Result<SegmentRead, BackupError> {
     let label = dir.segment_label(&seg.name);
-    let bytes = store.read(&dir.segment(store, &seg.name)).await?;
-    let opened = open_segment(&bytes, &place(dir, seg), kek, keys, trust, &label).await?;
+    let opened = open_segment(sealed, &place(dir, seg), kek, keys, trust, &label).await?;
     Ok(SegmentRead {
         records: decode_records(&opened.plain, &label)?,
         attested: opened.attested,

@@ -4,9 +4,10 @@
 //! replayed: any other command (CONFIG, ACL, EVAL, REPLICAOF, ...) stops the
 //! restore, naming the segment and the offset.
 
+use super::ahead::SegmentsAhead;
 use super::chain::ChainWalk;
 use super::layout::GenerationDir;
-use super::plan::{read_segment, Plan, Point};
+use super::plan::{Plan, Point};
 use super::read::open_base;
 use super::BackupError;
 use crate::aof::KeyCache;
@@ -265,14 +266,16 @@ async fn replay_stream(
         Point::At(ms) => r.time_ms > ms,
         Point::Offset(o) => r.offset > o,
     };
-    // Segments are read and opened one ahead of the one being applied: the
-    // target applies a segment while the next is decrypted and decoded.
+    // Segments are opened one ahead of the one being applied (the target
+    // applies a segment while the next is decrypted and decoded), and fetched
+    // further ahead, several at once: a remote store's round trips, one per
+    // segment, would otherwise add up to more than the applying.
     let (reads_tx, reads) = tokio::sync::mpsc::channel(1);
     let reader = async {
-        for seg in &plan.timeline.segments {
-            let read = read_segment(store, &dir, seg, kek, &mut keys, trust).await;
+        let mut fetched = SegmentsAhead::new(store, &dir, &plan.timeline.segments);
+        while let Some((seg, read)) = fetched.open_next(kek, &mut keys, trust).await {
             // Past the point (by its signed statement): nothing after this
-            // segment is needed, so nothing after it is fetched.
+            // segment is needed, so no more is fetched or opened.
             let last = match &read {
                 Ok(r) => r.attested.as_ref().is_some_and(|a| match plan.point {
                     Point::Latest => false,

@@ -3,10 +3,10 @@
 //! (every chunk, every record, offsets following on) — and reports holes. No
 //! Redis needed.
 
+use super::ahead::SegmentsAhead;
 use super::chain::ChainWalk;
 use super::head::newest_head;
 use super::list::list;
-use super::plan::read_segment;
 use super::read::open_base;
 use super::timeline::timeline;
 use super::BackupError;
@@ -150,8 +150,9 @@ async fn verify_stream(
             r.holes.extend(t.holes.iter().copied());
             let mut chain = ChainWalk::new(base);
             let mut chain_ok = true;
-            for seg in &t.segments {
-                match read_segment(store, dir, seg, kek, keys, trust).await {
+            let mut fetched = SegmentsAhead::new(store, dir, &t.segments);
+            while let Some((seg, read)) = fetched.open_next(kek, keys, trust).await {
+                match read {
                     Ok(read) => {
                         if let Err(e) = chain.admit(
                             &dir.segment_label(&seg.name),
