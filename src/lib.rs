@@ -13,6 +13,7 @@ pub mod azure;
 pub mod backup;
 pub mod cli;
 pub mod command;
+pub mod crc64;
 pub mod daemon;
 pub mod data_key;
 pub mod feed;

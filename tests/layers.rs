@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Bottom to top; a module may use its own layer and those before it.
 const LAYERS: &[&[&str]] = &[
-    &["text", "data_key", "command", "audit"],
+    &["text", "data_key", "command", "audit", "crc64"],
     &["resp", "format", "acl"],
     &[
         "kek",

@@ -25,7 +25,15 @@ pub struct SegmentsAhead<'a> {
     in_flight_bytes: u64,
 }
 
-type Fetch = tokio::task::JoinHandle<Result<bytes::Bytes, crate::store::StoreError>>;
+/// A fetch's task, aborted when dropped (the reader stopped, or its own
+/// future was dropped while it waited on this one).
+struct Fetch(tokio::task::JoinHandle<Result<bytes::Bytes, crate::store::StoreError>>);
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 const SEGMENTS_AHEAD: usize = 8;
 const BYTES_AHEAD: u64 = 32 << 20;
@@ -52,16 +60,18 @@ impl<'a> SegmentsAhead<'a> {
                     self.in_flight_bytes += seg.stored_bytes;
                     let store = self.store.clone();
                     let path = self.dir.segment(self.store, &seg.name);
-                    let fetch = tokio::spawn(async move { store.read(&path).await });
+                    let fetch = Fetch(tokio::spawn(async move { store.read(&path).await }));
                     self.in_flight.push_back((seg, fetch));
                 }
                 _ => break,
             }
         }
-        let (seg, fetch) = self.in_flight.pop_front()?;
+        let (seg, mut fetch) = self.in_flight.pop_front()?;
         self.in_flight_bytes -= seg.stored_bytes;
-        let sealed = match fetch.await {
+        let sealed = match (&mut fetch.0).await {
             Ok(read) => read.map_err(BackupError::from),
+            // A panic in the fetch is a bug, not a damaged segment.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(BackupError::Invalid(format!(
                 "{}: its fetch ended: {e}",
                 self.dir.segment_label(&seg.name)
@@ -87,13 +97,5 @@ impl<'a> SegmentsAhead<'a> {
             Err(e) => Err(e),
         };
         Some((seg, read))
-    }
-}
-
-impl Drop for SegmentsAhead<'_> {
-    fn drop(&mut self) {
-        for (_, fetch) in &self.in_flight {
-            fetch.abort();
-        }
     }
 }

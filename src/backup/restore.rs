@@ -275,7 +275,8 @@ async fn replay_stream(
         let mut fetched = SegmentsAhead::new(store, &dir, &plan.timeline.segments);
         while let Some((seg, read)) = fetched.open_next(kek, &mut keys, trust).await {
             // Past the point (by its signed statement): nothing after this
-            // segment is needed, so no more is fetched or opened.
+            // segment is needed, so no more is opened (the few fetched ahead
+            // are dropped).
             let last = match &read {
                 Ok(r) => r.attested.as_ref().is_some_and(|a| match plan.point {
                     Point::Latest => false,

@@ -5,9 +5,9 @@
 //! the snapshot.
 
 use super::FeedError;
+use crate::crc64::Crc64;
 use crate::inputs::{Input, InputError};
 use crate::resp::{Conn, RedisError, Reply, TlsServer, Transport};
-use crc::{Crc, Table, CRC_64_REDIS};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
-
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// A replica that authenticated and asked for a sync.
 pub struct Replica {
@@ -187,7 +185,7 @@ impl Replica {
         // is checked too: a plain file has no other check, and a target
         // that loads a corrupt RDB from its primary may exit.
         let reading = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, [u8; 8])> {
-            let mut crc = CRC64.digest();
+            let mut crc = Crc64::new();
             let mut tail: Vec<u8> = Vec::with_capacity(8);
             loop {
                 let mut buf = vec![0u8; 1 << 20];
@@ -205,7 +203,7 @@ impl Replica {
                     if tail.len() == 8 {
                         trailer.copy_from_slice(&tail);
                     }
-                    return Ok((crc.finalize(), trailer));
+                    return Ok((crc.value(), trailer));
                 }
                 buf.truncate(n);
                 // Everything but the last 8 bytes seen so far goes into the CRC.

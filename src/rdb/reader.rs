@@ -2,15 +2,13 @@
 //! keeps the running CRC64, and can capture the bytes of one value.
 
 use super::RdbError;
-use crc::{Crc, Digest, Table, CRC_64_REDIS};
+use crate::crc64::Crc64;
 use std::io::Read;
-
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 pub struct RdbReader<R> {
     inner: R,
     pub offset: u64,
-    crc: Option<Digest<'static, u64, Table<16>>>,
+    crc: Option<Box<Crc64>>,
     pub capture: Option<Vec<u8>>,
     scratch: Vec<u8>,
 }
@@ -20,7 +18,7 @@ impl<R: Read> RdbReader<R> {
         RdbReader {
             inner,
             offset: 0,
-            crc: checksum.then(|| CRC64.digest()),
+            crc: checksum.then(|| Box::new(Crc64::new())),
             capture: None,
             scratch: vec![0; 64 << 10],
         }
@@ -105,6 +103,6 @@ impl<R: Read> RdbReader<R> {
 
     /// The CRC64 of everything read so far (0 when not computed).
     pub fn crc(&self) -> u64 {
-        self.crc.clone().map(|c| c.finalize()).unwrap_or(0)
+        self.crc.as_ref().map(|c| c.value()).unwrap_or(0)
     }
 }

@@ -2,7 +2,6 @@
 
 use super::reader::RdbReader;
 use super::{RdbError, MAX_RDB_VERSION};
-use crc::{Crc, Table, CRC_64_REDIS};
 use std::io::Read;
 
 // Opcodes.
@@ -496,15 +495,13 @@ pub(super) fn lzf_decompress(input: &[u8], ulen: usize) -> Option<Vec<u8>> {
     (out.len() == ulen).then_some(out)
 }
 
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
-
 /// The DUMP/RESTORE payload for an entry's raw bytes: value, 2-byte RDB version
 /// (little-endian), CRC64 of both (little-endian).
 pub fn restore_payload(raw: &[u8], rdb_version: u16) -> Vec<u8> {
     let mut p = Vec::with_capacity(raw.len() + 10);
     p.extend_from_slice(raw);
     p.extend_from_slice(&rdb_version.to_le_bytes());
-    let crc = CRC64.checksum(&p);
+    let crc = crate::crc64::checksum(&p);
     p.extend_from_slice(&crc.to_le_bytes());
     p
 }

@@ -3,9 +3,7 @@
 //! exactly as an RDB holds it (type byte, then its encoding) followed by the
 //! RDB version (u16 LE) and a CRC64 of all before it (u64 LE).
 
-use crc::{Crc, Digest, Table, CRC_64_REDIS};
-
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
+use crate::crc64::{checksum, Crc64};
 
 /// Appends an RDB length (6, 14, 32 or 64 bits).
 pub fn put_rdb_len(buf: &mut Vec<u8>, n: u64) {
@@ -47,7 +45,7 @@ pub fn dump_value(payload: &[u8]) -> Result<(&[u8], u16), DumpError> {
         return Err(DumpError::Short(n));
     }
     let (body, crc) = payload.split_at(n - 8);
-    if CRC64.checksum(body).to_le_bytes() != crc {
+    if checksum(body).to_le_bytes() != crc {
         return Err(DumpError::Crc);
     }
     let version = u16::from_le_bytes([body[n - 10], body[n - 9]]);
@@ -61,7 +59,7 @@ pub fn dump_value(payload: &[u8]) -> Result<(&[u8], u16), DumpError> {
 /// piece is passed to `account` before it is sent.
 pub struct RdbWriter {
     version: u32,
-    crc: Digest<'static, u64, Table<16>>,
+    crc: Box<Crc64>,
 }
 
 impl RdbWriter {
@@ -75,7 +73,7 @@ impl RdbWriter {
         }
         let w = RdbWriter {
             version,
-            crc: CRC64.digest(),
+            crc: Box::new(Crc64::new()),
         };
         (w, out)
     }
@@ -110,7 +108,7 @@ impl RdbWriter {
     pub fn finish(mut self, out: &mut Vec<u8>) {
         out.push(0xFF);
         self.crc.update(out);
-        out.extend_from_slice(&self.crc.finalize().to_le_bytes());
+        out.extend_from_slice(&self.crc.value().to_le_bytes());
     }
 }
 

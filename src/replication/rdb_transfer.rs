@@ -2,13 +2,12 @@
 //! `$<length>\r\n<bytes>` (disk-based sync) or `$EOF:<40-byte mark>\r\n<bytes><mark>`
 //! (diskless). Yields the RDB bytes in pieces and checks the CRC64 trailer.
 
+use crate::crc64::Crc64;
 use crate::resp::{Conn, RedisError as ReplError};
 use bytes::{Buf, Bytes};
-use crc::{Crc, Table, CRC_64_REDIS};
 
 const MARK_LEN: usize = 40;
 const TRAILER_LEN: usize = 8;
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 enum Form {
     Length { remaining: u64 },
@@ -18,7 +17,7 @@ enum Form {
 pub struct RdbTransfer {
     conn: Conn,
     form: Form,
-    crc: crc::Digest<'static, u64, Table<16>>,
+    crc: Box<Crc64>,
     /// Bytes yielded so far.
     received: u64,
     /// The first bytes of the RDB, for its magic and version.
@@ -58,7 +57,7 @@ impl RdbTransfer {
         Ok(RdbTransfer {
             conn,
             form,
-            crc: CRC64.digest(),
+            crc: Box::new(Crc64::new()),
             received: 0,
             head: Vec::with_capacity(9),
             tail: [0; TRAILER_LEN],
@@ -173,7 +172,7 @@ impl RdbTransfer {
         // RDB 5 and later end with a CRC64 (little-endian); 0 means checksums are off.
         if version >= 5 {
             let expected = u64::from_le_bytes(self.tail);
-            let actual = std::mem::replace(&mut self.crc, CRC64.digest()).finalize();
+            let actual = self.crc.value();
             if expected != 0 && expected != actual {
                 return Err(ReplError::BadCrc {
                     addr,
