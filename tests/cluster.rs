@@ -757,6 +757,20 @@ fn restored_equal(
     }
 }
 
+/// Every key of `state`, and only those, on the primary owning its slot in
+/// `cluster`, each value's digest equal.
+fn cluster_holds(cluster: &Cluster, state: &std::collections::BTreeMap<Vec<u8>, Resp>, what: &str) {
+    assert_eq!(cluster.dbsize(), state.len() as i64, "{what}: key count");
+    for (k, want) in state {
+        assert_eq!(
+            &digest_value(&mut cluster.owner(k).client(), k),
+            want,
+            "{what}: {}",
+            k.escape_ascii()
+        );
+    }
+}
+
 /// The daemon on a 3-primary cluster: one generation with every shard's
 /// stream, which a kill -9 and a restart continue; `restore` of the latest
 /// state into a single Redis and into a 2-primary cluster, and `--at` an
@@ -846,15 +860,7 @@ fn the_daemon_follows_a_cluster_through_a_restart() {
     let two = Cluster::start(2);
     let (code, _, err) = restore(&two.nodes[0].url(), &[]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(two.dbsize(), latest.len() as i64);
-    for (k, want) in &latest {
-        assert_eq!(
-            &digest_value(&mut two.owner(k).client(), k),
-            want,
-            "into 2 primaries: {}",
-            k.escape_ascii()
-        );
-    }
+    cluster_holds(&two, &latest, "into 2 primaries");
 
     let (code, out, err) = run(redvault()
         .args([
@@ -915,19 +921,7 @@ fn a_flush_of_one_shard_empties_only_its_slots_on_restore() {
         .args(["--from", &store, "--source", "cache1", "--kek"])
         .arg(work.path().join("kek.pem")));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        two.dbsize(),
-        latest.len() as i64,
-        "into 2 primaries: key count"
-    );
-    for (k, want) in &latest {
-        assert_eq!(
-            &digest_value(&mut two.owner(k).client(), k),
-            want,
-            "into 2 primaries: {}",
-            k.escape_ascii()
-        );
-    }
+    cluster_holds(&two, &latest, "into 2 primaries");
 }
 
 /// A failover of one shard (CLUSTER FAILOVER on its replica) while the
