@@ -79,9 +79,7 @@ impl<'a> SegmentsAhead<'a> {
         };
         Some((seg, sealed))
     }
-}
 
-impl<'a> SegmentsAhead<'a> {
     /// The next segment, fetched and then opened (its signature, place and
     /// records checked); opening is the caller's turn, one at a time, since
     /// `keys` caches the unwrapped data keys.
